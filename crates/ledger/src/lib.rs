@@ -1,0 +1,1 @@
+//! The ownership ledger state machine and its replication.

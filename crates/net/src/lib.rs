@@ -1,0 +1,1 @@
+//! The peer-to-peer network: the only crate that names libp2p.

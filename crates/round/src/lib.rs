@@ -1,0 +1,1 @@
+//! The round protocol as a sans-IO state machine.

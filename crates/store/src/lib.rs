@@ -1,0 +1,1 @@
+//! Content-addressed storage: BLAKE3 CIDs, bao-verified ranges, erasure coding, audits.

@@ -1,0 +1,1 @@
+//! Outer optimizer, update codecs and aggregation, over flat f32 vectors. Sans-IO.

@@ -1,0 +1,1 @@
+//! Bounds for the `sim` crate.
