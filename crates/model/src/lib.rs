@@ -44,3 +44,21 @@ pub const LIBTORCH_VERSION: &str = "2.11.0";
 pub fn cuda_available() -> bool {
     tch::Cuda::is_available()
 }
+
+/// Measured peak f32 matmul throughput (FLOP/s) with `threads` libtorch threads: the best of
+/// `reps` products of two `n`×`n` matrices. The denominator of model FLOPs utilisation.
+pub fn measure_peak_matmul_flops(threads: usize, n: usize, reps: usize) -> f64 {
+    tch::set_num_threads(threads as i32);
+    let opts = (tch::Kind::Float, tch::Device::Cpu);
+    let a = tch::Tensor::ones([n as i64, n as i64], opts) * 0.5;
+    let b = tch::Tensor::ones([n as i64, n as i64], opts) * 0.25;
+    let _ = a.matmul(&b);
+    let mut best = f64::MAX;
+    for _ in 0..reps.max(1) {
+        let started = std::time::Instant::now();
+        let c = a.matmul(&b);
+        let _ = c.double_value(&[0, 0]);
+        best = best.min(started.elapsed().as_secs_f64());
+    }
+    2.0 * (n as f64).powi(3) / best
+}
