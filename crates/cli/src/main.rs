@@ -1,5 +1,8 @@
 //! The `commonweight` command line: one binary for every role and tool.
 
+mod cmd_bench;
+mod cmd_generate;
+mod cmd_train;
 mod data_dir;
 
 use anyhow::Result;
@@ -16,6 +19,13 @@ struct Cli {
 enum Command {
     /// Print where this node keeps its state.
     Home(data_dir::DataDirArgs),
+    /// Train a model on text and write HF-layout checkpoints.
+    Train(cmd_train::TrainArgs),
+    /// Sample text from a checkpoint.
+    Generate(cmd_generate::GenerateArgs),
+    /// Benchmarks against reference implementations.
+    #[command(subcommand)]
+    Bench(cmd_bench::BenchCommand),
 }
 
 fn main() {
@@ -31,5 +41,8 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", args.resolve()?.display());
             Ok(())
         }
+        Command::Train(args) => cmd_train::run(args),
+        Command::Generate(args) => cmd_generate::run(args),
+        Command::Bench(command) => cmd_bench::run(command),
     }
 }
