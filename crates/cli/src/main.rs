@@ -1,5 +1,6 @@
 //! The `commonweight` command line: one binary for every role and tool.
 
+mod cmd_ledger;
 mod data_dir;
 
 use anyhow::Result;
@@ -16,6 +17,8 @@ struct Cli {
 enum Command {
     /// Print where this node keeps its state.
     Home(data_dir::DataDirArgs),
+    /// The ownership ledger: balances, history, verify, transfer, model.
+    Ledger(cmd_ledger::LedgerArgs),
 }
 
 fn main() {
@@ -31,5 +34,6 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", args.resolve()?.display());
             Ok(())
         }
+        Command::Ledger(args) => cmd_ledger::run(args),
     }
 }
