@@ -67,6 +67,31 @@ pub enum LedgerCommand {
     },
     /// Check a signed ownership statement file.
     CheckExport { file: PathBuf },
+    /// Sign a verdict on PEER's work in ROUND with this node's (verifier) key and submit it.
+    RecordVerdict {
+        #[arg(long)]
+        peer: String,
+        #[arg(long)]
+        round: u64,
+        #[arg(long)]
+        tokens: u64,
+        /// Score weight in parts per million (1000000 = full score).
+        #[arg(long, default_value_t = 1_000_000)]
+        score_ppm: u32,
+        /// Reject the work with this reason instead of accepting it.
+        #[arg(long)]
+        reject: Option<String>,
+        #[command(flatten)]
+        key: KeyArgs,
+    },
+    /// Register checkpoint CID for ROUND (verifiers only), freezing its ownership table.
+    RegisterCheckpoint {
+        cid: String,
+        #[arg(long)]
+        round: u64,
+        #[command(flatten)]
+        key: KeyArgs,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -87,6 +112,26 @@ pub fn run(args: LedgerArgs) -> Result<()> {
         LedgerCommand::Transfer { to, amount, key } => transfer(&home, &dir, &to, amount, &key),
         LedgerCommand::Model { cid, export, key } => model(&home, &dir, &cid, export.as_deref(), &key),
         LedgerCommand::CheckExport { file } => check_export(&file),
+        LedgerCommand::RecordVerdict { peer, round, tokens, score_ppm, reject, key } => {
+            let signing = load_key(&home, &key, false)?;
+            let accepted = reject.is_none();
+            let verdict = ledger::Verdict::sign(
+                &signing,
+                open_replica(&dir)?.state().run,
+                types::RoundNumber(round),
+                parse_peer(&peer)?,
+                accepted,
+                score_ppm,
+                reject.as_deref().unwrap_or(""),
+                tokens,
+            );
+            submit(&home, &dir, &key, TxBody::RecordVerdicts { verdicts: vec![verdict] })
+        }
+        LedgerCommand::RegisterCheckpoint { cid, round, key } => {
+            let cid = Hash32::from_hex(&cid).context("CID must be 64 hex characters")?;
+            let run = open_replica(&dir)?.state().run;
+            submit(&home, &dir, &key, TxBody::RegisterCheckpoint { run, round: types::RoundNumber(round), cid })
+        }
     }
 }
 
@@ -217,28 +262,39 @@ fn verify(dir: &Path) -> Result<()> {
 }
 
 fn transfer(home: &Path, dir: &Path, to: &str, amount: u64, key: &KeyArgs) -> Result<()> {
-    let key = load_key(home, key, false)?;
     let to = parse_peer(to)?;
+    submit(home, dir, key, TxBody::Transfer { to, amount })
+}
+
+/// Signs `body` with this node's key and orders it: directly through the local sequencer when
+/// this node is the ledger's only validator, else into `DATA_DIR/ledger/outbox/` for the
+/// running validator node's mempool.
+fn submit(home: &Path, dir: &Path, key: &KeyArgs, body: TxBody) -> Result<()> {
+    let key = load_key(home, key, false)?;
     let mut replica = open_replica(dir)?;
     let me = ledger::peer_of(&key);
     let chain = replica.genesis().chain_id();
-    let tx = SignedTx::sign(&key, chain, replica.state().nonce(&me), TxBody::Transfer { to, amount });
+    let tx = SignedTx::sign(&key, chain, replica.state().nonce(&me), body);
+    // Refuse up front what the ledger would reject, rather than ordering a doomed transaction.
+    let mut trial = replica.state().clone();
+    if let Err(rejection) = trial.apply(&tx, replica.checker()) {
+        bail!("{} rejected: {rejection}", describe(&tx));
+    }
     let single_validator = replica.genesis().validators == [me];
     if !single_validator {
-        // Multi-validator ledgers order transactions through the running node's mempool.
         let outbox = dir.join("outbox");
         std::fs::create_dir_all(&outbox)?;
         let path = outbox.join(format!("{}.tx", tx.id()));
         std::fs::write(&path, tx.to_bytes())?;
-        println!("signed transfer {} written to {}; a running validator node picks it up", tx.id(), path.display());
+        println!("signed transaction {} written to {}; a running validator node submits it", tx.id(), path.display());
         return Ok(());
     }
     let mut sequencer = Sequencer::new(&mut replica, key)?;
     let height = sequencer.sequence(vec![tx.clone()])?;
     let record = replica.records()?.pop().context("no record after sequencing")?;
     match &record.outcomes[0] {
-        Ok(_) => println!("transferred {amount} to {to} at height {height}"),
-        Err(rejection) => bail!("transfer rejected: {rejection}"),
+        Ok(effect) => println!("ok at height {height}: {} -> {effect:?}", describe(&tx)),
+        Err(rejection) => bail!("{} rejected: {rejection}", describe(&tx)),
     }
     Ok(())
 }

@@ -129,7 +129,7 @@ pub fn check_tx_stateless(genesis: &Genesis, chain: Hash32, tx: &SignedTx) -> Re
 /// Pending transactions of one validator, bounded by `MEMPOOL_TXS_MAX`.
 #[derive(Clone, Default)]
 pub struct Mempool {
-    inner: Arc<Mutex<VecDeque<SignedTx>>>,
+    inner: Arc<Mutex<VecDeque<(Hash32, SignedTx)>>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -152,7 +152,7 @@ impl Mempool {
         if queue.len() >= limits::MEMPOOL_TXS_MAX {
             return Err(SubmitError::Full);
         }
-        queue.push_back(tx);
+        queue.push_back((tx.id(), tx));
         Ok(())
     }
 
@@ -166,12 +166,12 @@ impl Mempool {
 
     fn take_candidates(&self, skip: &HashSet<Hash32>, max: usize) -> Vec<SignedTx> {
         let queue = self.inner.lock().expect("mempool lock");
-        queue.iter().filter(|tx| !skip.contains(&tx.id())).take(max).cloned().collect()
+        queue.iter().filter(|(id, _)| !skip.contains(id)).take(max).map(|(_, tx)| tx.clone()).collect()
     }
 
     fn remove(&self, ids: &HashSet<Hash32>) {
         let mut queue = self.inner.lock().expect("mempool lock");
-        queue.retain(|tx| !ids.contains(&tx.id()));
+        queue.retain(|(id, _)| !ids.contains(id));
     }
 }
 
@@ -387,7 +387,7 @@ impl<E: Clock + Spawner> App<E> {
             Message::Broadcast { payload } => {
                 if let Some(known) = self.blocks.get(&from_digest(&payload)) {
                     let message = encode(&BlockMessage::Block(known.1.clone()));
-                    net.send(Recipients::All, message, true);
+                    net.send(Recipients::All, commonware_runtime::IoBuf::from(message), true);
                 }
             }
             Message::Finalized(finalization) => self.finalized(finalization, net),
@@ -533,7 +533,7 @@ impl<E: Clock + Spawner> App<E> {
 
     fn request_sync(&mut self, net: &mut impl Sender<PublicKey = PublicKey>) {
         let from_height = self.replica.height() + 1;
-        net.send(Recipients::All, encode(&BlockMessage::SyncRequest { from_height }), false);
+        net.send(Recipients::All, commonware_runtime::IoBuf::from(encode(&BlockMessage::SyncRequest { from_height })), false);
     }
 
     /// Answers a sync request with stored records from `from_height`, ending at a certified one.
@@ -558,7 +558,7 @@ impl<E: Clock + Spawner> App<E> {
         if records.is_empty() {
             return;
         }
-        net.send(Recipients::One(to), encode(&BlockMessage::SyncResponse { records }), false);
+        net.send(Recipients::One(to), commonware_runtime::IoBuf::from(encode(&BlockMessage::SyncResponse { records })), false);
     }
 
     /// Applies fetched records after checking links and the certificate that ends them.
@@ -603,4 +603,31 @@ impl<E: Clock + Spawner> App<E> {
             _ => Err("sync batch does not end with a certificate".into()),
         }
     }
+}
+
+/// Moves signed transactions that `commonweight ledger transfer` (and friends) left in
+/// `ledger_dir/outbox/` into `mempool`, deleting each file it handled. A file that does not
+/// decode or is refused is renamed to `*.rejected` so it is not retried. Returns how many were
+/// queued. Called by a running validator node.
+pub fn drain_outbox(ledger_dir: &std::path::Path, genesis: &Genesis, mempool: &Mempool) -> std::io::Result<usize> {
+    let outbox = ledger_dir.join("outbox");
+    let Ok(entries) = std::fs::read_dir(&outbox) else {
+        return Ok(0);
+    };
+    let mut queued = 0;
+    for entry in entries {
+        let path = entry?.path();
+        if path.extension().is_none_or(|e| e != "tx") {
+            continue;
+        }
+        let bytes = std::fs::read(&path)?;
+        let accepted = SignedTx::from_bytes(&bytes).ok().is_some_and(|tx| mempool.submit(genesis, tx).is_ok());
+        if accepted {
+            std::fs::remove_file(&path)?;
+            queued += 1;
+        } else {
+            std::fs::rename(&path, path.with_extension("rejected"))?;
+        }
+    }
+    Ok(queued)
 }

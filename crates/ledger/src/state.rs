@@ -290,34 +290,27 @@ impl LedgerState {
         if tx.nonce != expected {
             return Err(Rejection::BadNonce { expected, got: tx.nonce });
         }
-        // Work on a copy so a rejection half-way leaves no trace. States are small next to
-        // block processing costs; see the benchmark before optimising this.
-        let mut next = self.clone();
+        // Every check runs before any mutation, so a rejection leaves no trace and no copy of
+        // the state is needed.
+        if !self.accounts.contains_key(&tx.signer) && self.accounts.len() >= limits::ACCOUNTS_MAX {
+            return Err(Rejection::TooManyAccounts);
+        }
         let effect = match &tx.body {
-            TxBody::RecordVerdicts { verdicts } => next.record_verdicts(verdicts)?,
-            TxBody::Slash { proof } => next.slash(proof, checker)?,
-            TxBody::Transfer { to, amount } => next.transfer(tx.signer, *to, *amount)?,
-            TxBody::RegisterCheckpoint { run, round, cid } => {
-                next.register_checkpoint(tx.signer, *run, *round, *cid)?
-            }
+            TxBody::RecordVerdicts { verdicts } => self.record_verdicts(tx.signer, verdicts)?,
+            TxBody::Slash { proof } => self.slash(proof, checker)?,
+            TxBody::Transfer { to, amount } => self.transfer(tx.signer, *to, *amount)?,
+            TxBody::RegisterCheckpoint { run, round, cid } => self.register_checkpoint(tx.signer, *run, *round, *cid)?,
         };
-        next.account_mut(tx.signer)?.nonce += 1;
-        *self = next;
+        self.accounts.entry(tx.signer).or_default().nonce += 1;
         Ok(effect)
     }
 
-    fn account_mut(&mut self, peer: PeerId) -> Result<&mut Account, Rejection> {
-        if !self.accounts.contains_key(&peer) && self.accounts.len() >= limits::ACCOUNTS_MAX {
-            return Err(Rejection::TooManyAccounts);
-        }
-        Ok(self.accounts.entry(peer).or_default())
-    }
-
-    fn record_verdicts(&mut self, verdicts: &[Verdict]) -> Result<Effect, Rejection> {
+    fn record_verdicts(&mut self, signer: PeerId, verdicts: &[Verdict]) -> Result<Effect, Rejection> {
         if verdicts.is_empty() {
             return Err(Rejection::NoVerdicts);
         }
-        let mut mints = Vec::new();
+        let mut seen = BTreeSet::new();
+        let mut new_accounts = BTreeSet::new();
         for (index, verdict) in verdicts.iter().enumerate() {
             if verdict.run != self.run {
                 return Err(Rejection::WrongRun { index, expected: self.run, got: verdict.run });
@@ -328,54 +321,72 @@ impl LedgerState {
             if !verdict.signature_is_valid() {
                 return Err(Rejection::BadVerdictSignature { index });
             }
-            if let Some(mint) = self.record_one(index, verdict)? {
-                mints.push(mint);
+            let key = (verdict.round, verdict.peer);
+            let recorded = self
+                .work
+                .get(&key)
+                .is_some_and(|w| w.accepts.contains_key(&verdict.verifier) || w.rejects.contains(&verdict.verifier));
+            if recorded || !seen.insert((key, verdict.verifier)) {
+                return Err(Rejection::DuplicateVerdict { index });
+            }
+            if verdict.peer != signer && !self.accounts.contains_key(&verdict.peer) {
+                new_accounts.insert(verdict.peer);
             }
         }
+        if self.accounts.len() + new_accounts.len() + 1 > limits::ACCOUNTS_MAX {
+            return Err(Rejection::TooManyAccounts);
+        }
+        // Each mint is at most TOKENS_PER_VERDICT_MAX shares; with this headroom no balance or
+        // total below can overflow (balances never exceed total_minted).
+        let headroom = limits::TOKENS_PER_VERDICT_MAX * verdicts.len() as u64;
+        if self.total_minted > u64::MAX - headroom {
+            return Err(Rejection::Overflow);
+        }
+        let mints = verdicts.iter().filter_map(|v| self.record_one(v)).collect();
         Ok(Effect::Recorded { mints })
     }
 
-    fn record_one(&mut self, index: usize, verdict: &Verdict) -> Result<Option<(PeerId, u64)>, Rejection> {
+    /// Records one pre-checked verdict; returns the mint it triggers, if any.
+    fn record_one(&mut self, verdict: &Verdict) -> Option<(PeerId, u64)> {
         let quorum = self.verifier_quorum as usize;
         let item = self.work.entry((verdict.round, verdict.peer)).or_default();
-        if item.accepts.contains_key(&verdict.verifier) || item.rejects.contains(&verdict.verifier) {
-            return Err(Rejection::DuplicateVerdict { index });
-        }
         if !verdict.accepted {
             item.rejects.insert(verdict.verifier);
             item.rejected = true;
-            return Ok(None);
+            return None;
         }
         item.accepts.insert(verdict.verifier, (verdict.tokens_trained, verdict.score_ppm));
         let ready = item.accepts.len() == quorum && !item.rejected && !item.slashed && item.minted == 0;
         if !ready {
-            return Ok(None);
+            return None;
         }
         let shares = shares_for(item.accepts.values().copied());
         item.minted = shares;
         if shares == 0 {
-            return Ok(None);
+            return None;
         }
-        let peer = verdict.peer;
-        self.total_minted = self.total_minted.checked_add(shares).ok_or(Rejection::Overflow)?;
-        let account = self.account_mut(peer)?;
-        account.balance = account.balance.checked_add(shares).ok_or(Rejection::Overflow)?;
+        self.total_minted += shares;
+        let account = self.accounts.entry(verdict.peer).or_default();
+        account.balance += shares;
         account.minted += shares;
-        Ok(Some((peer, shares)))
+        Some((verdict.peer, shares))
     }
 
     fn slash(&mut self, proof: &FraudProof, checker: &dyn FraudProofChecker) -> Result<Effect, Rejection> {
         if proof.run != self.run {
             return Err(Rejection::ProofWrongRun { expected: self.run, got: proof.run });
         }
-        let item = self.work.entry((proof.round, proof.accused)).or_default();
-        if item.slashed {
+        let key = (proof.round, proof.accused);
+        if self.work.get(&key).is_some_and(|w| w.slashed) {
             return Err(Rejection::AlreadySlashed);
         }
         checker.check(proof).map_err(Rejection::ProofRefused)?;
+        let item = self.work.entry(key).or_default();
         item.slashed = true;
         let minted = item.minted;
-        let account = self.account_mut(proof.accused)?;
+        let Some(account) = self.accounts.get_mut(&proof.accused) else {
+            return Ok(Effect::Slashed { peer: proof.accused, amount: 0 });
+        };
         let amount = minted.min(account.balance);
         account.balance -= amount;
         account.slashed += amount;
@@ -394,10 +405,14 @@ impl LedgerState {
         if balance < amount {
             return Err(Rejection::InsufficientBalance { balance, amount });
         }
-        let receiver = self.account_mut(to)?;
-        receiver.balance = receiver.balance.checked_add(amount).ok_or(Rejection::Overflow)?;
+        if !self.accounts.contains_key(&to) && self.accounts.len() >= limits::ACCOUNTS_MAX {
+            return Err(Rejection::TooManyAccounts);
+        }
+        // No overflow: every balance is at most total_minted.
+        let receiver = self.accounts.entry(to).or_default();
+        receiver.balance += amount;
         receiver.received += amount;
-        let sender = self.account_mut(from)?;
+        let sender = self.accounts.get_mut(&from).expect("a positive balance means the account exists");
         sender.balance -= amount;
         sender.sent += amount;
         Ok(Effect::Transferred { from, to, amount })
