@@ -15,10 +15,9 @@ pub struct Block {
     pub version: u8,
     /// The ledger (chain id) this block extends.
     pub chain: Hash32,
-    /// Digest of the parent block; the genesis digest for height 1.
+    /// Digest of the parent block; the genesis digest for the first block. (Heights are not
+    /// in the block: validators can vote on a block without knowing its parent's height.)
     pub parent: [u8; 32],
-    /// 1 for the first block after genesis.
-    pub height: u64,
     /// The consensus view that proposed it (0 under the local sequencer).
     pub view: u64,
     pub txs: Vec<SignedTx>,
@@ -74,7 +73,10 @@ pub enum Finality {
     Ancestor { certified_height: u64 },
     /// Single-validator ledger: the one validator's ed25519 signature over
     /// [`sequencer_message`].
-    Sequencer { signature: [u8; 64] },
+    Sequencer {
+        #[serde(with = "crate::wire::sig64")]
+        signature: [u8; 64],
+    },
 }
 
 /// The message the local sequencer signs for a block.

@@ -327,12 +327,15 @@ pub struct App<E: Clock + Spawner> {
     waiters: HashMap<[u8; 32], Vec<(Ctx, oneshot::Sender<bool>)>>,
     /// The newest finalization we could not apply yet (missing blocks).
     pending: Option<Box<LedgerFinalization>>,
+    /// View of the newest committed block; finalizations at or below it are old news.
+    committed_view: u64,
 }
 
 impl<E: Clock + Spawner> App<E> {
     pub fn new(context: E, cfg: AppConfig) -> Result<(App<E>, Mailbox, LedgerReporter), AppError> {
         let replica = Replica::open(&cfg.data_dir, &cfg.genesis, cfg.checker)?;
         cfg.observer.set(&replica, 0);
+        let committed_view = tip_view(&replica);
         let (sender, receiver) = mpsc::channel(limits::CONSENSUS_MAILBOX_MAX);
         let app = App {
             context: ContextCell::new(context),
@@ -346,6 +349,7 @@ impl<E: Clock + Spawner> App<E> {
             blocks: HashMap::new(),
             waiters: HashMap::new(),
             pending: None,
+            committed_view,
         };
         Ok((app, Mailbox { sender: sender.clone() }, LedgerReporter { sender }))
     }
@@ -463,7 +467,7 @@ impl<E: Clock + Spawner> App<E> {
 
     fn finalized(&mut self, finalization: Box<LedgerFinalization>, net: &mut impl Sender<PublicKey = PublicKey>) {
         let digest = from_digest(&finalization.proposal.payload);
-        if self.is_committed(&digest) {
+        if finalization.proposal.round.view().get() <= self.committed_view || self.is_committed(&digest) {
             return;
         }
         let Some(chain) = self.chain_to(digest) else {
@@ -502,6 +506,7 @@ impl<E: Clock + Spawner> App<E> {
         for (bytes, _) in batch {
             if let Ok(block) = Block::from_bytes(bytes) {
                 ids.extend(block.txs.iter().map(SignedTx::id));
+                self.committed_view = self.committed_view.max(block.view);
             }
         }
         self.mempool.remove(&ids);
@@ -603,6 +608,16 @@ impl<E: Clock + Spawner> App<E> {
             _ => Err("sync batch does not end with a certificate".into()),
         }
     }
+}
+
+/// View of the last committed block (0 for an empty ledger).
+fn tip_view(replica: &Replica) -> u64 {
+    let height = replica.height();
+    if height == 0 {
+        return 0;
+    }
+    let record = replica.store().record_bytes(height).ok().flatten().and_then(|b| Record::from_bytes(&b).ok());
+    record.and_then(|r| Block::from_bytes(&r.block).ok()).map_or(0, |b| b.view)
 }
 
 /// Moves signed transactions that `commonweight ledger transfer` (and friends) left in

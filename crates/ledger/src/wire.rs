@@ -5,7 +5,7 @@
 //! [`WireError`]. Signatures are ed25519 over a domain tag plus the canonical (postcard) encoding
 //! of the unsigned fields.
 
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use types::limits::ledger as limits;
 use types::{Hash32, PeerId, RoundNumber, RunId};
@@ -75,6 +75,7 @@ pub struct Verdict {
     pub reason: String,
     /// Tokens the peer trained on in this round, as verified.
     pub tokens_trained: u64,
+    #[serde(with = "sig64")]
     pub signature: [u8; 64],
 }
 
@@ -189,6 +190,7 @@ pub struct SignedTx {
     /// Must equal the signer's account nonce; it then increments.
     pub nonce: u64,
     pub body: TxBody,
+    #[serde(with = "sig64")]
     pub signature: [u8; 64],
 }
 
@@ -263,6 +265,28 @@ impl SignedTx {
     /// Stable id of a transaction: BLAKE3 of its encoding.
     pub fn id(&self) -> Hash32 {
         Hash32::of(&self.to_bytes())
+    }
+}
+
+/// Serde for 64-byte signatures (serde derives stop at 32-byte arrays): two 32-byte halves,
+/// which postcard writes as exactly 64 bytes.
+pub(crate) mod sig64 {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &[u8; 64], serializer: S) -> Result<S::Ok, S::Error> {
+        let mut a = [0u8; 32];
+        let mut b = [0u8; 32];
+        a.copy_from_slice(&value[..32]);
+        b.copy_from_slice(&value[32..]);
+        (a, b).serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<[u8; 64], D::Error> {
+        let (a, b): ([u8; 32], [u8; 32]) = Deserialize::deserialize(deserializer)?;
+        let mut out = [0u8; 64];
+        out[..32].copy_from_slice(&a);
+        out[32..].copy_from_slice(&b);
+        Ok(out)
     }
 }
 
