@@ -3,6 +3,7 @@
 mod cmd_bench;
 mod cmd_generate;
 mod cmd_train;
+mod cmd_ledger;
 mod data_dir;
 
 use anyhow::Result;
@@ -26,6 +27,8 @@ enum Command {
     /// Benchmarks against reference implementations.
     #[command(subcommand)]
     Bench(cmd_bench::BenchCommand),
+    /// The ownership ledger: balances, history, verify, transfer, model.
+    Ledger(cmd_ledger::LedgerArgs),
 }
 
 fn main() {
@@ -44,5 +47,6 @@ fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => cmd_train::run(args),
         Command::Generate(args) => cmd_generate::run(args),
         Command::Bench(command) => cmd_bench::run(command),
+        Command::Ledger(args) => cmd_ledger::run(args),
     }
 }
