@@ -26,8 +26,8 @@ pub use keys::NodeKey;
 pub use merkle::{MerklePath, StepLog};
 pub use pipeline::{RoundInputs, RoundReport, Submission, UpdateDecoder, Verifier, VerifyError};
 pub use replay::{
-    draw_spot_check, ReplayAction, ReplayInput, ReplayOutcome, ReplaySession, StepContext,
-    StepExecutor,
+    draw_spot_check, ExecError, ReplayAction, ReplayError, ReplayInput, ReplayOutcome,
+    ReplaySession, SpotCheck, StepContext, StepExecutor,
 };
 pub use score::{EvalError, LossEvaluator};
 pub use verdict::{Outcome, Reason, SignedVerdict, Verdict};

@@ -11,8 +11,8 @@ use types::{Hash32, PeerId, RoundNumber, RunId};
 use verify::pipeline::{encode_dense_f32, DenseF32Decoder};
 use verify::rating::RatingParams;
 use verify::{
-    Commitment, DataAssignment, EvalError, LossEvaluator, NodeKey, Outcome, Reason, RoundContext, RoundInputs,
-    SignedCommitment, SignedVerdict, Submission, Verifier,
+    Commitment, DataAssignment, EvalError, LossEvaluator, NodeKey, Outcome, Reason, RoundContext,
+    RoundInputs, SignedCommitment, SignedVerdict, Submission, Verifier,
 };
 
 const N: usize = 2000;
@@ -34,7 +34,13 @@ fn splitmix(mut x: u64) -> u64 {
 fn gaussianish(n: usize, seed: u64) -> Vec<f32> {
     (0..n)
         .map(|i| {
-            let u = |k: u64| splitmix(seed.wrapping_mul(0x1000_0001).wrapping_add(3 * i as u64 + k)) as f64 / u64::MAX as f64;
+            let u = |k: u64| {
+                splitmix(
+                    seed.wrapping_mul(0x1000_0001)
+                        .wrapping_add(3 * i as u64 + k),
+                ) as f64
+                    / u64::MAX as f64
+            };
             ((u(0) + u(1) + u(2) - 1.5) * 2.0) as f32
         })
         .collect()
@@ -47,18 +53,30 @@ struct World {
 
 impl World {
     fn new() -> World {
-        World { shared: gaussianish(N, 1), offsets: (0..D).map(|d| gaussianish(N, 1000 + d)).collect() }
+        World {
+            shared: gaussianish(N, 1),
+            offsets: (0..D).map(|d| gaussianish(N, 1000 + d)).collect(),
+        }
     }
 
     fn target(&self, d: u64) -> Vec<f32> {
-        self.shared.iter().zip(&self.offsets[d as usize]).map(|(t, o)| t + S * o).collect()
+        self.shared
+            .iter()
+            .zip(&self.offsets[d as usize])
+            .map(|(t, o)| t + S * o)
+            .collect()
     }
 
     fn loss(&self, params: &[f32], ids: &[u64]) -> f32 {
         let mut total = 0.0f64;
         for &d in ids {
             let t = self.target(d);
-            total += params.iter().zip(&t).map(|(p, t)| ((p - t) as f64).powi(2)).sum::<f64>() / (2 * N) as f64;
+            total += params
+                .iter()
+                .zip(&t)
+                .map(|(p, t)| ((p - t) as f64).powi(2))
+                .sum::<f64>()
+                / (2 * N) as f64;
         }
         (total / ids.len().max(1) as f64) as f32
     }
@@ -111,7 +129,11 @@ fn run_id() -> RunId {
 }
 
 fn base_params(round: u64) -> Vec<f32> {
-    gaussianish(N, 77 + round).iter().zip(World::new().shared.iter()).map(|(g, t)| t + g).collect()
+    gaussianish(N, 77 + round)
+        .iter()
+        .zip(World::new().shared.iter())
+        .map(|(g, t)| t + g)
+        .collect()
 }
 
 fn context(round: u64, base: &[f32]) -> RoundContext {
@@ -160,7 +182,11 @@ impl Round {
     fn honest(world: &World, round: u64) -> Round {
         let base = base_params(round);
         let ctx = context(round, &base);
-        let mut r = Round { ctx, base, entries: Vec::new() };
+        let mut r = Round {
+            ctx,
+            base,
+            entries: Vec::new(),
+        };
         for i in 0..HONEST as u8 {
             let update = r.honest_update_of(world, i);
             r.push(i, encode_dense_f32(&update));
@@ -187,7 +213,11 @@ impl Round {
             .entries
             .iter()
             .enumerate()
-            .map(|(n, (_, c, blob))| Submission { commitment: c, blob, committed_at_ms: n as u64 })
+            .map(|(n, (_, c, blob))| Submission {
+                commitment: c,
+                blob,
+                committed_at_ms: n as u64,
+            })
             .collect();
         let inputs = RoundInputs {
             ctx: &self.ctx,
@@ -196,13 +226,26 @@ impl Round {
             assignment: &Assignment,
             decoder: &DenseF32Decoder,
         };
-        let report = verifier.verify_round(&inputs, &mut Evaluator(world)).expect("round verifies");
+        let report = verifier
+            .verify_round(&inputs, &mut Evaluator(world))
+            .expect("round verifies");
         for v in &report.verdicts {
-            assert!(v.signature_valid(), "every verdict is signed by the verifier");
-            assert_eq!(verify::SignedVerdict::decode(&v.encode()).as_ref(), Ok(v), "verdicts round-trip");
+            assert!(
+                v.signature_valid(),
+                "every verdict is signed by the verifier"
+            );
+            assert_eq!(
+                verify::SignedVerdict::decode(&v.encode()).as_ref(),
+                Ok(v),
+                "verdicts round-trip"
+            );
         }
-        let included: Vec<PeerId> =
-            report.verdicts.iter().filter(|v| v.verdict.outcome.included()).map(|v| v.verdict.peer).collect();
+        let included: Vec<PeerId> = report
+            .verdicts
+            .iter()
+            .filter(|v| v.verdict.outcome.included())
+            .map(|v| v.verdict.peer)
+            .collect();
         let mut sorted = included.clone();
         sorted.sort();
         assert_eq!(report.included, sorted);
@@ -216,7 +259,11 @@ fn verifier() -> Verifier {
 
 fn outcome_of(verdicts: &[SignedVerdict], i: u8) -> Outcome {
     let peer = key(i).peer_id();
-    let v = verdicts.iter().rev().find(|v| v.verdict.peer == peer).expect("a verdict for every peer");
+    let v = verdicts
+        .iter()
+        .rev()
+        .find(|v| v.verdict.peer == peer)
+        .expect("a verdict for every peer");
     v.verdict.outcome.clone()
 }
 
@@ -239,7 +286,10 @@ fn honest_round_includes_everyone_and_is_deterministic() {
     let round = Round::honest(&world, 0);
     let a = round.verify(&mut verifier(), &world);
     assert_honest_included(&a);
-    let scored = a.iter().filter(|v| matches!(v.verdict.outcome, Outcome::Scored { .. })).count();
+    let scored = a
+        .iter()
+        .filter(|v| matches!(v.verdict.outcome, Outcome::Scored { .. }))
+        .count();
     assert_eq!(scored, HONEST, "at this size every update is scored");
     let b = round.verify(&mut verifier(), &world);
     let bytes = |vs: &[SignedVerdict]| vs.iter().map(|v| v.encode()).collect::<Vec<_>>();
@@ -250,15 +300,26 @@ fn honest_round_includes_everyone_and_is_deterministic() {
 fn random_noise_is_scored_out() {
     let world = World::new();
     let mut round = Round::honest(&world, 0);
-    let norm = round.honest_update_of(&world, 0).iter().map(|x| x * x).sum::<f32>().sqrt();
+    let norm = round
+        .honest_update_of(&world, 0)
+        .iter()
+        .map(|x| x * x)
+        .sum::<f32>()
+        .sqrt();
     let noise = gaussianish(N, 999);
     let noise_norm = noise.iter().map(|x| x * x).sum::<f32>().sqrt();
     round.push_update(ATTACKER, &scale(&noise, norm / noise_norm));
     let v = round.verify(&mut verifier(), &world);
     assert_honest_included(&v);
     match outcome_of(&v, ATTACKER) {
-        Outcome::Scored { score, included: false, .. } => assert!(score < 0.0, "noise hurts the loss"),
-        other => panic!("noise at an honest norm passes the norm gate and must be scored out: {other:?}"),
+        Outcome::Scored {
+            score,
+            included: false,
+            ..
+        } => assert!(score < 0.0, "noise hurts the loss"),
+        other => {
+            panic!("noise at an honest norm passes the norm gate and must be scored out: {other:?}")
+        }
     }
 }
 
@@ -270,7 +331,17 @@ fn sign_flip_is_scored_out() {
     round.push_update(ATTACKER, &scale(&own, -1.0));
     let v = round.verify(&mut verifier(), &world);
     assert_honest_included(&v);
-    assert!(matches!(outcome_of(&v, ATTACKER), Outcome::Scored { included: false, .. }), "{:?}", outcome_of(&v, ATTACKER));
+    assert!(
+        matches!(
+            outcome_of(&v, ATTACKER),
+            Outcome::Scored {
+                included: false,
+                ..
+            }
+        ),
+        "{:?}",
+        outcome_of(&v, ATTACKER)
+    );
 }
 
 #[test]
@@ -281,7 +352,9 @@ fn scale_by_100_is_a_norm_outlier() {
     round.push_update(ATTACKER, &scale(&own, 100.0));
     let v = round.verify(&mut verifier(), &world);
     assert_honest_included(&v);
-    assert!(matches!(outcome_of(&v, ATTACKER), Outcome::Rejected(Reason::NormOutlier { robust_z, .. }) if robust_z > 6.0));
+    assert!(
+        matches!(outcome_of(&v, ATTACKER), Outcome::Rejected(Reason::NormOutlier { robust_z, .. }) if robust_z > 6.0)
+    );
 }
 
 #[test]
@@ -291,7 +364,10 @@ fn zero_update_free_rider_is_rejected() {
     round.push_update(ATTACKER, &vec![0.0; N]);
     let v = round.verify(&mut verifier(), &world);
     assert_honest_included(&v);
-    assert!(matches!(outcome_of(&v, ATTACKER), Outcome::Rejected(Reason::ZeroUpdate { .. })));
+    assert!(matches!(
+        outcome_of(&v, ATTACKER),
+        Outcome::Rejected(Reason::ZeroUpdate { .. })
+    ));
 }
 
 #[test]
@@ -302,13 +378,19 @@ fn copying_another_peer_is_rejected_exact_scaled_or_noised() {
     // Exact bytes (same CID), scaled by 1.01, and with small noise added: each from its own attacker.
     round.push_update(ATTACKER, &victim);
     round.push_update(ATTACKER + 1, &scale(&victim, 1.01));
-    let noisy: Vec<f32> = victim.iter().zip(gaussianish(N, 5)).map(|(v, n)| v + 0.05 * n).collect();
+    let noisy: Vec<f32> = victim
+        .iter()
+        .zip(gaussianish(N, 5))
+        .map(|(v, n)| v + 0.05 * n)
+        .collect();
     round.push_update(ATTACKER + 2, &noisy);
     let v = round.verify(&mut verifier(), &world);
     assert_honest_included(&v);
     for a in ATTACKER..ATTACKER + 3 {
         match outcome_of(&v, a) {
-            Outcome::Rejected(Reason::Copy { of_peer, .. }) => assert_eq!(of_peer, key(3).peer_id()),
+            Outcome::Rejected(Reason::Copy { of_peer, .. }) => {
+                assert_eq!(of_peer, key(3).peer_id())
+            }
             other => panic!("attacker {a}: {other:?}"),
         }
     }
@@ -324,12 +406,28 @@ fn copying_from_an_earlier_round_and_replaying_an_old_update_are_rejected() {
     let mut round1 = Round::honest(&world, 1);
     // The old blob itself (same CID) and a lightly noised re-encoding of it.
     round1.push_update(ATTACKER, &old);
-    let noisy: Vec<f32> = old.iter().zip(gaussianish(N, 6)).map(|(v, n)| v + 0.02 * n).collect();
+    let noisy: Vec<f32> = old
+        .iter()
+        .zip(gaussianish(N, 6))
+        .map(|(v, n)| v + 0.02 * n)
+        .collect();
     round1.push_update(ATTACKER + 1, &noisy);
     let v = round1.verify(&mut verifier, &world);
     assert_honest_included(&v);
-    assert!(matches!(outcome_of(&v, ATTACKER), Outcome::Rejected(Reason::Replayed { first_round: RoundNumber(0), .. })));
-    assert!(matches!(outcome_of(&v, ATTACKER + 1), Outcome::Rejected(Reason::Copy { of_round: RoundNumber(0), .. })));
+    assert!(matches!(
+        outcome_of(&v, ATTACKER),
+        Outcome::Rejected(Reason::Replayed {
+            first_round: RoundNumber(0),
+            ..
+        })
+    ));
+    assert!(matches!(
+        outcome_of(&v, ATTACKER + 1),
+        Outcome::Rejected(Reason::Copy {
+            of_round: RoundNumber(0),
+            ..
+        })
+    ));
 }
 
 #[test]
@@ -342,12 +440,17 @@ fn stale_base_is_rejected_naming_the_round() {
     let blob = encode_dense_f32(&world.honest_update(&round0.base, &[1, 2, 3, 4]));
     let mut c = commit(&round1.ctx, ATTACKER, &blob).commitment;
     c.base_model_hash = round0.ctx.base_model_hash;
-    round1.entries.push((ATTACKER, c.sign(&key(ATTACKER)), blob));
+    round1
+        .entries
+        .push((ATTACKER, c.sign(&key(ATTACKER)), blob));
     let v = round1.verify(&mut verifier, &world);
     assert_honest_included(&v);
     assert!(matches!(
         outcome_of(&v, ATTACKER),
-        Outcome::Rejected(Reason::StaleBase { from_round: Some(RoundNumber(0)), .. })
+        Outcome::Rejected(Reason::StaleBase {
+            from_round: Some(RoundNumber(0)),
+            ..
+        })
     ));
 }
 
@@ -361,7 +464,10 @@ fn wrong_data_ids_in_the_commitment_break_the_binding() {
     round.entries.push((ATTACKER, c.sign(&key(ATTACKER)), blob));
     let v = round.verify(&mut verifier(), &world);
     assert_honest_included(&v);
-    assert!(matches!(outcome_of(&v, ATTACKER), Outcome::Rejected(Reason::WrongData { .. })));
+    assert!(matches!(
+        outcome_of(&v, ATTACKER),
+        Outcome::Rejected(Reason::WrongData { .. })
+    ));
 }
 
 #[test]
@@ -372,14 +478,29 @@ fn training_on_other_data_than_assigned_is_scored_out() {
     let mut excluded_rounds = 0;
     for round_number in 0..4 {
         let mut round = Round::honest(&world, round_number);
-        let assigned = Assignment.assigned_ids(&round.ctx.round_seed, round.ctx.round, &key(ATTACKER).peer_id());
-        let other: Vec<u64> = (0..D).filter(|d| !assigned.contains(d)).skip(round_number as usize * 4).take(4).collect();
+        let assigned = Assignment.assigned_ids(
+            &round.ctx.round_seed,
+            round.ctx.round,
+            &key(ATTACKER).peer_id(),
+        );
+        let other: Vec<u64> = (0..D)
+            .filter(|d| !assigned.contains(d))
+            .skip(round_number as usize * 4)
+            .take(4)
+            .collect();
         round.push_update(ATTACKER, &world.honest_update(&round.base, &other));
         let v = round.verify(&mut verifier, &world);
         assert_honest_included(&v);
         match outcome_of(&v, ATTACKER) {
-            Outcome::Scored { included, observation, .. } => {
-                assert!(observation < 0.5, "wrong-data score should be near zero: {observation}");
+            Outcome::Scored {
+                included,
+                observation,
+                ..
+            } => {
+                assert!(
+                    observation < 0.5,
+                    "wrong-data score should be near zero: {observation}"
+                );
                 excluded_rounds += usize::from(!included);
             }
             other => panic!("{other:?}"),
@@ -395,7 +516,9 @@ fn a_little_is_enough_perturbation_is_caught_by_copy_and_score() {
     // carries no information about its own data, so its score is ~0 and the rating excludes it.
     let world = World::new();
     let mut round = Round::honest(&world, 0);
-    let honest: Vec<Vec<f32>> = (0..HONEST as u8).map(|i| round.honest_update_of(&world, i)).collect();
+    let honest: Vec<Vec<f32>> = (0..HONEST as u8)
+        .map(|i| round.honest_update_of(&world, i))
+        .collect();
     let z = 1.0f32;
     let alie: Vec<f32> = (0..N)
         .map(|j| {
@@ -409,9 +532,22 @@ fn a_little_is_enough_perturbation_is_caught_by_copy_and_score() {
     }
     let v = round.verify(&mut verifier(), &world);
     assert_honest_included(&v);
-    assert!(matches!(outcome_of(&v, ATTACKER), Outcome::Scored { included: false, .. }), "{:?}", outcome_of(&v, ATTACKER));
+    assert!(
+        matches!(
+            outcome_of(&v, ATTACKER),
+            Outcome::Scored {
+                included: false,
+                ..
+            }
+        ),
+        "{:?}",
+        outcome_of(&v, ATTACKER)
+    );
     for a in 1..3 {
-        assert!(matches!(outcome_of(&v, ATTACKER + a), Outcome::Rejected(Reason::Copy { .. })));
+        assert!(matches!(
+            outcome_of(&v, ATTACKER + a),
+            Outcome::Rejected(Reason::Copy { .. })
+        ));
     }
 }
 
@@ -426,8 +562,14 @@ fn nan_and_inf_are_rejected() {
     round.push_update(ATTACKER + 1, &update);
     let v = round.verify(&mut verifier(), &world);
     assert_honest_included(&v);
-    assert!(matches!(outcome_of(&v, ATTACKER), Outcome::Rejected(Reason::NonFinite { index: 17, .. })));
-    assert!(matches!(outcome_of(&v, ATTACKER + 1), Outcome::Rejected(Reason::NonFinite { index: 17, .. })));
+    assert!(matches!(
+        outcome_of(&v, ATTACKER),
+        Outcome::Rejected(Reason::NonFinite { index: 17, .. })
+    ));
+    assert!(matches!(
+        outcome_of(&v, ATTACKER + 1),
+        Outcome::Rejected(Reason::NonFinite { index: 17, .. })
+    ));
 }
 
 #[test]
@@ -445,18 +587,35 @@ fn malformed_oversized_and_mismatched_blobs_are_rejected() {
     // Committed size differs from the revealed blob.
     let mut c = commit(&round.ctx, ATTACKER + 3, &blob).commitment;
     c.update_bytes += 4;
-    round.entries.push((ATTACKER + 3, c.sign(&key(ATTACKER + 3)), blob.clone()));
+    round
+        .entries
+        .push((ATTACKER + 3, c.sign(&key(ATTACKER + 3)), blob.clone()));
     // Signature does not verify.
     let mut c = commit(&round.ctx, ATTACKER + 4, &blob);
     c.commitment.claimed_loss = 0.5;
     round.entries.push((ATTACKER + 4, c, blob.clone()));
     let v = round.verify(&mut verifier(), &world);
     assert_honest_included(&v);
-    assert!(matches!(outcome_of(&v, ATTACKER), Outcome::Rejected(Reason::Malformed { .. })));
-    assert!(matches!(outcome_of(&v, ATTACKER + 1), Outcome::Rejected(Reason::Oversized { .. })));
-    assert!(matches!(outcome_of(&v, ATTACKER + 2), Outcome::Rejected(Reason::CidMismatch { .. })));
-    assert!(matches!(outcome_of(&v, ATTACKER + 3), Outcome::Rejected(Reason::SizeMismatch { .. })));
-    assert!(matches!(outcome_of(&v, ATTACKER + 4), Outcome::Rejected(Reason::BadSignature)));
+    assert!(matches!(
+        outcome_of(&v, ATTACKER),
+        Outcome::Rejected(Reason::Malformed { .. })
+    ));
+    assert!(matches!(
+        outcome_of(&v, ATTACKER + 1),
+        Outcome::Rejected(Reason::Oversized { .. })
+    ));
+    assert!(matches!(
+        outcome_of(&v, ATTACKER + 2),
+        Outcome::Rejected(Reason::CidMismatch { .. })
+    ));
+    assert!(matches!(
+        outcome_of(&v, ATTACKER + 3),
+        Outcome::Rejected(Reason::SizeMismatch { .. })
+    ));
+    assert!(matches!(
+        outcome_of(&v, ATTACKER + 4),
+        Outcome::Rejected(Reason::BadSignature)
+    ));
 }
 
 #[test]
@@ -470,7 +629,10 @@ fn equivocation_keeps_the_first_commitment() {
     let mine: Vec<&SignedVerdict> = v.iter().filter(|v| v.verdict.peer == peer).collect();
     assert_eq!(mine.len(), 2);
     assert!(mine[0].verdict.outcome.included());
-    assert!(matches!(mine[1].verdict.outcome, Outcome::Rejected(Reason::Equivocation { .. })));
+    assert!(matches!(
+        mine[1].verdict.outcome,
+        Outcome::Rejected(Reason::Equivocation { .. })
+    ));
 }
 
 #[test]
@@ -483,14 +645,20 @@ fn quarter_attackers_over_rounds_detection_and_false_positive_rates() {
         let mut round = Round::honest(&world, round_number);
         let own = |i: u8| round.honest_update_of(&world, i);
         let noise = gaussianish(N, 5000 + round_number);
-        let n = own(0).iter().map(|x| x * x).sum::<f32>().sqrt() / noise.iter().map(|x| x * x).sum::<f32>().sqrt();
-        let attacks_this_round = [scale(&noise, n), scale(&own(ATTACKER + 1), -1.0), scale(&own(ATTACKER + 2), 100.0)];
+        let n = own(0).iter().map(|x| x * x).sum::<f32>().sqrt()
+            / noise.iter().map(|x| x * x).sum::<f32>().sqrt();
+        let attacks_this_round = [
+            scale(&noise, n),
+            scale(&own(ATTACKER + 1), -1.0),
+            scale(&own(ATTACKER + 2), 100.0),
+        ];
         for (a, update) in attacks_this_round.iter().enumerate() {
             round.push_update(ATTACKER + a as u8, update);
         }
         let v = round.verify(&mut verifier, &world);
         for verdict in &v {
-            let is_attacker = (ATTACKER..ATTACKER + 3).any(|a| key(a).peer_id() == verdict.verdict.peer);
+            let is_attacker =
+                (ATTACKER..ATTACKER + 3).any(|a| key(a).peer_id() == verdict.verdict.peer);
             if is_attacker {
                 attacks += 1;
                 caught += usize::from(!verdict.verdict.outcome.included());
@@ -504,4 +672,3 @@ fn quarter_attackers_over_rounds_detection_and_false_positive_rates() {
     assert_eq!(caught, attacks);
     assert_eq!(honest_excluded, 0);
 }
-
