@@ -116,7 +116,7 @@ pub fn path_valid(
             let Some(s) = siblings.next() else {
                 return false;
             };
-            node = if index % 2 == 0 {
+            node = if index.is_multiple_of(2) {
                 inner_node(&node, s)
             } else {
                 inner_node(s, &node)

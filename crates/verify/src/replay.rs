@@ -91,7 +91,7 @@ pub fn draw_spot_check(
         &peer.0,
     ]);
     let draw = x.next_u64();
-    let threshold = ((probability_ppm.min(1_000_000) as u128 * (1u128 << 64)) / 1_000_000) as u128;
+    let threshold = (probability_ppm.min(1_000_000) as u128 * (1u128 << 64)) / 1_000_000;
     if draw as u128 >= threshold || inner_steps == 0 {
         return None;
     }

@@ -61,7 +61,7 @@ pub fn encode_state(params: &[f32], momentum: &[f32]) -> Vec<u8> {
 }
 
 pub fn decode_state(state: &[u8]) -> Result<(Vec<f32>, Vec<f32>), ExecError> {
-    if state.is_empty() || state.len() % 8 != 0 {
+    if state.is_empty() || !state.len().is_multiple_of(8) {
         return Err(ExecError(format!(
             "stand-in state of {} bytes is not 2n f32s",
             state.len()
