@@ -10,8 +10,9 @@ use model::{ModelConfig, OptimizerState, Preset, TrainConfig, Trainer};
 use types::{Hash32, RoundNumber, RunId};
 use verify::merkle::StepLog;
 use verify::{
-    Commitment, ExecError, FraudCheckError, FraudProof, NodeKey, ReplayAction, ReplayInput, ReplayOutcome,
-    ReplaySession, ReproClass, SignedCommitment, SpotCheck, StepContext, StepExecutor,
+    Commitment, ExecError, FraudCheckError, FraudProof, NodeKey, ReplayAction, ReplayInput,
+    ReplayOutcome, ReplaySession, ReproClass, SignedCommitment, SpotCheck, StepContext,
+    StepExecutor,
 };
 
 const STEPS: u32 = 6;
@@ -50,7 +51,11 @@ fn isa() -> String {
 }
 
 fn class(threads: usize) -> ReproClass {
-    ReproClass { backend: "libtorch-tch0.24-cpu".into(), isa: isa(), threads: threads as u16 }
+    ReproClass {
+        backend: "libtorch-tch0.24-cpu".into(),
+        isa: isa(),
+        threads: threads as u16,
+    }
 }
 
 fn tokens(ctx: &StepContext, count: usize) -> Vec<u32> {
@@ -69,19 +74,34 @@ fn tokens(ctx: &StepContext, count: usize) -> Vec<u32> {
 }
 
 fn encode(params: &[f32], opt: &OptimizerState) -> Vec<u8> {
-    let mut out: Vec<u8> =
-        params.iter().chain(&opt.exp_avg).chain(&opt.exp_avg_sq).flat_map(|v| v.to_le_bytes()).collect();
+    let mut out: Vec<u8> = params
+        .iter()
+        .chain(&opt.exp_avg)
+        .chain(&opt.exp_avg_sq)
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
     out.extend_from_slice(&opt.step.to_le_bytes());
     out
 }
 
 fn decode(state: &[u8], n: usize) -> Result<(Vec<f32>, OptimizerState), ExecError> {
     if state.len() != 12 * n + 8 {
-        return Err(ExecError(format!("state of {} bytes, want {}", state.len(), 12 * n + 8)));
+        return Err(ExecError(format!(
+            "state of {} bytes, want {}",
+            state.len(),
+            12 * n + 8
+        )));
     }
-    let floats: Vec<f32> = state[..12 * n].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    let floats: Vec<f32> = state[..12 * n]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
     let step = u64::from_le_bytes(state[12 * n..].try_into().unwrap());
-    let opt = OptimizerState { step, exp_avg: floats[n..2 * n].to_vec(), exp_avg_sq: floats[2 * n..].to_vec() };
+    let opt = OptimizerState {
+        step,
+        exp_avg: floats[n..2 * n].to_vec(),
+        exp_avg_sq: floats[2 * n..].to_vec(),
+    };
     Ok((floats[..n].to_vec(), opt))
 }
 
@@ -100,9 +120,13 @@ impl StepExecutor for TchStep {
     fn execute(&mut self, ctx: &StepContext, state: &[u8]) -> Result<Vec<u8>, ExecError> {
         let (params, opt) = decode(state, TchStep::param_count())?;
         let err = |e: model::ModelError| ExecError(e.to_string());
-        let mut trainer = Trainer::with_params(model_config(), train_config(), &params, self.threads).map_err(err)?;
+        let mut trainer =
+            Trainer::with_params(model_config(), train_config(), &params, self.threads)
+                .map_err(err)?;
         trainer.set_optimizer_state(&opt).map_err(err)?;
-        trainer.train_step(&tokens(ctx, train_config().tokens_per_step())).map_err(err)?;
+        trainer
+            .train_step(&tokens(ctx, train_config().tokens_per_step()))
+            .map_err(err)?;
         Ok(encode(&trainer.params(), &trainer.optimizer_state()))
     }
 
@@ -110,7 +134,11 @@ impl StepExecutor for TchStep {
         let n = TchStep::param_count();
         let (pa, _) = decode(a, n)?;
         let (pb, _) = decode(b, n)?;
-        let diff: f64 = pa.iter().zip(&pb).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum();
+        let diff: f64 = pa
+            .iter()
+            .zip(&pb)
+            .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
+            .sum();
         let norm: f64 = pb.iter().map(|y| (*y as f64).powi(2)).sum();
         Ok(diff.sqrt() / norm.sqrt().max(1e-30))
     }
@@ -145,7 +173,15 @@ fn train(cheat_at: Option<u32>) -> TrainerRun {
     let mut states = vec![encode(&trainer.params(), &trainer.optimizer_state())];
     log.record(&states[0]);
     for step in 0..STEPS {
-        trainer.train_step(&tokens(&StepContext { step, ..ctx.clone() }, train_config().tokens_per_step())).unwrap();
+        trainer
+            .train_step(&tokens(
+                &StepContext {
+                    step,
+                    ..ctx.clone()
+                },
+                train_config().tokens_per_step(),
+            ))
+            .unwrap();
         if cheat_at == Some(step) {
             let mut params = trainer.params();
             params[0] += 0.05;
@@ -170,14 +206,26 @@ fn train(cheat_at: Option<u32>) -> TrainerRun {
         step_root: log.root(),
     }
     .sign(&key);
-    TrainerRun { states, log, commitment, round_seed }
+    TrainerRun {
+        states,
+        log,
+        commitment,
+        round_seed,
+    }
 }
 
 fn spot_check(run: &TrainerRun, executor: &mut TchStep) -> ReplayOutcome {
     let verifier = NodeKey::from_secret([32; 32]);
     let c = &run.commitment.commitment;
-    let check = SpotCheck { peer: c.peer, round: c.round, verifier: verifier.peer_id(), first_step: 0, end_step: STEPS };
-    let (mut session, mut actions) = ReplaySession::start(&check, run.commitment.clone(), run.round_seed).unwrap();
+    let check = SpotCheck {
+        peer: c.peer,
+        round: c.round,
+        verifier: verifier.peer_id(),
+        first_step: 0,
+        end_step: STEPS,
+    };
+    let (mut session, mut actions) =
+        ReplaySession::start(&check, run.commitment.clone(), run.round_seed).unwrap();
     loop {
         match actions.pop().unwrap() {
             ReplayAction::Fetch { step, .. } => {
@@ -199,26 +247,43 @@ fn tch_trainer_replay_and_fraud_proofs() {
     let honest = train(None);
     let mut same = TchStep { threads: 1 };
     for step in 0..STEPS {
-        let ctx = StepContext::of_commitment(&honest.commitment.commitment, honest.round_seed, step);
+        let ctx =
+            StepContext::of_commitment(&honest.commitment.commitment, honest.round_seed, step);
         let replayed = same.execute(&ctx, &honest.states[step as usize]).unwrap();
-        assert!(replayed == honest.states[step as usize + 1], "step {step} replays bit-exactly");
+        assert!(
+            replayed == honest.states[step as usize + 1],
+            "step {step} replays bit-exactly"
+        );
     }
-    assert_eq!(spot_check(&honest, &mut same), ReplayOutcome::Honest { steps_replayed: STEPS as u64 });
+    assert_eq!(
+        spot_check(&honest, &mut same),
+        ReplayOutcome::Honest {
+            steps_replayed: STEPS as u64
+        }
+    );
 
     // A cheat at step 3 is bisected to step 3; the proof survives the wire and checks in a fresh executor.
     let cheater = train(Some(3));
-    let ReplayOutcome::Fraud(proof) = spot_check(&cheater, &mut same) else { panic!("cheat not found") };
+    let ReplayOutcome::Fraud(proof) = spot_check(&cheater, &mut same) else {
+        panic!("cheat not found")
+    };
     assert_eq!(proof.body.step, 3);
     let decoded = FraudProof::decode(&proof.encode()).unwrap();
     let finding = decoded.check(&mut TchStep { threads: 1 }).unwrap();
     assert!(finding.exact);
     let mut tampered = decoded.clone();
     tampered.body.state_before[100] ^= 1;
-    assert_eq!(tampered.check(&mut TchStep { threads: 1 }), Err(FraudCheckError::BadVerifierSignature));
+    assert_eq!(
+        tampered.check(&mut TchStep { threads: 1 }),
+        Err(FraudCheckError::BadVerifierSignature)
+    );
 
     // Another thread count is another reproducibility class: checked by tolerance, same conclusions.
     let mut other = TchStep { threads: 2 };
-    assert!(matches!(spot_check(&honest, &mut other), ReplayOutcome::Honest { .. }));
+    assert!(matches!(
+        spot_check(&honest, &mut other),
+        ReplayOutcome::Honest { .. }
+    ));
     let finding = decoded.check(&mut other).unwrap();
     assert!(!finding.exact);
 }
