@@ -1,0 +1,427 @@
+//! The verifier's round: every gate in order, cheapest first, ending in one signed verdict per submission.
+//!
+//! Order per submission: equivocation → binding (signature, run, round, base, codec, H, data ids, size, CID) →
+//! replay of an old CID → decode (malformed, length) → NaN/Inf. Then, over the round: zero update and norm outlier
+//! against the round median → copies (against kept updates of this round, first committed first, and against
+//! history) → statistical score for up to `SCORED_PER_ROUND_MAX` updates drawn by verifiable randomness → rating →
+//! inclusion. Memory: one decoded update at a time (blobs are decoded twice, once for the gates, once for scoring).
+
+use types::limits::verify as limits;
+use types::{Hash32, PeerId, RoundNumber};
+
+use crate::binding::{check_binding, DataAssignment, RoundContext};
+use crate::commitment::SignedCommitment;
+use crate::keys::NodeKey;
+use crate::rating::{RatingParams, RatingTable};
+use crate::sanity;
+use crate::score::{gauntlet_score, normalize, score_samples, EvalError, LossEvaluator, LossProbe};
+use crate::similarity::{self, History, SeenUpdate, Sketch};
+use crate::verdict::{Outcome, Reason, SignedVerdict, Verdict};
+
+/// Decodes an update blob; implemented by the caller over `sync`'s codecs.
+pub trait UpdateDecoder {
+    /// Decodes `blob` of codec `codec`; must check every length against `param_count` before allocating.
+    fn decode(&self, codec: u8, blob: &[u8], param_count: usize) -> Result<Vec<f32>, String>;
+}
+
+/// Codec 0: dense little-endian f32 (what `sync`'s dense fp32 codec carries, minus its header).
+pub struct DenseF32Decoder;
+
+impl UpdateDecoder for DenseF32Decoder {
+    fn decode(&self, codec: u8, blob: &[u8], param_count: usize) -> Result<Vec<f32>, String> {
+        if codec != 0 {
+            return Err(format!("dense decoder got codec {codec}"));
+        }
+        if blob.len() != param_count * 4 {
+            return Err(format!("{} bytes is not {param_count} f32s", blob.len()));
+        }
+        Ok(blob
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    }
+}
+
+pub fn encode_dense_f32(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// One revealed update with its commitment. `committed_at_ms` orders copies: the first committed keeps its update.
+#[derive(Debug, Clone, Copy)]
+pub struct Submission<'a> {
+    pub commitment: &'a SignedCommitment,
+    pub blob: &'a [u8],
+    pub committed_at_ms: u64,
+}
+
+/// Caller errors (not peer faults): the round cannot be verified.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("{0} submissions, limit is {max}", max = limits::UPDATES_PER_ROUND_MAX)]
+    TooManySubmissions(usize),
+    #[error("base params have {got} values, round says {expected}")]
+    BaseLength { got: usize, expected: usize },
+    #[error("param count {0} is above the limit")]
+    TooManyParams(usize),
+    #[error(transparent)]
+    Eval(#[from] EvalError),
+}
+
+/// Everything one round's verification reads.
+pub struct RoundInputs<'a> {
+    pub ctx: &'a RoundContext,
+    pub base_params: &'a [f32],
+    pub submissions: &'a [Submission<'a>],
+    pub assignment: &'a dyn DataAssignment,
+    pub decoder: &'a dyn UpdateDecoder,
+}
+
+#[derive(Debug, Clone)]
+pub struct RoundReport {
+    /// One verdict per submission, in the order of `submissions`.
+    pub verdicts: Vec<SignedVerdict>,
+    /// Peers whose updates go into aggregation, sorted.
+    pub included: Vec<PeerId>,
+}
+
+/// A verifier's long-lived state: its key, the ratings it keeps, the history it compares against.
+pub struct Verifier {
+    key: NodeKey,
+    pub ratings: RatingTable,
+    history: History,
+    known_bases: Vec<(RoundNumber, Hash32)>,
+    sketch_seed: u64,
+}
+
+struct Candidate {
+    index: usize,
+    norm: f64,
+    sketch: Sketch,
+}
+
+impl Verifier {
+    /// `sketch_seed` must be the same on every verifier of a run (derive it from the run id) so sketches compare.
+    pub fn new(key: NodeKey, params: RatingParams, sketch_seed: u64) -> Verifier {
+        Verifier {
+            key,
+            ratings: RatingTable::new(params),
+            history: History::default(),
+            known_bases: Vec::new(),
+            sketch_seed,
+        }
+    }
+
+    pub fn peer_id(&self) -> PeerId {
+        self.key.peer_id()
+    }
+
+    /// Verifies one round. Loss evaluation goes through `evaluator`.
+    pub fn verify_round(
+        &mut self,
+        inputs: &RoundInputs,
+        evaluator: &mut dyn LossEvaluator,
+    ) -> Result<RoundReport, VerifyError> {
+        let ctx = inputs.ctx;
+        let subs = inputs.submissions;
+        if subs.len() > limits::UPDATES_PER_ROUND_MAX {
+            return Err(VerifyError::TooManySubmissions(subs.len()));
+        }
+        if ctx.param_count > limits::PARAMS_MAX {
+            return Err(VerifyError::TooManyParams(ctx.param_count));
+        }
+        if inputs.base_params.len() != ctx.param_count {
+            return Err(VerifyError::BaseLength {
+                got: inputs.base_params.len(),
+                expected: ctx.param_count,
+            });
+        }
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; subs.len()];
+        let mut candidates = Vec::new();
+        let mut order: Vec<usize> = (0..subs.len()).collect();
+        order.sort_by_key(|&i| (subs[i].committed_at_ms, subs[i].commitment.commitment.peer));
+        let mut first_cid_of: Vec<(PeerId, Hash32)> = Vec::new();
+        for &i in &order {
+            let sub = &subs[i];
+            let peer = sub.commitment.commitment.peer;
+            if let Some((_, cid)) = first_cid_of.iter().find(|(p, _)| *p == peer) {
+                outcomes[i] = Some(Outcome::Rejected(Reason::Equivocation { first_cid: *cid }));
+                continue;
+            }
+            first_cid_of.push((peer, sub.commitment.commitment.update_cid));
+            match self.cheap_gates(inputs, sub) {
+                Ok((norm, sketch)) => candidates.push(Candidate {
+                    index: i,
+                    norm,
+                    sketch,
+                }),
+                Err(reason) => outcomes[i] = Some(Outcome::Rejected(reason)),
+            }
+        }
+        self.norm_gates(&mut candidates, &mut outcomes);
+        let kept = self.copy_gates(ctx.round, subs, candidates, &mut outcomes);
+        self.score(inputs, &kept, &mut outcomes, evaluator)?;
+        Ok(self.finish(ctx, subs, kept, outcomes))
+    }
+
+    /// Per-submission gates up to NaN/Inf; returns the norm and sketch of a decoded, finite update.
+    fn cheap_gates(&self, inputs: &RoundInputs, sub: &Submission) -> Result<(f64, Sketch), Reason> {
+        let ctx = inputs.ctx;
+        check_binding(
+            ctx,
+            sub.commitment,
+            sub.blob,
+            inputs.assignment,
+            &self.known_bases,
+        )?;
+        let cid = sub.commitment.commitment.update_cid;
+        if let Some((first_round, first_peer)) = self.history.seen_cid(&cid) {
+            return Err(Reason::Replayed {
+                cid,
+                first_round,
+                first_peer,
+            });
+        }
+        let update = decode(inputs, sub)?;
+        if let Some((index, bits)) = sanity::first_non_finite(&update) {
+            return Err(Reason::NonFinite {
+                index: index as u64,
+                bits,
+            });
+        }
+        Ok((
+            sanity::l2_norm(&update),
+            similarity::sketch(&update, self.sketch_seed),
+        ))
+    }
+
+    fn norm_gates(&self, candidates: &mut Vec<Candidate>, outcomes: &mut [Option<Outcome>]) {
+        let norms: Vec<f64> = candidates.iter().map(|c| c.norm).collect();
+        let Some(stats) = sanity::norm_stats(&norms) else {
+            return;
+        };
+        candidates.retain(|c| {
+            let reason = if sanity::is_zero_update(c.norm, stats.median_norm) {
+                Reason::ZeroUpdate {
+                    norm: c.norm,
+                    median_norm: stats.median_norm,
+                }
+            } else {
+                let robust_z = sanity::robust_z(c.norm, &stats);
+                if !sanity::is_norm_outlier(robust_z) {
+                    return true;
+                }
+                Reason::NormOutlier {
+                    norm: c.norm,
+                    median_norm: stats.median_norm,
+                    robust_z,
+                }
+            };
+            outcomes[c.index] = Some(Outcome::Rejected(reason));
+            false
+        });
+    }
+
+    /// Keeps the first committed of each copy cluster; rejects copies of history outright.
+    fn copy_gates(
+        &self,
+        round: RoundNumber,
+        subs: &[Submission],
+        candidates: Vec<Candidate>,
+        outcomes: &mut [Option<Outcome>],
+    ) -> Vec<SeenUpdate> {
+        let mut kept: Vec<SeenUpdate> = Vec::new();
+        for c in candidates {
+            let found = self.history.find_copy(&c.sketch).or_else(|| {
+                kept.iter()
+                    .find_map(|seen| similarity::copy_match(&c.sketch, seen))
+            });
+            if let Some(m) = found {
+                outcomes[c.index] = Some(Outcome::Rejected(Reason::Copy {
+                    of_peer: m.of_peer,
+                    of_round: m.of_round,
+                    cosine: m.cosine,
+                    topk_jaccard: m.topk_jaccard,
+                }));
+                continue;
+            }
+            let commitment = &subs[c.index].commitment.commitment;
+            kept.push(SeenUpdate {
+                round,
+                peer: commitment.peer,
+                cid: commitment.update_cid,
+                sketch: c.sketch,
+            });
+        }
+        kept
+    }
+
+    /// Scores up to `SCORED_PER_ROUND_MAX` kept updates (lowest BLAKE3(round seed ‖ verifier ‖ peer) first) and
+    /// feeds the normalized scores to the ratings.
+    fn score(
+        &mut self,
+        inputs: &RoundInputs,
+        kept: &[SeenUpdate],
+        outcomes: &mut [Option<Outcome>],
+        evaluator: &mut dyn LossEvaluator,
+    ) -> Result<(), VerifyError> {
+        let ctx = inputs.ctx;
+        let me = self.key.peer_id();
+        let mut drawn: Vec<&SeenUpdate> = kept.iter().collect();
+        drawn.sort_by_key(|s| {
+            (
+                Hash32::of(&[&ctx.round_seed.0[..], &me.0, &s.peer.0].concat()),
+                s.peer,
+            )
+        });
+        drawn.truncate(limits::SCORED_PER_ROUND_MAX);
+        let mut scored = Vec::new();
+        for seen in drawn {
+            let index = submission_index(inputs.submissions, &seen.peer, &seen.cid);
+            let sub = &inputs.submissions[index];
+            // Decoded once already by the cheap gates; a caller's decoder that changes its mind is a malformed blob.
+            let update = match decode(inputs, sub) {
+                Ok(update) => update,
+                Err(reason) => {
+                    outcomes[index] = Some(Outcome::Rejected(reason));
+                    continue;
+                }
+            };
+            let after: Vec<f32> = inputs
+                .base_params
+                .iter()
+                .zip(&update)
+                .map(|(t, d)| t - d)
+                .collect();
+            let (own, random) = score_samples(
+                &ctx.round_seed,
+                &me,
+                &seen.peer,
+                &sub.commitment.commitment.data_ids,
+                ctx.dataset_items,
+            );
+            let probe = LossProbe {
+                assigned_before: evaluator.eval_loss(inputs.base_params, &own)?,
+                assigned_after: evaluator.eval_loss(&after, &own)?,
+                random_before: evaluator.eval_loss(inputs.base_params, &random)?,
+                random_after: evaluator.eval_loss(&after, &random)?,
+            };
+            scored.push((index, seen.peer, gauntlet_score(&probe)));
+        }
+        let raw: Vec<f64> = scored.iter().map(|s| s.2).collect();
+        for ((index, peer, score), observation) in scored.into_iter().zip(normalize(&raw)) {
+            let rating = self.ratings.observe(peer, ctx.round, observation);
+            outcomes[index] = Some(Outcome::Scored {
+                score,
+                observation,
+                rating_mean: rating.mean,
+                rating_sd: rating.sd(),
+                included: rating.mean >= self.ratings.params.include_min,
+            });
+        }
+        Ok(())
+    }
+
+    fn finish(
+        &mut self,
+        ctx: &RoundContext,
+        subs: &[Submission],
+        kept: Vec<SeenUpdate>,
+        mut outcomes: Vec<Option<Outcome>>,
+    ) -> RoundReport {
+        let mut included = Vec::new();
+        let mut verdicts = Vec::with_capacity(subs.len());
+        for (i, sub) in subs.iter().enumerate() {
+            let c = &sub.commitment.commitment;
+            let outcome = outcomes[i].take().unwrap_or_else(|| {
+                let rating = self.ratings.get(&c.peer);
+                Outcome::Accepted {
+                    included: self.ratings.included(&c.peer),
+                    rating_mean: rating.mean,
+                }
+            });
+            if outcome.included() {
+                included.push(c.peer);
+            }
+            let verdict = Verdict {
+                run: ctx.run,
+                round: ctx.round,
+                peer: c.peer,
+                update_cid: c.update_cid,
+                verifier: self.key.peer_id(),
+                outcome,
+            };
+            verdicts.push(verdict.sign(&self.key));
+        }
+        included.sort();
+        // Every blob whose CID matched its commitment is remembered, kept or not, so it cannot come back later.
+        let cids: Vec<(Hash32, PeerId)> = subs
+            .iter()
+            .zip(&verdicts)
+            .filter(|(_, v)| !matches!(v.verdict.outcome.reason(), Some(r) if binding_failed(r)))
+            .map(|(s, _)| {
+                (
+                    s.commitment.commitment.update_cid,
+                    s.commitment.commitment.peer,
+                )
+            })
+            .collect();
+        self.history.push_round(ctx.round, kept, cids);
+        self.known_bases.push((ctx.round, ctx.base_model_hash));
+        if self.known_bases.len() > limits::KNOWN_BASES_MAX {
+            self.known_bases.remove(0);
+        }
+        RoundReport { verdicts, included }
+    }
+}
+
+fn decode(inputs: &RoundInputs, sub: &Submission) -> Result<Vec<f32>, Reason> {
+    let ctx = inputs.ctx;
+    let update = inputs
+        .decoder
+        .decode(ctx.codec, sub.blob, ctx.param_count)
+        .map_err(|e| Reason::Malformed {
+            error: truncate(&e, limits::EVIDENCE_TEXT_BYTES_MAX),
+        })?;
+    if update.len() != ctx.param_count {
+        return Err(Reason::WrongLength {
+            got: update.len() as u64,
+            expected: ctx.param_count as u64,
+        });
+    }
+    Ok(update)
+}
+
+fn submission_index(subs: &[Submission], peer: &PeerId, cid: &Hash32) -> usize {
+    subs.iter()
+        .position(|s| {
+            s.commitment.commitment.peer == *peer && s.commitment.commitment.update_cid == *cid
+        })
+        .expect("kept updates come from the submissions")
+}
+
+/// Reasons given before the CID was confirmed to be the blob's (the CID is not remembered then).
+fn binding_failed(reason: &Reason) -> bool {
+    matches!(
+        reason,
+        Reason::BadSignature
+            | Reason::Equivocation { .. }
+            | Reason::WrongRun { .. }
+            | Reason::WrongRound { .. }
+            | Reason::StaleBase { .. }
+            | Reason::WrongData { .. }
+            | Reason::WrongCodec { .. }
+            | Reason::WrongInnerSteps { .. }
+            | Reason::Oversized { .. }
+            | Reason::SizeMismatch { .. }
+            | Reason::CidMismatch { .. }
+            | Reason::Replayed { .. }
+    )
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}
