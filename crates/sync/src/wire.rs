@@ -111,7 +111,7 @@ impl BitWriter {
     }
 
     pub(crate) fn push(&mut self, value: u32, bits: u32) {
-        debug_assert!(bits >= 1 && bits <= 32);
+        debug_assert!((1..=32).contains(&bits));
         debug_assert!(bits == 32 || value >> bits == 0);
         self.accumulator |= u64::from(value) << self.filled;
         self.filled += bits;
@@ -149,7 +149,7 @@ impl<'a> BitReader<'a> {
     }
 
     pub(crate) fn read(&mut self, bits: u32) -> Result<u32, Truncated> {
-        debug_assert!(bits >= 1 && bits <= 32);
+        debug_assert!((1..=32).contains(&bits));
         while self.filled < bits {
             let byte = *self.bytes.get(self.position).ok_or(Truncated)?;
             self.accumulator |= u64::from(byte) << self.filled;
