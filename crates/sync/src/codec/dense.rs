@@ -9,7 +9,7 @@
 //!
 //! Decoding rejects non-finite values: an honest encoder never produces them from finite input.
 
-use half::{bf16, f16};
+use half::{bf16, f16, slice::HalfFloatSliceExt};
 
 use super::{check_payload, finish_update, start_update, Codec, CodecError, CodecId};
 
@@ -72,17 +72,31 @@ impl Codec for DenseFp16 {
         CodecId::Fp16
     }
 
-    fn compress(&self, values: &[f32], residual: Option<&mut [f32]>) -> Vec<u8> {
+    fn compress(&self, values: &[f32], mut residual: Option<&mut [f32]>) -> Vec<u8> {
         let mut out = start_update(CodecId::Fp16, values.len(), values.len() * 2);
         let start = out.len();
         out.resize(start + values.len() * 2, 0);
-        let encode = |x: f32| f16::from_f32(x.clamp(-f16::MAX.to_f32(), f16::MAX.to_f32()));
-        for (slot, value) in out[start..].chunks_exact_mut(2).zip(values) {
-            slot.copy_from_slice(&encode(*value).to_bits().to_le_bytes());
-        }
-        if let Some(residual) = residual {
-            for (r, x) in residual.iter_mut().zip(values) {
-                *r = x - encode(*x).to_f32();
+        // Clamp, then convert a block at a time: half's slice conversion uses F16C when the CPU has it.
+        const BLOCK: usize = 4096;
+        let max = f16::MAX.to_f32();
+        let mut clamped = [0.0f32; BLOCK];
+        let mut halves = [f16::ZERO; BLOCK];
+        for (index, block) in values.chunks(BLOCK).enumerate() {
+            let clamped = &mut clamped[..block.len()];
+            let halves = &mut halves[..block.len()];
+            for (c, x) in clamped.iter_mut().zip(block) {
+                *c = x.clamp(-max, max);
+            }
+            halves.convert_from_f32_slice(clamped);
+            let bytes = &mut out[start + index * BLOCK * 2..];
+            for (slot, h) in bytes.chunks_exact_mut(2).zip(halves.iter()) {
+                slot.copy_from_slice(&h.to_bits().to_le_bytes());
+            }
+            if let Some(residual) = residual.as_deref_mut() {
+                let residual = &mut residual[index * BLOCK..index * BLOCK + block.len()];
+                for ((r, x), h) in residual.iter_mut().zip(block).zip(halves.iter()) {
+                    *r = x - h.to_f32();
+                }
             }
         }
         finish_update(out)
