@@ -1,5 +1,6 @@
 //! The `commonweight` command line: one binary for every role and tool.
 
+mod cmd_experiment;
 mod data_dir;
 
 use anyhow::Result;
@@ -16,6 +17,9 @@ struct Cli {
 enum Command {
     /// Print where this node keeps its state.
     Home(data_dir::DataDirArgs),
+    /// Research experiments (`experiment sync`: low-communication training vs data-parallel).
+    #[command(subcommand)]
+    Experiment(cmd_experiment::ExperimentCommand),
 }
 
 fn main() {
@@ -31,5 +35,6 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", args.resolve()?.display());
             Ok(())
         }
+        Command::Experiment(command) => cmd_experiment::run(command),
     }
 }
