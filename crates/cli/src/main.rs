@@ -1,6 +1,5 @@
 //! The `commonweight` command line: one binary for every role and tool.
 
-mod cmd_experiment;
 mod data_dir;
 
 use anyhow::Result;
@@ -17,9 +16,6 @@ struct Cli {
 enum Command {
     /// Print where this node keeps its state.
     Home(data_dir::DataDirArgs),
-    /// Research experiments (`experiment sync`: low-communication training vs data-parallel).
-    #[command(subcommand)]
-    Experiment(cmd_experiment::ExperimentCommand),
 }
 
 fn main() {
@@ -35,6 +31,5 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", args.resolve()?.display());
             Ok(())
         }
-        Command::Experiment(command) => cmd_experiment::run(command),
     }
 }
