@@ -13,12 +13,19 @@ use sync::codec::{decode, CodecKind, ErrorFeedback};
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let values: usize = args.next().map_or(125_000_000, |a| a.parse().expect("VALUES is a number"));
-    let reps: usize = args.next().map_or(3, |a| a.parse().expect("REPS is a number"));
+    let values: usize = args
+        .next()
+        .map_or(125_000_000, |a| a.parse().expect("VALUES is a number"));
+    let reps: usize = args
+        .next()
+        .map_or(3, |a| a.parse().expect("REPS is a number"));
     let input = pseudo_gradient(values, 0x5EED);
     let input_bytes = (values * 4) as f64;
     let gbps = |t: Duration| input_bytes / t.as_secs_f64() / 1e9;
-    println!("values: {values}, fp32 input: {:.1} MB, best of {reps}, GB/s of thread CPU time", input_bytes / 1e6);
+    println!(
+        "values: {values}, fp32 input: {:.1} MB, best of {reps}, GB/s of thread CPU time",
+        input_bytes / 1e6
+    );
 
     let mut copy = vec![0.0f32; values];
     let memcpy = best_of(reps, || {
@@ -61,7 +68,10 @@ fn main() {
         assert_eq!(decoded.len(), values);
         println!(
             "{:<34} {:>12} {:>9.1} {:>10.3} {:>10.3} {:>10.3} {:>10.3}",
-            format!("{kind}{}", feedback.map_or(String::new(), |d| format!(" +ef {d}"))),
+            format!(
+                "{kind}{}",
+                feedback.map_or(String::new(), |d| format!(" +ef {d}"))
+            ),
             bytes.len(),
             input_bytes / bytes.len() as f64,
             gbps(encode),
@@ -82,14 +92,22 @@ fn best_of(reps: usize, mut run: impl FnMut()) -> Duration {
         best_wall = best_wall.min(wall_start.elapsed());
         best_cpu = best_cpu.min(thread_cpu_time().saturating_sub(cpu_start));
     }
-    eprintln!("    (cpu {:.3}s, wall {:.3}s)", best_cpu.as_secs_f64(), best_wall.as_secs_f64());
+    eprintln!(
+        "    (cpu {:.3}s, wall {:.3}s)",
+        best_cpu.as_secs_f64(),
+        best_wall.as_secs_f64()
+    );
     best_cpu
 }
 
 /// This thread's time on a CPU, from the kernel's scheduler statistics (Linux).
 fn thread_cpu_time() -> Duration {
     let text = std::fs::read_to_string("/proc/thread-self/schedstat").expect("Linux schedstat");
-    let nanos: u64 = text.split_whitespace().next().and_then(|f| f.parse().ok()).expect("schedstat field");
+    let nanos: u64 = text
+        .split_whitespace()
+        .next()
+        .and_then(|f| f.parse().ok())
+        .expect("schedstat field");
     Duration::from_nanos(nanos)
 }
 
@@ -102,5 +120,7 @@ fn pseudo_gradient(len: usize, seed: u64) -> Vec<f32> {
         state ^= state << 17;
         (state >> 40) as f32 / (1u64 << 24) as f32
     };
-    (0..len).map(|_| (next() + next() + next() + next() - 2.0) * 1.7e-3).collect()
+    (0..len)
+        .map(|_| (next() + next() + next() + next() - 2.0) * 1.7e-3)
+        .collect()
 }
