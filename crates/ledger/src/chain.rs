@@ -46,13 +46,10 @@ impl Block {
     }
 }
 
-/// SHA-256, the digest simplex certificates sign (commonware's `Sha256`).
+/// SHA-256, the digest simplex certificates sign (the same function as commonware's `Sha256`).
 pub fn digest_of(bytes: &[u8]) -> [u8; 32] {
-    use commonware_cryptography::{Hasher, Sha256};
-    let digest = Sha256::hash(bytes);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(digest.as_ref());
-    out
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
 }
 
 /// The digest every chain starts from: SHA-256 of the chain id with a domain tag.

@@ -7,12 +7,14 @@
 //! slash; owners transfer; checkpoints freeze the ownership table that produced them.
 
 pub mod chain;
+#[cfg(feature = "simplex")]
 pub mod consensus;
 pub mod export;
 pub mod replay;
 pub mod sequencer;
 pub mod state;
 pub mod store;
+#[cfg(feature = "simplex")]
 pub mod validator;
 pub mod wire;
 

@@ -106,8 +106,7 @@ pub fn replay_store(
             }
             Finality::Simplex { finalization } => {
                 if full {
-                    crate::consensus::check_finalization(&genesis, &digest, finalization)
-                        .map_err(|reason| VerifyError::Finality { height, reason })?;
+                    check_simplex(&genesis, &digest, finalization).map_err(|reason| VerifyError::Finality { height, reason })?;
                     report.certificates += 1;
                 }
                 uncertified_from = None;
@@ -142,6 +141,16 @@ pub fn replay_store(
 /// `commonweight ledger verify`: the full check from genesis.
 pub fn verify_chain(store: &Store, checker: &dyn FraudProofChecker) -> Result<VerifyReport, VerifyError> {
     replay_store(store, checker, true).map(|(_, _, report)| report)
+}
+
+#[cfg(feature = "simplex")]
+fn check_simplex(genesis: &Genesis, digest: &[u8; 32], finalization: &[u8]) -> Result<(), String> {
+    crate::consensus::check_finalization(genesis, digest, finalization)
+}
+
+#[cfg(not(feature = "simplex"))]
+fn check_simplex(_: &Genesis, _: &[u8; 32], _: &[u8]) -> Result<(), String> {
+    Err("this build cannot check simplex certificates; rebuild with `--features simplex`".into())
 }
 
 fn check_sequencer(genesis: &Genesis, height: u64, digest: &[u8; 32], signature: &[u8; 64]) -> Result<(), String> {

@@ -271,6 +271,7 @@ fn byzantine_validator_cannot_mint_or_fork() {
 
 /// commonware's own equivocating validator (conflicting notarize votes for random payloads
 /// whenever it leads) cannot fork the ledger: honest validators agree block for block.
+#[cfg(feature = "simplex-mocks")]
 #[test]
 fn equivocating_validator_cannot_fork() {
     use commonware_consensus::simplex::elector::RoundRobin;
