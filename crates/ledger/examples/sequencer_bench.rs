@@ -7,7 +7,9 @@
 use std::time::Instant;
 
 use ed25519_dalek::SigningKey;
-use ledger::{Genesis, LedgerState, NoFraudProofs, Replica, Sequencer, SignedTx, Store, TxBody, Verdict};
+use ledger::{
+    Genesis, LedgerState, NoFraudProofs, Replica, Sequencer, SignedTx, Store, TxBody, Verdict,
+};
 use types::{Hash32, PeerId, RoundNumber, RunId};
 
 const RUN: RunId = RunId(Hash32([7; 32]));
@@ -18,8 +20,14 @@ fn key(seed: u8) -> SigningKey {
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let blocks: u64 = args.next().map(|s| s.parse().expect("BLOCKS")).unwrap_or(1000);
-    let per_block: u64 = args.next().map(|s| s.parse().expect("TXS_PER_BLOCK")).unwrap_or(10);
+    let blocks: u64 = args
+        .next()
+        .map(|s| s.parse().expect("BLOCKS"))
+        .unwrap_or(1000);
+    let per_block: u64 = args
+        .next()
+        .map(|s| s.parse().expect("TXS_PER_BLOCK"))
+        .unwrap_or(10);
     let g = Genesis {
         version: ledger::WIRE_VERSION,
         run: RUN,
@@ -33,8 +41,22 @@ fn main() {
         .map(|i| {
             let mut trainer = [0u8; 32];
             trainer[..8].copy_from_slice(&(i % 1000).to_le_bytes());
-            let v = Verdict::sign(&verifier, RUN, RoundNumber(i / 1000), PeerId(trainer), true, 900_000, "", 4096);
-            SignedTx::sign(&verifier, g.chain_id(), i, TxBody::RecordVerdicts { verdicts: vec![v] })
+            let v = Verdict::sign(
+                &verifier,
+                RUN,
+                RoundNumber(i / 1000),
+                PeerId(trainer),
+                true,
+                900_000,
+                "",
+                4096,
+            );
+            SignedTx::sign(
+                &verifier,
+                g.chain_id(),
+                i,
+                TxBody::RecordVerdicts { verdicts: vec![v] },
+            )
         })
         .collect();
 
@@ -68,7 +90,14 @@ fn main() {
     let n = txs.len() as f64;
     let per_k = |s: f64| s * 1000.0 / report.blocks as f64;
     println!("blocks {blocks}, transactions {}", txs.len());
-    println!("state machine alone:            {:>10.0} tx/s", n / direct_s);
-    println!("sequencer + redb (fsync/block): {:>10.0} tx/s  ratio {:.3}", n / sequenced_s, direct_s / sequenced_s);
+    println!(
+        "state machine alone:            {:>10.0} tx/s",
+        n / direct_s
+    );
+    println!(
+        "sequencer + redb (fsync/block): {:>10.0} tx/s  ratio {:.3}",
+        n / sequenced_s,
+        direct_s / sequenced_s
+    );
     println!("verify_chain: {:.3} s per 1,000 blocks; replay without finality checks {:.3} s per 1,000 blocks; ratio {:.2}", per_k(verify_s), per_k(replay_s), verify_s / replay_s);
 }

@@ -31,10 +31,18 @@ impl Block {
     pub fn from_bytes(bytes: &[u8]) -> Result<Block, WireError> {
         let block: Block = decode_exact("block", bytes, limits::BLOCK_BYTES_MAX)?;
         if block.version != WIRE_VERSION {
-            return Err(WireError::Version { what: "block", got: block.version, expected: WIRE_VERSION });
+            return Err(WireError::Version {
+                what: "block",
+                got: block.version,
+                expected: WIRE_VERSION,
+            });
         }
         if block.txs.len() > limits::TXS_PER_BLOCK_MAX {
-            return Err(WireError::TooMany { what: "block transactions", count: block.txs.len(), max: limits::TXS_PER_BLOCK_MAX });
+            return Err(WireError::TooMany {
+                what: "block transactions",
+                count: block.txs.len(),
+                max: limits::TXS_PER_BLOCK_MAX,
+            });
         }
         block.txs.iter().try_for_each(SignedTx::check_fields)?;
         Ok(block)
@@ -108,10 +116,18 @@ impl Record {
     pub fn from_bytes(bytes: &[u8]) -> Result<Record, WireError> {
         let record: Record = decode_exact("record", bytes, limits::RECORD_BYTES_MAX)?;
         if record.version != WIRE_VERSION {
-            return Err(WireError::Version { what: "record", got: record.version, expected: WIRE_VERSION });
+            return Err(WireError::Version {
+                what: "record",
+                got: record.version,
+                expected: WIRE_VERSION,
+            });
         }
         if record.outcomes.len() > limits::TXS_PER_BLOCK_MAX {
-            return Err(WireError::TooMany { what: "record outcomes", count: record.outcomes.len(), max: limits::TXS_PER_BLOCK_MAX });
+            return Err(WireError::TooMany {
+                what: "record outcomes",
+                count: record.outcomes.len(),
+                max: limits::TXS_PER_BLOCK_MAX,
+            });
         }
         Ok(record)
     }

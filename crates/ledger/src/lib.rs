@@ -22,8 +22,8 @@ pub use chain::{Block, Finality, Record};
 pub use replay::{verify_chain, Replica, ReplicaError, VerifyError, VerifyReport};
 pub use sequencer::Sequencer;
 pub use state::{
-    shares_for, Account, Checkpoint, Effect, FraudProofChecker, Genesis, GenesisError, LedgerState, NoFraudProofs,
-    Outcome, Rejection,
+    shares_for, Account, Checkpoint, Effect, FraudProofChecker, Genesis, GenesisError, LedgerState,
+    NoFraudProofs, Outcome, Rejection,
 };
 pub use store::{Store, StoreError};
 pub use wire::{peer_of, FraudProof, SignedTx, TxBody, Verdict, WireError, WIRE_VERSION};
