@@ -4,7 +4,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use ed25519_dalek::SigningKey;
-use ledger::{export, verify_chain, Effect, Genesis, NoFraudProofs, Replica, Sequencer, SignedTx, Store, TxBody};
+use ledger::{
+    export, verify_chain, Effect, Genesis, NoFraudProofs, Replica, Sequencer, SignedTx, Store,
+    TxBody,
+};
 use types::{Hash32, PeerId, RunId};
 
 use crate::data_dir::DataDirArgs;
@@ -105,14 +108,29 @@ pub fn run(args: LedgerArgs) -> Result<()> {
     let home = args.data_dir.resolve()?;
     let dir = home.join("ledger");
     match args.command {
-        LedgerCommand::Init { run, validators, verifiers, quorum, key } => init(&home, &dir, &run, &validators, &verifiers, quorum, &key),
+        LedgerCommand::Init {
+            run,
+            validators,
+            verifiers,
+            quorum,
+            key,
+        } => init(&home, &dir, &run, &validators, &verifiers, quorum, &key),
         LedgerCommand::Balances => balances(&dir),
         LedgerCommand::History { peer } => history(&dir, peer.as_deref()),
         LedgerCommand::Verify => verify(&dir),
         LedgerCommand::Transfer { to, amount, key } => transfer(&home, &dir, &to, amount, &key),
-        LedgerCommand::Model { cid, export, key } => model(&home, &dir, &cid, export.as_deref(), &key),
+        LedgerCommand::Model { cid, export, key } => {
+            model(&home, &dir, &cid, export.as_deref(), &key)
+        }
         LedgerCommand::CheckExport { file } => check_export(&file),
-        LedgerCommand::RecordVerdict { peer, round, tokens, score_ppm, reject, key } => {
+        LedgerCommand::RecordVerdict {
+            peer,
+            round,
+            tokens,
+            score_ppm,
+            reject,
+            key,
+        } => {
             let signing = load_key(&home, &key, false)?;
             let accepted = reject.is_none();
             let verdict = ledger::Verdict::sign(
@@ -125,18 +143,35 @@ pub fn run(args: LedgerArgs) -> Result<()> {
                 reject.as_deref().unwrap_or(""),
                 tokens,
             );
-            submit(&home, &dir, &key, TxBody::RecordVerdicts { verdicts: vec![verdict] })
+            submit(
+                &home,
+                &dir,
+                &key,
+                TxBody::RecordVerdicts {
+                    verdicts: vec![verdict],
+                },
+            )
         }
         LedgerCommand::RegisterCheckpoint { cid, round, key } => {
             let cid = Hash32::from_hex(&cid).context("CID must be 64 hex characters")?;
             let run = open_replica(&dir)?.state().run;
-            submit(&home, &dir, &key, TxBody::RegisterCheckpoint { run, round: types::RoundNumber(round), cid })
+            submit(
+                &home,
+                &dir,
+                &key,
+                TxBody::RegisterCheckpoint {
+                    run,
+                    round: types::RoundNumber(round),
+                    cid,
+                },
+            )
         }
     }
 }
 
 fn parse_peer(s: &str) -> Result<PeerId> {
-    let hash = Hash32::from_hex(s.trim()).with_context(|| format!("{s:?} is not a peer id (64 hex characters)"))?;
+    let hash = Hash32::from_hex(s.trim())
+        .with_context(|| format!("{s:?} is not a peer id (64 hex characters)"))?;
     Ok(PeerId(hash.0))
 }
 
@@ -155,20 +190,31 @@ fn load_key(home: &Path, key: &KeyArgs, create: bool) -> Result<SigningKey> {
         let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
         std::fs::write(&path, hex).with_context(|| format!("writing {}", path.display()))?;
     }
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading key file {}", path.display()))?;
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading key file {}", path.display()))?;
     let secret = Hash32::from_hex(text.trim())
         .with_context(|| format!("key file {} must hold 64 hex characters", path.display()))?;
     Ok(SigningKey::from_bytes(&secret.0))
 }
 
 fn open_replica(dir: &Path) -> Result<Replica> {
-    let store = Store::open(dir).with_context(|| format!("opening the ledger in {}", dir.display()))?;
+    let store =
+        Store::open(dir).with_context(|| format!("opening the ledger in {}", dir.display()))?;
     let genesis = store.genesis().clone();
     drop(store);
-    Replica::open(dir, &genesis, Box::new(NoFraudProofs)).with_context(|| format!("replaying the ledger in {}", dir.display()))
+    Replica::open(dir, &genesis, Box::new(NoFraudProofs))
+        .with_context(|| format!("replaying the ledger in {}", dir.display()))
 }
 
-fn init(home: &Path, dir: &Path, run: &str, validators: &[String], verifiers: &[String], quorum: u32, key: &KeyArgs) -> Result<()> {
+fn init(
+    home: &Path,
+    dir: &Path,
+    run: &str,
+    validators: &[String],
+    verifiers: &[String],
+    quorum: u32,
+    key: &KeyArgs,
+) -> Result<()> {
     let me = ledger::peer_of(&load_key(home, key, true)?);
     let run = RunId(Hash32::from_hex(run).context("--run must be 64 hex characters")?);
     let parse_all = |list: &[String]| -> Result<Vec<PeerId>> {
@@ -186,7 +232,8 @@ fn init(home: &Path, dir: &Path, run: &str, validators: &[String], verifiers: &[
         namespace: format!("commonweight-ledger-{}", &run.0.to_hex()[..16]),
     };
     genesis.check().context("invalid genesis")?;
-    Store::create(dir, &genesis).with_context(|| format!("creating the ledger in {}", dir.display()))?;
+    Store::create(dir, &genesis)
+        .with_context(|| format!("creating the ledger in {}", dir.display()))?;
     println!("ledger {} created in {}", genesis.chain_id(), dir.display());
     println!("this node: {me}");
     Ok(())
@@ -195,9 +242,18 @@ fn init(home: &Path, dir: &Path, run: &str, validators: &[String], verifiers: &[
 fn balances(dir: &Path) -> Result<()> {
     let replica = open_replica(dir)?;
     let state = replica.state();
-    let mut rows: Vec<_> = state.accounts.iter().filter(|(_, a)| a.balance > 0).collect();
+    let mut rows: Vec<_> = state
+        .accounts
+        .iter()
+        .filter(|(_, a)| a.balance > 0)
+        .collect();
     rows.sort_by(|a, b| b.1.balance.cmp(&a.1.balance).then(a.0.cmp(b.0)));
-    println!("height {}  total minted {}  total slashed {}", replica.height(), state.total_minted, state.total_slashed);
+    println!(
+        "height {}  total minted {}  total slashed {}",
+        replica.height(),
+        state.total_minted,
+        state.total_slashed
+    );
     println!("{:<64}  {:>16}", "peer", "shares");
     for (peer, account) in rows {
         println!("{peer}  {:>16}", account.balance);
@@ -210,7 +266,9 @@ fn describe(tx: &SignedTx) -> String {
         TxBody::RecordVerdicts { verdicts } => format!("record {} verdict(s)", verdicts.len()),
         TxBody::Slash { proof } => format!("slash {} for round {}", proof.accused, proof.round.0),
         TxBody::Transfer { to, amount } => format!("transfer {amount} to {to}"),
-        TxBody::RegisterCheckpoint { round, cid, .. } => format!("register checkpoint {cid} (round {})", round.0),
+        TxBody::RegisterCheckpoint { round, cid, .. } => {
+            format!("register checkpoint {cid} (round {})", round.0)
+        }
     }
 }
 
@@ -220,7 +278,9 @@ fn touches(tx: &SignedTx, outcome: &ledger::Outcome, peer: &PeerId) -> bool {
     }
     match (&tx.body, outcome) {
         (TxBody::Transfer { to, .. }, _) => to == peer,
-        (TxBody::RecordVerdicts { verdicts }, _) => verdicts.iter().any(|v| v.peer == *peer || v.verifier == *peer),
+        (TxBody::RecordVerdicts { verdicts }, _) => verdicts
+            .iter()
+            .any(|v| v.peer == *peer || v.verifier == *peer),
         (TxBody::Slash { proof }, _) => proof.accused == *peer,
         (TxBody::RegisterCheckpoint { .. }, Ok(Effect::CheckpointRegistered { .. })) => false,
         _ => false,
@@ -240,14 +300,21 @@ fn history(dir: &Path, peer: Option<&str>) -> Result<()> {
                 Ok(effect) => format!("ok {effect:?}"),
                 Err(rejection) => format!("REJECTED: {rejection}"),
             };
-            println!("{:>8}.{i:<3} {} nonce {}  {}  -> {result}", record.height, tx.signer, tx.nonce, describe(tx));
+            println!(
+                "{:>8}.{i:<3} {} nonce {}  {}  -> {result}",
+                record.height,
+                tx.signer,
+                tx.nonce,
+                describe(tx)
+            );
         }
     }
     Ok(())
 }
 
 fn verify(dir: &Path) -> Result<()> {
-    let store = Store::open(dir).with_context(|| format!("opening the ledger in {}", dir.display()))?;
+    let store =
+        Store::open(dir).with_context(|| format!("opening the ledger in {}", dir.display()))?;
     let started = std::time::Instant::now();
     let report = verify_chain(&store, &NoFraudProofs).context("LEDGER VERIFICATION FAILED")?;
     println!(
@@ -286,12 +353,19 @@ fn submit(home: &Path, dir: &Path, key: &KeyArgs, body: TxBody) -> Result<()> {
         std::fs::create_dir_all(&outbox)?;
         let path = outbox.join(format!("{}.tx", tx.id()));
         std::fs::write(&path, tx.to_bytes())?;
-        println!("signed transaction {} written to {}; a running validator node submits it", tx.id(), path.display());
+        println!(
+            "signed transaction {} written to {}; a running validator node submits it",
+            tx.id(),
+            path.display()
+        );
         return Ok(());
     }
     let mut sequencer = Sequencer::new(&mut replica, key)?;
     let height = sequencer.sequence(vec![tx.clone()])?;
-    let record = replica.records()?.pop().context("no record after sequencing")?;
+    let record = replica
+        .records()?
+        .pop()
+        .context("no record after sequencing")?;
     match &record.outcomes[0] {
         Ok(effect) => println!("ok at height {height}: {} -> {effect:?}", describe(&tx)),
         Err(rejection) => bail!("{} rejected: {rejection}", describe(&tx)),
@@ -299,11 +373,20 @@ fn submit(home: &Path, dir: &Path, key: &KeyArgs, body: TxBody) -> Result<()> {
     Ok(())
 }
 
-fn model(home: &Path, dir: &Path, cid: &str, export_to: Option<&Path>, key: &KeyArgs) -> Result<()> {
+fn model(
+    home: &Path,
+    dir: &Path,
+    cid: &str,
+    export_to: Option<&Path>,
+    key: &KeyArgs,
+) -> Result<()> {
     let cid = Hash32::from_hex(cid).context("CID must be 64 hex characters")?;
     let replica = open_replica(dir)?;
     let mut statement = export::statement(replica.state(), replica.height(), cid)?;
-    println!("checkpoint {cid} (round {}), {} shares", statement.round, statement.total_shares);
+    println!(
+        "checkpoint {cid} (round {}), {} shares",
+        statement.round, statement.total_shares
+    );
     for owner in &statement.owners {
         let percent = 100.0 * owner.shares as f64 / statement.total_shares.max(1) as f64;
         println!("{}  {:>16}  {percent:>7.3}%", owner.peer, owner.shares);
@@ -317,10 +400,15 @@ fn model(home: &Path, dir: &Path, cid: &str, export_to: Option<&Path>, key: &Key
 }
 
 fn check_export(file: &Path) -> Result<()> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let statement = export::from_json(&text)?;
     let signers = export::verify_statement(&statement)?;
-    println!("ok: checkpoint {} with {} owners, signed by:", statement.checkpoint, statement.owners.len());
+    println!(
+        "ok: checkpoint {} with {} owners, signed by:",
+        statement.checkpoint,
+        statement.owners.len()
+    );
     for signer in signers {
         println!("  {signer}");
     }

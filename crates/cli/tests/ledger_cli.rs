@@ -19,7 +19,12 @@ fn cw(home: &Path, args: &[&str]) -> Output {
 fn ok(home: &Path, args: &[&str]) -> String {
     let out = cw(home, args);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "{args:?} failed: {}{}", text, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}{}",
+        text,
+        String::from_utf8_lossy(&out.stderr)
+    );
     text
 }
 
@@ -29,12 +34,52 @@ fn ledger_cli_end_to_end() {
     let home = dir.path();
     let run = "11".repeat(32);
     let init = ok(home, &["init", "--run", &run]);
-    let me = init.lines().find_map(|l| l.strip_prefix("this node: ")).unwrap().trim().to_owned();
+    let me = init
+        .lines()
+        .find_map(|l| l.strip_prefix("this node: "))
+        .unwrap()
+        .trim()
+        .to_owned();
     let trainer = "ab".repeat(32);
-    ok(home, &["record-verdict", "--peer", &trainer, "--round", "0", "--tokens", "1000", "--score-ppm", "500000"]);
-    ok(home, &["record-verdict", "--peer", &me, "--round", "0", "--tokens", "2000"]);
+    ok(
+        home,
+        &[
+            "record-verdict",
+            "--peer",
+            &trainer,
+            "--round",
+            "0",
+            "--tokens",
+            "1000",
+            "--score-ppm",
+            "500000",
+        ],
+    );
+    ok(
+        home,
+        &[
+            "record-verdict",
+            "--peer",
+            &me,
+            "--round",
+            "0",
+            "--tokens",
+            "2000",
+        ],
+    );
     // A second verdict from the same verifier on the same work is refused with a reason.
-    let dup = cw(home, &["record-verdict", "--peer", &me, "--round", "0", "--tokens", "2000"]);
+    let dup = cw(
+        home,
+        &[
+            "record-verdict",
+            "--peer",
+            &me,
+            "--round",
+            "0",
+            "--tokens",
+            "2000",
+        ],
+    );
     assert!(!dup.status.success());
     assert!(String::from_utf8_lossy(&dup.stderr).contains("already recorded"));
     ok(home, &["transfer", "--to", &trainer, "--amount", "300"]);
@@ -45,7 +90,10 @@ fn ledger_cli_end_to_end() {
 
     let balances = ok(home, &["balances"]);
     let balance_of = |peer: &str| -> u64 {
-        let line = balances.lines().find(|l| l.starts_with(peer)).unwrap_or_else(|| panic!("{peer} missing: {balances}"));
+        let line = balances
+            .lines()
+            .find(|l| l.starts_with(peer))
+            .unwrap_or_else(|| panic!("{peer} missing: {balances}"));
         line.split_whitespace().nth(1).unwrap().parse().unwrap()
     };
     assert_eq!(balance_of(&trainer), 800);
@@ -54,12 +102,21 @@ fn ledger_cli_end_to_end() {
     assert_eq!(history.lines().count(), 2, "{history}");
 
     let statement = home.join("statement.json");
-    let model = ok(home, &["model", &cid, "--export", statement.to_str().unwrap()]);
+    let model = ok(
+        home,
+        &["model", &cid, "--export", statement.to_str().unwrap()],
+    );
     assert!(model.contains("2500 shares"), "{model}");
     ok(home, &["check-export", statement.to_str().unwrap()]);
     let text = std::fs::read_to_string(&statement).unwrap();
-    std::fs::write(&statement, text.replace("\"shares\": 800", "\"shares\": 900")).unwrap();
-    assert!(!cw(home, &["check-export", statement.to_str().unwrap()]).status.success());
+    std::fs::write(
+        &statement,
+        text.replace("\"shares\": 800", "\"shares\": 900"),
+    )
+    .unwrap();
+    assert!(!cw(home, &["check-export", statement.to_str().unwrap()])
+        .status
+        .success());
 
     let verify = ok(home, &["verify"]);
     assert!(verify.starts_with("ok: 4 blocks"), "{verify}");
@@ -80,9 +137,16 @@ fn ledger_cli_end_to_end() {
     assert!(flipped > 0);
     std::fs::write(&db, bytes).unwrap();
     let tampered = cw(home, &["verify"]);
-    assert!(!tampered.status.success(), "verify passed a tampered ledger: {}", String::from_utf8_lossy(&tampered.stdout));
+    assert!(
+        !tampered.status.success(),
+        "verify passed a tampered ledger: {}",
+        String::from_utf8_lossy(&tampered.stdout)
+    );
 }
 
 fn hex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }

@@ -45,14 +45,31 @@ fn transactions(g: &Genesis, count: u64) -> Vec<SignedTx> {
         .map(|i| {
             let mut trainer = [0u8; 32];
             trainer[..8].copy_from_slice(&(i % 1000).to_le_bytes());
-            let v = Verdict::sign(&verifier, RUN, RoundNumber(i / 1000), PeerId(trainer), true, 900_000, "", 4096);
-            SignedTx::sign(&verifier, g.chain_id(), i, TxBody::RecordVerdicts { verdicts: vec![v] })
+            let v = Verdict::sign(
+                &verifier,
+                RUN,
+                RoundNumber(i / 1000),
+                PeerId(trainer),
+                true,
+                900_000,
+                "",
+                4096,
+            );
+            SignedTx::sign(
+                &verifier,
+                g.chain_id(),
+                i,
+                TxBody::RecordVerdicts { verdicts: vec![v] },
+            )
         })
         .collect()
 }
 
 fn main() {
-    let count: u64 = std::env::args().nth(1).map(|s| s.parse().expect("TXS must be a number")).unwrap_or(20_000);
+    let count: u64 = std::env::args()
+        .nth(1)
+        .map(|s| s.parse().expect("TXS must be a number"))
+        .unwrap_or(20_000);
     let g = genesis();
     let txs = transactions(&g, count);
 
@@ -60,7 +77,9 @@ fn main() {
     let started = Instant::now();
     let mut state = LedgerState::new(&g);
     for tx in &txs {
-        state.apply(tx, &NoFraudProofs).expect("benchmark transactions are valid");
+        state
+            .apply(tx, &NoFraudProofs)
+            .expect("benchmark transactions are valid");
     }
     let direct_s = started.elapsed().as_secs_f64();
     let expected_root = state.root();
@@ -68,26 +87,39 @@ fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let dirs: Vec<_> = (0..4).map(|i| dir.path().join(format!("v{i}"))).collect();
     let runner = commonware_runtime::tokio::Runner::new(
-        commonware_runtime::tokio::Config::new().with_storage_directory(dir.path().join("journals")),
+        commonware_runtime::tokio::Config::new()
+            .with_storage_directory(dir.path().join("journals")),
     );
     let g2 = g.clone();
     let dirs2 = dirs.clone();
     let (consensus_s, height) = runner.start(|context| async move {
         let g = g2;
-        let pks: Vec<PublicKey> = g.validators.iter().map(|p| public_key(p).unwrap()).collect();
+        let pks: Vec<PublicKey> = g
+            .validators
+            .iter()
+            .map(|p| public_key(p).unwrap())
+            .collect();
         let cfg = NetConfig {
             max_size: ledger::consensus::block_message_bytes_max() as u32,
             max_peers_per_set: NonZeroUsize::new(5).unwrap(),
             disconnect_on_block: false,
             tracked_peer_sets: NonZeroUsize::new(1).unwrap(),
         };
-        let (network, oracle) = Network::new_with_peers(context.child("network"), cfg, pks.clone()).await;
+        let (network, oracle) =
+            Network::new_with_peers(context.child("network"), cfg, pks.clone()).await;
         network.start();
-        let link = Link { latency: Duration::from_millis(1), jitter: Duration::ZERO, success_rate: commonware_utils::probability!(1.0) };
+        let link = Link {
+            latency: Duration::from_millis(1),
+            jitter: Duration::ZERO,
+            success_rate: commonware_utils::probability!(1.0),
+        };
         for a in &pks {
             for b in &pks {
                 if a != b {
-                    oracle.add_link(a.clone(), b.clone(), link.clone()).await.unwrap();
+                    oracle
+                        .add_link(a.clone(), b.clone(), link.clone())
+                        .await
+                        .unwrap();
                 }
             }
         }
@@ -113,7 +145,21 @@ fn main() {
             };
             let secret = [200 + i as u8; 32];
             let ctx = context.child("validator").with_attribute("index", i);
-            running.push(validator::start(ctx, &secret, app, control, Channels { votes, certificates, resolver, blocks }).unwrap());
+            running.push(
+                validator::start(
+                    ctx,
+                    &secret,
+                    app,
+                    control,
+                    Channels {
+                        votes,
+                        certificates,
+                        resolver,
+                        blocks,
+                    },
+                )
+                .unwrap(),
+            );
             observers.push(observer);
             mempools.push(mempool);
         }
@@ -125,18 +171,29 @@ fn main() {
         }
         let submitted_s = started.elapsed().as_secs_f64();
         loop {
-            let all_done = observers.iter().all(|o| o.get().state.is_some_and(|s| s.nonce(&ledger::peer_of(&key(100))) == count));
+            let all_done = observers.iter().all(|o| {
+                o.get()
+                    .state
+                    .is_some_and(|s| s.nonce(&ledger::peer_of(&key(100))) == count)
+            });
             if all_done {
                 break;
             }
-            assert!(started.elapsed() < Duration::from_secs(600), "cluster did not finalize all transactions in 600 s");
+            assert!(
+                started.elapsed() < Duration::from_secs(600),
+                "cluster did not finalize all transactions in 600 s"
+            );
             context.sleep(Duration::from_millis(10)).await;
         }
         let elapsed = started.elapsed().as_secs_f64();
         println!("submission (stateless checks, 4 mempools) took {submitted_s:.3} s of that");
         let height = observers[0].get().height;
         for o in &observers {
-            assert_eq!(o.get().state.unwrap().root(), expected_root, "a validator's state differs from the direct replay");
+            assert_eq!(
+                o.get().state.unwrap().root(),
+                expected_root,
+                "a validator's state differs from the direct replay"
+            );
         }
         for r in running {
             r.abort();
@@ -145,9 +202,15 @@ fn main() {
     });
 
     println!("transactions: {count}, finalized blocks: {height}");
-    println!("state machine alone:        {:>10.0} tx/s  ({direct_s:.3} s)", count as f64 / direct_s);
+    println!(
+        "state machine alone:        {:>10.0} tx/s  ({direct_s:.3} s)",
+        count as f64 / direct_s
+    );
     println!("4 simplex validators:       {:>10.0} tx/s  ({consensus_s:.3} s, all 4 replicas executed and stored)", count as f64 / consensus_s);
-    println!("ratio consensus/direct:     {:>10.3}", direct_s / consensus_s);
+    println!(
+        "ratio consensus/direct:     {:>10.3}",
+        direct_s / consensus_s
+    );
 
     let store = Store::open(&dirs[0]).expect("open validator 0 store");
     let started = Instant::now();

@@ -31,10 +31,18 @@ impl Block {
     pub fn from_bytes(bytes: &[u8]) -> Result<Block, WireError> {
         let block: Block = decode_exact("block", bytes, limits::BLOCK_BYTES_MAX)?;
         if block.version != WIRE_VERSION {
-            return Err(WireError::Version { what: "block", got: block.version, expected: WIRE_VERSION });
+            return Err(WireError::Version {
+                what: "block",
+                got: block.version,
+                expected: WIRE_VERSION,
+            });
         }
         if block.txs.len() > limits::TXS_PER_BLOCK_MAX {
-            return Err(WireError::TooMany { what: "block transactions", count: block.txs.len(), max: limits::TXS_PER_BLOCK_MAX });
+            return Err(WireError::TooMany {
+                what: "block transactions",
+                count: block.txs.len(),
+                max: limits::TXS_PER_BLOCK_MAX,
+            });
         }
         block.txs.iter().try_for_each(SignedTx::check_fields)?;
         Ok(block)
@@ -46,13 +54,10 @@ impl Block {
     }
 }
 
-/// SHA-256, the digest simplex certificates sign (commonware's `Sha256`).
+/// SHA-256, the digest simplex certificates sign (the same function as commonware's `Sha256`).
 pub fn digest_of(bytes: &[u8]) -> [u8; 32] {
-    use commonware_cryptography::{Hasher, Sha256};
-    let digest = Sha256::hash(bytes);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(digest.as_ref());
-    out
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
 }
 
 /// The digest every chain starts from: SHA-256 of the chain id with a domain tag.
@@ -111,10 +116,18 @@ impl Record {
     pub fn from_bytes(bytes: &[u8]) -> Result<Record, WireError> {
         let record: Record = decode_exact("record", bytes, limits::RECORD_BYTES_MAX)?;
         if record.version != WIRE_VERSION {
-            return Err(WireError::Version { what: "record", got: record.version, expected: WIRE_VERSION });
+            return Err(WireError::Version {
+                what: "record",
+                got: record.version,
+                expected: WIRE_VERSION,
+            });
         }
         if record.outcomes.len() > limits::TXS_PER_BLOCK_MAX {
-            return Err(WireError::TooMany { what: "record outcomes", count: record.outcomes.len(), max: limits::TXS_PER_BLOCK_MAX });
+            return Err(WireError::TooMany {
+                what: "record outcomes",
+                count: record.outcomes.len(),
+                max: limits::TXS_PER_BLOCK_MAX,
+            });
         }
         Ok(record)
     }

@@ -23,7 +23,7 @@ use commonware_consensus::{Automaton, CertifiableAutomaton, Relay, Reporter};
 use commonware_cryptography::ed25519::{PrivateKey, PublicKey};
 use commonware_cryptography::sha256::Digest as Sha256Digest;
 use commonware_p2p::{Receiver, Recipients, Sender};
-use commonware_runtime::{Clock, ContextCell, Handle, Spawner, spawn_cell};
+use commonware_runtime::{spawn_cell, Clock, ContextCell, Handle, Spawner};
 use commonware_utils::channel::{mpsc, oneshot};
 use commonware_utils::ordered::Set;
 use rand_core::SeedableRng;
@@ -87,13 +87,21 @@ fn from_digest(digest: &Digest) -> [u8; 32] {
 
 /// Checks a stored simplex finalization certificate for `digest` against the genesis
 /// validator set. Used by `ledger verify` and by block sync.
-pub fn check_finalization(genesis: &Genesis, digest: &[u8; 32], bytes: &[u8]) -> Result<(), String> {
+pub fn check_finalization(
+    genesis: &Genesis,
+    digest: &[u8; 32],
+    bytes: &[u8],
+) -> Result<(), String> {
     let n = genesis.validators.len();
     let max = LedgerFinalization::max_encode_size(n as u32);
     if bytes.len() > max {
-        return Err(format!("certificate is {} bytes, the limit is {max}", bytes.len()));
+        return Err(format!(
+            "certificate is {} bytes, the limit is {max}",
+            bytes.len()
+        ));
     }
-    let finalization = LedgerFinalization::decode_cfg(bytes, &n).map_err(|e| format!("certificate does not decode: {e}"))?;
+    let finalization = LedgerFinalization::decode_cfg(bytes, &n)
+        .map_err(|e| format!("certificate does not decode: {e}"))?;
     if from_digest(&finalization.proposal.payload) != *digest {
         return Err("certificate is for another block".into());
     }
@@ -166,7 +174,12 @@ impl Mempool {
 
     fn take_candidates(&self, skip: &HashSet<Hash32>, max: usize) -> Vec<SignedTx> {
         let queue = self.inner.lock().expect("mempool lock");
-        queue.iter().filter(|(id, _)| !skip.contains(id)).take(max).map(|(_, tx)| tx.clone()).collect()
+        queue
+            .iter()
+            .filter(|(id, _)| !skip.contains(id))
+            .take(max)
+            .map(|(_, tx)| tx.clone())
+            .collect()
     }
 
     fn remove(&self, ids: &HashSet<Hash32>) {
@@ -207,7 +220,9 @@ pub enum Behavior {
     Honest,
     /// Proposes blocks carrying a mint verdict signed by a key that is not a genesis verifier.
     #[doc(hidden)]
-    ForgeMint { forged_verdict_tx: Box<SignedTx> },
+    ForgeMint {
+        forged_verdict_tx: Box<SignedTx>,
+    },
 }
 
 /// Messages on the `blocks` channel.
@@ -227,9 +242,18 @@ pub fn block_message_bytes_max() -> usize {
 }
 
 enum Message {
-    Propose { context: Ctx, response: oneshot::Sender<Digest> },
-    Verify { context: Ctx, payload: Digest, response: oneshot::Sender<bool> },
-    Broadcast { payload: Digest },
+    Propose {
+        context: Ctx,
+        response: oneshot::Sender<Digest>,
+    },
+    Verify {
+        context: Ctx,
+        payload: Digest,
+        response: oneshot::Sender<bool>,
+    },
+    Broadcast {
+        payload: Digest,
+    },
     Finalized(Box<LedgerFinalization>),
 }
 
@@ -246,13 +270,23 @@ impl Automaton for Mailbox {
     async fn propose(&mut self, context: Ctx) -> oneshot::Receiver<Digest> {
         let (response, receiver) = oneshot::channel();
         // A full or closed mailbox drops `response`; simplex treats that as a failed proposal.
-        let _ = self.sender.send(Message::Propose { context, response }).await;
+        let _ = self
+            .sender
+            .send(Message::Propose { context, response })
+            .await;
         receiver
     }
 
     async fn verify(&mut self, context: Ctx, payload: Digest) -> oneshot::Receiver<bool> {
         let (response, receiver) = oneshot::channel();
-        let _ = self.sender.send(Message::Verify { context, payload, response }).await;
+        let _ = self
+            .sender
+            .send(Message::Verify {
+                context,
+                payload,
+                response,
+            })
+            .await;
         receiver
     }
 }
@@ -287,7 +321,10 @@ impl Reporter for LedgerReporter {
             return commonware_actor::Feedback::Ok;
         };
         // Dropping one is safe: a later finalization finalizes every ancestor.
-        match self.sender.try_send(Message::Finalized(Box::new(finalization))) {
+        match self
+            .sender
+            .try_send(Message::Finalized(Box::new(finalization)))
+        {
             Ok(()) => commonware_actor::Feedback::Ok,
             Err(mpsc::error::TrySendError::Full(_)) => commonware_actor::Feedback::Backoff,
             Err(mpsc::error::TrySendError::Closed(_)) => commonware_actor::Feedback::Closed,
@@ -351,14 +388,32 @@ impl<E: Clock + Spawner> App<E> {
             pending: None,
             committed_view,
         };
-        Ok((app, Mailbox { sender: sender.clone() }, LedgerReporter { sender }))
+        Ok((
+            app,
+            Mailbox {
+                sender: sender.clone(),
+            },
+            LedgerReporter { sender },
+        ))
     }
 
-    pub fn start(mut self, network: (impl Sender<PublicKey = PublicKey>, impl Receiver<PublicKey = PublicKey>)) -> Handle<()> {
+    pub fn start(
+        mut self,
+        network: (
+            impl Sender<PublicKey = PublicKey>,
+            impl Receiver<PublicKey = PublicKey>,
+        ),
+    ) -> Handle<()> {
         spawn_cell!(self.context, self.run(network))
     }
 
-    async fn run(mut self, network: (impl Sender<PublicKey = PublicKey>, impl Receiver<PublicKey = PublicKey>)) {
+    async fn run(
+        mut self,
+        network: (
+            impl Sender<PublicKey = PublicKey>,
+            impl Receiver<PublicKey = PublicKey>,
+        ),
+    ) {
         let (mut net_sender, mut net_receiver) = network;
         commonware_macros::select_loop! {
             self.context,
@@ -379,28 +434,47 @@ impl<E: Clock + Spawner> App<E> {
                     let _ = response.send(to_digest(&digest));
                 }
             }
-            Message::Verify { context, payload, response } => {
+            Message::Verify {
+                context,
+                payload,
+                response,
+            } => {
                 let digest = from_digest(&payload);
                 match self.blocks.get(&digest).cloned() {
                     Some(known) => {
                         let _ = response.send(self.verify(&context, &known.0));
                     }
-                    None => self.waiters.entry(digest).or_default().push((context, response)),
+                    None => self
+                        .waiters
+                        .entry(digest)
+                        .or_default()
+                        .push((context, response)),
                 }
             }
             Message::Broadcast { payload } => {
                 if let Some(known) = self.blocks.get(&from_digest(&payload)) {
                     let message = encode(&BlockMessage::Block(known.1.clone()));
-                    net.send(Recipients::All, commonware_runtime::IoBuf::from(message), true);
+                    net.send(
+                        Recipients::All,
+                        commonware_runtime::IoBuf::from(message),
+                        true,
+                    );
                 }
             }
             Message::Finalized(finalization) => self.finalized(finalization, net),
         }
     }
 
-    fn handle_network(&mut self, from: PublicKey, bytes: &[u8], net: &mut impl Sender<PublicKey = PublicKey>) {
+    fn handle_network(
+        &mut self,
+        from: PublicKey,
+        bytes: &[u8],
+        net: &mut impl Sender<PublicKey = PublicKey>,
+    ) {
         // Hostile input: every failure is dropped, never a panic.
-        let Ok(message) = decode_exact::<BlockMessage>("block message", bytes, block_message_bytes_max()) else {
+        let Ok(message) =
+            decode_exact::<BlockMessage>("block message", bytes, block_message_bytes_max())
+        else {
             return;
         };
         match message {
@@ -431,11 +505,19 @@ impl<E: Clock + Spawner> App<E> {
     fn propose(&mut self, context: &Ctx) -> Option<[u8; 32]> {
         let parent = from_digest(&context.parent.1);
         let in_flight = self.in_flight_txs(parent)?;
-        let mut txs = self.mempool.take_candidates(&in_flight, limits::TXS_PER_BLOCK_MAX);
+        let mut txs = self
+            .mempool
+            .take_candidates(&in_flight, limits::TXS_PER_BLOCK_MAX);
         if let Behavior::ForgeMint { forged_verdict_tx } = &self.behavior {
             txs.insert(0, (**forged_verdict_tx).clone());
         }
-        let block = Block { version: WIRE_VERSION, chain: self.chain, parent, view: context.round.view().get(), txs };
+        let block = Block {
+            version: WIRE_VERSION,
+            chain: self.chain,
+            parent,
+            view: context.round.view().get(),
+            txs,
+        };
         let bytes = block.to_bytes();
         let digest = block.digest();
         self.blocks.insert(digest, Arc::new((block, bytes)));
@@ -462,16 +544,28 @@ impl<E: Clock + Spawner> App<E> {
         {
             return false;
         }
-        block.txs.iter().all(|tx| check_tx_stateless(&self.genesis, self.chain, tx).is_ok())
+        block
+            .txs
+            .iter()
+            .all(|tx| check_tx_stateless(&self.genesis, self.chain, tx).is_ok())
     }
 
-    fn finalized(&mut self, finalization: Box<LedgerFinalization>, net: &mut impl Sender<PublicKey = PublicKey>) {
+    fn finalized(
+        &mut self,
+        finalization: Box<LedgerFinalization>,
+        net: &mut impl Sender<PublicKey = PublicKey>,
+    ) {
         let digest = from_digest(&finalization.proposal.payload);
-        if finalization.proposal.round.view().get() <= self.committed_view || self.is_committed(&digest) {
+        if finalization.proposal.round.view().get() <= self.committed_view
+            || self.is_committed(&digest)
+        {
             return;
         }
         let Some(chain) = self.chain_to(digest) else {
-            let newer = self.pending.as_ref().is_none_or(|p| p.proposal.round.view() < finalization.proposal.round.view());
+            let newer = self
+                .pending
+                .as_ref()
+                .is_none_or(|p| p.proposal.round.view() < finalization.proposal.round.view());
             if newer {
                 self.pending = Some(finalization);
             }
@@ -482,7 +576,9 @@ impl<E: Clock + Spawner> App<E> {
         let mut batch = Vec::with_capacity(chain.len());
         for (i, known) in chain.iter().enumerate() {
             let finality = if i + 1 == chain.len() {
-                Finality::Simplex { finalization: finalization.encode().to_vec() }
+                Finality::Simplex {
+                    finalization: finalization.encode().to_vec(),
+                }
             } else {
                 Finality::Ancestor { certified_height }
             };
@@ -494,13 +590,22 @@ impl<E: Clock + Spawner> App<E> {
         }
         let view = finalization.proposal.round.view().get();
         self.blocks.retain(|_, known| known.0.view > view);
-        self.waiters.retain(|_, w| w.iter().any(|(c, _)| c.round.view().get() > view));
-        if self.pending.as_ref().is_some_and(|p| p.proposal.round.view().get() <= view) {
+        self.waiters
+            .retain(|_, w| w.iter().any(|(c, _)| c.round.view().get() > view));
+        if self
+            .pending
+            .as_ref()
+            .is_some_and(|p| p.proposal.round.view().get() <= view)
+        {
             self.pending = None;
         }
     }
 
-    fn commit(&mut self, batch: &[(Vec<u8>, Finality)], synced: u64) -> Result<(), crate::replay::ReplicaError> {
+    fn commit(
+        &mut self,
+        batch: &[(Vec<u8>, Finality)],
+        synced: u64,
+    ) -> Result<(), crate::replay::ReplicaError> {
         self.replica.commit(batch)?;
         let mut ids = HashSet::new();
         for (bytes, _) in batch {
@@ -538,11 +643,20 @@ impl<E: Clock + Spawner> App<E> {
 
     fn request_sync(&mut self, net: &mut impl Sender<PublicKey = PublicKey>) {
         let from_height = self.replica.height() + 1;
-        net.send(Recipients::All, commonware_runtime::IoBuf::from(encode(&BlockMessage::SyncRequest { from_height })), false);
+        net.send(
+            Recipients::All,
+            commonware_runtime::IoBuf::from(encode(&BlockMessage::SyncRequest { from_height })),
+            false,
+        );
     }
 
     /// Answers a sync request with stored records from `from_height`, ending at a certified one.
-    fn serve_sync(&mut self, to: PublicKey, from_height: u64, net: &mut impl Sender<PublicKey = PublicKey>) {
+    fn serve_sync(
+        &mut self,
+        to: PublicKey,
+        from_height: u64,
+        net: &mut impl Sender<PublicKey = PublicKey>,
+    ) {
         let mut records = Vec::new();
         let mut certified_len = 0;
         let mut bytes_total = 0usize;
@@ -552,7 +666,9 @@ impl<E: Clock + Spawner> App<E> {
             if bytes_total > limits::RECORD_BYTES_MAX {
                 break;
             }
-            let Ok(record) = Record::from_bytes(&bytes) else { break };
+            let Ok(record) = Record::from_bytes(&bytes) else {
+                break;
+            };
             records.push(bytes);
             if !matches!(record.finality, Finality::Ancestor { .. }) {
                 certified_len = records.len();
@@ -563,7 +679,11 @@ impl<E: Clock + Spawner> App<E> {
         if records.is_empty() {
             return;
         }
-        net.send(Recipients::One(to), commonware_runtime::IoBuf::from(encode(&BlockMessage::SyncResponse { records })), false);
+        net.send(
+            Recipients::One(to),
+            commonware_runtime::IoBuf::from(encode(&BlockMessage::SyncResponse { records })),
+            false,
+        );
     }
 
     /// Applies fetched records after checking links and the certificate that ends them.
@@ -591,13 +711,20 @@ impl<E: Clock + Spawner> App<E> {
             let record = Record::from_bytes(bytes).map_err(|e: WireError| e.to_string())?;
             let block = Block::from_bytes(&record.block).map_err(|e| e.to_string())?;
             if record.height != height + 1 || block.parent != parent || block.chain != self.chain {
-                return Err(format!("record {} does not extend height {height}", record.height));
+                return Err(format!(
+                    "record {} does not extend height {height}",
+                    record.height
+                ));
             }
             let digest = block.digest();
             match &record.finality {
-                Finality::Simplex { finalization } => check_finalization(&self.genesis, &digest, finalization)?,
+                Finality::Simplex { finalization } => {
+                    check_finalization(&self.genesis, &digest, finalization)?
+                }
                 Finality::Ancestor { .. } => {}
-                Finality::Sequencer { .. } => return Err("sequencer finality in a simplex ledger".into()),
+                Finality::Sequencer { .. } => {
+                    return Err("sequencer finality in a simplex ledger".into())
+                }
             }
             height = record.height;
             parent = digest;
@@ -616,15 +743,26 @@ fn tip_view(replica: &Replica) -> u64 {
     if height == 0 {
         return 0;
     }
-    let record = replica.store().record_bytes(height).ok().flatten().and_then(|b| Record::from_bytes(&b).ok());
-    record.and_then(|r| Block::from_bytes(&r.block).ok()).map_or(0, |b| b.view)
+    let record = replica
+        .store()
+        .record_bytes(height)
+        .ok()
+        .flatten()
+        .and_then(|b| Record::from_bytes(&b).ok());
+    record
+        .and_then(|r| Block::from_bytes(&r.block).ok())
+        .map_or(0, |b| b.view)
 }
 
 /// Moves signed transactions that `commonweight ledger transfer` (and friends) left in
 /// `ledger_dir/outbox/` into `mempool`, deleting each file it handled. A file that does not
 /// decode or is refused is renamed to `*.rejected` so it is not retried. Returns how many were
 /// queued. Called by a running validator node.
-pub fn drain_outbox(ledger_dir: &std::path::Path, genesis: &Genesis, mempool: &Mempool) -> std::io::Result<usize> {
+pub fn drain_outbox(
+    ledger_dir: &std::path::Path,
+    genesis: &Genesis,
+    mempool: &Mempool,
+) -> std::io::Result<usize> {
     let outbox = ledger_dir.join("outbox");
     let Ok(entries) = std::fs::read_dir(&outbox) else {
         return Ok(0);
@@ -636,7 +774,9 @@ pub fn drain_outbox(ledger_dir: &std::path::Path, genesis: &Genesis, mempool: &M
             continue;
         }
         let bytes = std::fs::read(&path)?;
-        let accepted = SignedTx::from_bytes(&bytes).ok().is_some_and(|tx| mempool.submit(genesis, tx).is_ok());
+        let accepted = SignedTx::from_bytes(&bytes)
+            .ok()
+            .is_some_and(|tx| mempool.submit(genesis, tx).is_ok());
         if accepted {
             std::fs::remove_file(&path)?;
             queued += 1;

@@ -72,8 +72,15 @@ pub enum ExportError {
 }
 
 /// Builds the unsigned statement for checkpoint `cid` from the state.
-pub fn statement(state: &LedgerState, height: u64, cid: Hash32) -> Result<OwnershipStatement, ExportError> {
-    let checkpoint = state.checkpoints.get(&cid).ok_or(ExportError::UnknownCheckpoint(cid))?;
+pub fn statement(
+    state: &LedgerState,
+    height: u64,
+    cid: Hash32,
+) -> Result<OwnershipStatement, ExportError> {
+    let checkpoint = state
+        .checkpoints
+        .get(&cid)
+        .ok_or(ExportError::UnknownCheckpoint(cid))?;
     Ok(OwnershipStatement {
         format: FORMAT.to_owned(),
         chain: state.chain.to_hex(),
@@ -83,13 +90,22 @@ pub fn statement(state: &LedgerState, height: u64, cid: Hash32) -> Result<Owners
         ledger_height: height,
         state_root: state.root().to_hex(),
         total_shares: checkpoint.total,
-        owners: checkpoint.owners.iter().map(|(p, s)| Owner { peer: p.to_string(), shares: *s }).collect(),
+        owners: checkpoint
+            .owners
+            .iter()
+            .map(|(p, s)| Owner {
+                peer: p.to_string(),
+                shares: *s,
+            })
+            .collect(),
         signatures: Vec::new(),
     })
 }
 
 fn hex32(what: &'static str, s: &str) -> Result<[u8; 32], ExportError> {
-    Hash32::from_hex(s).map(|h| h.0).map_err(|_| ExportError::Hex(what))
+    Hash32::from_hex(s)
+        .map(|h| h.0)
+        .map_err(|_| ExportError::Hex(what))
 }
 
 fn hex64(what: &'static str, s: &str) -> Result<[u8; 64], ExportError> {

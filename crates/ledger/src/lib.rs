@@ -7,12 +7,14 @@
 //! slash; owners transfer; checkpoints freeze the ownership table that produced them.
 
 pub mod chain;
+#[cfg(feature = "simplex")]
 pub mod consensus;
 pub mod export;
 pub mod replay;
 pub mod sequencer;
 pub mod state;
 pub mod store;
+#[cfg(feature = "simplex")]
 pub mod validator;
 pub mod wire;
 
@@ -20,8 +22,8 @@ pub use chain::{Block, Finality, Record};
 pub use replay::{verify_chain, Replica, ReplicaError, VerifyError, VerifyReport};
 pub use sequencer::Sequencer;
 pub use state::{
-    shares_for, Account, Checkpoint, Effect, FraudProofChecker, Genesis, GenesisError, LedgerState, NoFraudProofs,
-    Outcome, Rejection,
+    shares_for, Account, Checkpoint, Effect, FraudProofChecker, Genesis, GenesisError, LedgerState,
+    NoFraudProofs, Outcome, Rejection,
 };
 pub use store::{Store, StoreError};
 pub use wire::{peer_of, FraudProof, SignedTx, TxBody, Verdict, WireError, WIRE_VERSION};

@@ -27,13 +27,20 @@ pub enum VerifyError {
     #[error("transaction outcomes at height {0} differ from the replay")]
     Outcomes(u64),
     #[error("state root at height {height}: stored {stored}, replay gives {replayed}")]
-    StateRoot { height: u64, stored: Hash32, replayed: Hash32 },
+    StateRoot {
+        height: u64,
+        stored: Hash32,
+        replayed: Hash32,
+    },
     #[error("finality proof at height {height} is invalid: {reason}")]
     Finality { height: u64, reason: String },
     #[error("blocks from height {0} claim a later certificate that never comes")]
     UncertifiedTail(u64),
     #[error("the stored head {stored:?} does not match the last record {replayed:?}")]
-    Head { stored: Option<(u64, Hash32)>, replayed: Option<(u64, Hash32)> },
+    Head {
+        stored: Option<(u64, Hash32)>,
+        replayed: Option<(u64, Hash32)>,
+    },
     #[error("balances do not equal minted minus slashed at height {0}")]
     Conservation(u64),
 }
@@ -48,8 +55,16 @@ pub struct VerifyReport {
 }
 
 /// Replays one block on `state`, returning each transaction's outcome.
-pub fn execute(state: &mut LedgerState, block: &Block, checker: &dyn FraudProofChecker) -> Vec<Outcome> {
-    block.txs.iter().map(|tx| state.apply(tx, checker)).collect()
+pub fn execute(
+    state: &mut LedgerState,
+    block: &Block,
+    checker: &dyn FraudProofChecker,
+) -> Vec<Outcome> {
+    block
+        .txs
+        .iter()
+        .map(|tx| state.apply(tx, checker))
+        .collect()
 }
 
 /// Replays from genesis, checking every link, every transaction signature (inside `apply`),
@@ -65,20 +80,30 @@ pub fn replay_store(
     let mut state = LedgerState::new(&genesis);
     let mut prev_hash = chain;
     let mut prev_digest = genesis_digest(chain);
-    let mut report = VerifyReport { blocks: 0, transactions: 0, certificates: 0, state_root: state.root() };
+    let mut report = VerifyReport {
+        blocks: 0,
+        transactions: 0,
+        certificates: 0,
+        state_root: state.root(),
+    };
     // Heights waiting for a descendant's certificate.
     let mut uncertified_from: Option<u64> = None;
     let mut last: Option<(u64, Hash32)> = None;
     store.for_each_record(|key, bytes| {
         let height = report.blocks + 1;
-        let record = Record::from_bytes(bytes).map_err(|source| VerifyError::Decode { height, source })?;
+        let record =
+            Record::from_bytes(bytes).map_err(|source| VerifyError::Decode { height, source })?;
         if record.height != key || key != height {
-            return Err(VerifyError::KeyMismatch { key, height: record.height });
+            return Err(VerifyError::KeyMismatch {
+                key,
+                height: record.height,
+            });
         }
         if record.prev_hash != prev_hash {
             return Err(VerifyError::BrokenLink(height));
         }
-        let block = Block::from_bytes(&record.block).map_err(|source| VerifyError::Decode { height, source })?;
+        let block = Block::from_bytes(&record.block)
+            .map_err(|source| VerifyError::Decode { height, source })?;
         if block.chain != chain {
             return Err(VerifyError::WrongChain(height));
         }
@@ -91,7 +116,11 @@ pub fn replay_store(
         }
         let root = state.root();
         if root != record.state_root {
-            return Err(VerifyError::StateRoot { height, stored: record.state_root, replayed: root });
+            return Err(VerifyError::StateRoot {
+                height,
+                stored: record.state_root,
+                replayed: root,
+            });
         }
         if full && !state.conservation_holds() {
             return Err(VerifyError::Conservation(height));
@@ -100,13 +129,16 @@ pub fn replay_store(
         match &record.finality {
             Finality::Ancestor { certified_height } => {
                 if *certified_height <= height {
-                    return Err(VerifyError::Finality { height, reason: "ancestor proof points backwards".into() });
+                    return Err(VerifyError::Finality {
+                        height,
+                        reason: "ancestor proof points backwards".into(),
+                    });
                 }
                 uncertified_from.get_or_insert(height);
             }
             Finality::Simplex { finalization } => {
                 if full {
-                    crate::consensus::check_finalization(&genesis, &digest, finalization)
+                    check_simplex(&genesis, &digest, finalization)
                         .map_err(|reason| VerifyError::Finality { height, reason })?;
                     report.certificates += 1;
                 }
@@ -133,20 +165,44 @@ pub fn replay_store(
     }
     let stored = store.head()?;
     if stored != last {
-        return Err(VerifyError::Head { stored, replayed: last });
+        return Err(VerifyError::Head {
+            stored,
+            replayed: last,
+        });
     }
     report.state_root = state.root();
     Ok((state, prev_digest, report))
 }
 
 /// `commonweight ledger verify`: the full check from genesis.
-pub fn verify_chain(store: &Store, checker: &dyn FraudProofChecker) -> Result<VerifyReport, VerifyError> {
+pub fn verify_chain(
+    store: &Store,
+    checker: &dyn FraudProofChecker,
+) -> Result<VerifyReport, VerifyError> {
     replay_store(store, checker, true).map(|(_, _, report)| report)
 }
 
-fn check_sequencer(genesis: &Genesis, height: u64, digest: &[u8; 32], signature: &[u8; 64]) -> Result<(), String> {
+#[cfg(feature = "simplex")]
+fn check_simplex(genesis: &Genesis, digest: &[u8; 32], finalization: &[u8]) -> Result<(), String> {
+    crate::consensus::check_finalization(genesis, digest, finalization)
+}
+
+#[cfg(not(feature = "simplex"))]
+fn check_simplex(_: &Genesis, _: &[u8; 32], _: &[u8]) -> Result<(), String> {
+    Err("this build cannot check simplex certificates; rebuild with `--features simplex`".into())
+}
+
+fn check_sequencer(
+    genesis: &Genesis,
+    height: u64,
+    digest: &[u8; 32],
+    signature: &[u8; 64],
+) -> Result<(), String> {
     let [only] = genesis.validators.as_slice() else {
-        return Err(format!("sequencer finality needs exactly one validator, genesis has {}", genesis.validators.len()));
+        return Err(format!(
+            "sequencer finality needs exactly one validator, genesis has {}",
+            genesis.validators.len()
+        ));
     };
     let message = sequencer_message(genesis.chain_id(), height, digest);
     if !verify_signature(only, &message, signature) {
@@ -177,10 +233,19 @@ pub struct Replica {
 
 impl Replica {
     /// Opens (or creates) the ledger in `dir` and replays it to rebuild the state.
-    pub fn open(dir: &Path, genesis: &Genesis, checker: Box<dyn FraudProofChecker + Send>) -> Result<Replica, ReplicaError> {
+    pub fn open(
+        dir: &Path,
+        genesis: &Genesis,
+        checker: Box<dyn FraudProofChecker + Send>,
+    ) -> Result<Replica, ReplicaError> {
         let store = Store::create(dir, genesis)?;
         let (state, tip_digest, _) = replay_store(&store, checker.as_ref(), false)?;
-        Ok(Replica { store, state, tip_digest, checker })
+        Ok(Replica {
+            store,
+            state,
+            tip_digest,
+            checker,
+        })
     }
 
     pub fn state(&self) -> &LedgerState {
@@ -216,7 +281,8 @@ impl Replica {
     pub fn commit(&mut self, blocks: &[(Vec<u8>, Finality)]) -> Result<(), ReplicaError> {
         let mut state = self.state.clone();
         let mut digest = self.tip_digest;
-        let (mut height, mut prev_hash) = self.store.head()?.unwrap_or((0, self.genesis().chain_id()));
+        let (mut height, mut prev_hash) =
+            self.store.head()?.unwrap_or((0, self.genesis().chain_id()));
         let mut records = Vec::with_capacity(blocks.len());
         for (bytes, finality) in blocks {
             let block = Block::from_bytes(bytes)?;
@@ -248,7 +314,10 @@ impl Replica {
     pub fn records(&self) -> Result<Vec<Record>, VerifyError> {
         let mut out = Vec::new();
         self.store.for_each_record(|height, bytes| {
-            out.push(Record::from_bytes(bytes).map_err(|source| VerifyError::Decode { height, source })?);
+            out.push(
+                Record::from_bytes(bytes)
+                    .map_err(|source| VerifyError::Decode { height, source })?,
+            );
             Ok(())
         })?;
         Ok(out)

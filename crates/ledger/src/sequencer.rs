@@ -43,10 +43,20 @@ impl<'a> Sequencer<'a> {
             return Err(SequencerError::TooManyTxs(txs.len()));
         }
         let chain = self.replica.genesis().chain_id();
-        let block = Block { version: WIRE_VERSION, chain, parent: self.replica.tip_digest(), view: 0, txs };
+        let block = Block {
+            version: WIRE_VERSION,
+            chain,
+            parent: self.replica.tip_digest(),
+            view: 0,
+            txs,
+        };
         let height = self.replica.height() + 1;
-        let signature = self.key.sign(&sequencer_message(chain, height, &block.digest())).to_bytes();
-        self.replica.commit(&[(block.to_bytes(), Finality::Sequencer { signature })])?;
+        let signature = self
+            .key
+            .sign(&sequencer_message(chain, height, &block.digest()))
+            .to_bytes();
+        self.replica
+            .commit(&[(block.to_bytes(), Finality::Sequencer { signature })])?;
         Ok(height)
     }
 }

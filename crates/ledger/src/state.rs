@@ -77,7 +77,10 @@ impl Genesis {
             return Err(GenesisError::Verifiers(self.verifiers.len()));
         }
         if self.verifier_quorum == 0 || self.verifier_quorum as usize > self.verifiers.len() {
-            return Err(GenesisError::Quorum { quorum: self.verifier_quorum, verifiers: self.verifiers.len() });
+            return Err(GenesisError::Quorum {
+                quorum: self.verifier_quorum,
+                verifiers: self.verifiers.len(),
+            });
         }
         let validators: BTreeSet<_> = self.validators.iter().collect();
         let verifiers: BTreeSet<_> = self.verifiers.iter().collect();
@@ -92,7 +95,8 @@ impl Genesis {
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Genesis, GenesisError> {
-        let genesis: Genesis = crate::wire::decode_exact("genesis", bytes, limits::GENESIS_BYTES_MAX)?;
+        let genesis: Genesis =
+            crate::wire::decode_exact("genesis", bytes, limits::GENESIS_BYTES_MAX)?;
         genesis.check()?;
         Ok(genesis)
     }
@@ -136,7 +140,11 @@ pub enum Rejection {
     #[error("transaction records no verdicts")]
     NoVerdicts,
     #[error("verdict {index} is for run {got:?}, this ledger is for {expected:?}")]
-    WrongRun { index: usize, expected: RunId, got: RunId },
+    WrongRun {
+        index: usize,
+        expected: RunId,
+        got: RunId,
+    },
     #[error("verdict {index} is signed by a peer that is not a genesis verifier")]
     UnknownVerifier { index: usize },
     #[error("verdict {index} signature does not verify")]
@@ -173,10 +181,21 @@ pub enum Rejection {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Effect {
     /// Verdicts recorded; `mints` lists the shares minted as a result.
-    Recorded { mints: Vec<(PeerId, u64)> },
-    Slashed { peer: PeerId, amount: u64 },
-    Transferred { from: PeerId, to: PeerId, amount: u64 },
-    CheckpointRegistered { cid: Hash32 },
+    Recorded {
+        mints: Vec<(PeerId, u64)>,
+    },
+    Slashed {
+        peer: PeerId,
+        amount: u64,
+    },
+    Transferred {
+        from: PeerId,
+        to: PeerId,
+        amount: u64,
+    },
+    CheckpointRegistered {
+        cid: Hash32,
+    },
 }
 
 /// The result of one transaction in a block; stored and re-derived by `ledger verify`.
@@ -279,7 +298,8 @@ impl LedgerState {
 
     /// Applies one transaction. On `Err` the state is unchanged.
     pub fn apply(&mut self, tx: &SignedTx, checker: &dyn FraudProofChecker) -> Outcome {
-        tx.check_fields().map_err(|e| Rejection::Malformed(e.to_string()))?;
+        tx.check_fields()
+            .map_err(|e| Rejection::Malformed(e.to_string()))?;
         if tx.chain != self.chain {
             return Err(Rejection::WrongChain);
         }
@@ -288,7 +308,10 @@ impl LedgerState {
         }
         let expected = self.nonce(&tx.signer);
         if tx.nonce != expected {
-            return Err(Rejection::BadNonce { expected, got: tx.nonce });
+            return Err(Rejection::BadNonce {
+                expected,
+                got: tx.nonce,
+            });
         }
         // Every check runs before any mutation, so a rejection leaves no trace and no copy of
         // the state is needed.
@@ -299,13 +322,19 @@ impl LedgerState {
             TxBody::RecordVerdicts { verdicts } => self.record_verdicts(tx.signer, verdicts)?,
             TxBody::Slash { proof } => self.slash(proof, checker)?,
             TxBody::Transfer { to, amount } => self.transfer(tx.signer, *to, *amount)?,
-            TxBody::RegisterCheckpoint { run, round, cid } => self.register_checkpoint(tx.signer, *run, *round, *cid)?,
+            TxBody::RegisterCheckpoint { run, round, cid } => {
+                self.register_checkpoint(tx.signer, *run, *round, *cid)?
+            }
         };
         self.accounts.entry(tx.signer).or_default().nonce += 1;
         Ok(effect)
     }
 
-    fn record_verdicts(&mut self, signer: PeerId, verdicts: &[Verdict]) -> Result<Effect, Rejection> {
+    fn record_verdicts(
+        &mut self,
+        signer: PeerId,
+        verdicts: &[Verdict],
+    ) -> Result<Effect, Rejection> {
         if verdicts.is_empty() {
             return Err(Rejection::NoVerdicts);
         }
@@ -313,7 +342,11 @@ impl LedgerState {
         let mut new_accounts = BTreeSet::new();
         for (index, verdict) in verdicts.iter().enumerate() {
             if verdict.run != self.run {
-                return Err(Rejection::WrongRun { index, expected: self.run, got: verdict.run });
+                return Err(Rejection::WrongRun {
+                    index,
+                    expected: self.run,
+                    got: verdict.run,
+                });
             }
             if !self.verifiers.contains(&verdict.verifier) {
                 return Err(Rejection::UnknownVerifier { index });
@@ -322,10 +355,9 @@ impl LedgerState {
                 return Err(Rejection::BadVerdictSignature { index });
             }
             let key = (verdict.round, verdict.peer);
-            let recorded = self
-                .work
-                .get(&key)
-                .is_some_and(|w| w.accepts.contains_key(&verdict.verifier) || w.rejects.contains(&verdict.verifier));
+            let recorded = self.work.get(&key).is_some_and(|w| {
+                w.accepts.contains_key(&verdict.verifier) || w.rejects.contains(&verdict.verifier)
+            });
             if recorded || !seen.insert((key, verdict.verifier)) {
                 return Err(Rejection::DuplicateVerdict { index });
             }
@@ -355,8 +387,12 @@ impl LedgerState {
             item.rejected = true;
             return None;
         }
-        item.accepts.insert(verdict.verifier, (verdict.tokens_trained, verdict.score_ppm));
-        let ready = item.accepts.len() == quorum && !item.rejected && !item.slashed && item.minted == 0;
+        item.accepts.insert(
+            verdict.verifier,
+            (verdict.tokens_trained, verdict.score_ppm),
+        );
+        let ready =
+            item.accepts.len() == quorum && !item.rejected && !item.slashed && item.minted == 0;
         if !ready {
             return None;
         }
@@ -372,9 +408,16 @@ impl LedgerState {
         Some((verdict.peer, shares))
     }
 
-    fn slash(&mut self, proof: &FraudProof, checker: &dyn FraudProofChecker) -> Result<Effect, Rejection> {
+    fn slash(
+        &mut self,
+        proof: &FraudProof,
+        checker: &dyn FraudProofChecker,
+    ) -> Result<Effect, Rejection> {
         if proof.run != self.run {
-            return Err(Rejection::ProofWrongRun { expected: self.run, got: proof.run });
+            return Err(Rejection::ProofWrongRun {
+                expected: self.run,
+                got: proof.run,
+            });
         }
         let key = (proof.round, proof.accused);
         if self.work.get(&key).is_some_and(|w| w.slashed) {
@@ -385,13 +428,19 @@ impl LedgerState {
         item.slashed = true;
         let minted = item.minted;
         let Some(account) = self.accounts.get_mut(&proof.accused) else {
-            return Ok(Effect::Slashed { peer: proof.accused, amount: 0 });
+            return Ok(Effect::Slashed {
+                peer: proof.accused,
+                amount: 0,
+            });
         };
         let amount = minted.min(account.balance);
         account.balance -= amount;
         account.slashed += amount;
         self.total_slashed += amount;
-        Ok(Effect::Slashed { peer: proof.accused, amount })
+        Ok(Effect::Slashed {
+            peer: proof.accused,
+            amount,
+        })
     }
 
     fn transfer(&mut self, from: PeerId, to: PeerId, amount: u64) -> Result<Effect, Rejection> {
@@ -412,7 +461,10 @@ impl LedgerState {
         let receiver = self.accounts.entry(to).or_default();
         receiver.balance += amount;
         receiver.received += amount;
-        let sender = self.accounts.get_mut(&from).expect("a positive balance means the account exists");
+        let sender = self
+            .accounts
+            .get_mut(&from)
+            .expect("a positive balance means the account exists");
         sender.balance -= amount;
         sender.sent += amount;
         Ok(Effect::Transferred { from, to, amount })
@@ -429,7 +481,10 @@ impl LedgerState {
             return Err(Rejection::NotAVerifier);
         }
         if run != self.run {
-            return Err(Rejection::ProofWrongRun { expected: self.run, got: run });
+            return Err(Rejection::ProofWrongRun {
+                expected: self.run,
+                got: run,
+            });
         }
         if self.checkpoints.contains_key(&cid) {
             return Err(Rejection::DuplicateCheckpoint(cid));
@@ -442,10 +497,23 @@ impl LedgerState {
         if self.checkpoints.len() >= limits::CHECKPOINTS_MAX {
             return Err(Rejection::TooManyCheckpoints);
         }
-        let owners: Vec<(PeerId, u64)> =
-            self.accounts.iter().filter(|(_, a)| a.balance > 0).map(|(p, a)| (*p, a.balance)).collect();
+        let owners: Vec<(PeerId, u64)> = self
+            .accounts
+            .iter()
+            .filter(|(_, a)| a.balance > 0)
+            .map(|(p, a)| (*p, a.balance))
+            .collect();
         let total = owners.iter().map(|(_, b)| b).sum();
-        self.checkpoints.insert(cid, Checkpoint { run, round, registered_by: signer, owners, total });
+        self.checkpoints.insert(
+            cid,
+            Checkpoint {
+                run,
+                round,
+                registered_by: signer,
+                owners,
+                total,
+            },
+        );
         self.last_checkpoint_round = Some(round);
         Ok(Effect::CheckpointRegistered { cid })
     }

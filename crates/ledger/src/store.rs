@@ -21,7 +21,10 @@ pub const DB_FILE: &str = "ledger.redb";
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("ledger database {path}: {source}")]
-    Open { path: PathBuf, source: Box<redb::DatabaseError> },
+    Open {
+        path: PathBuf,
+        source: Box<redb::DatabaseError>,
+    },
     #[error("ledger database: {0}")]
     Redb(String),
     #[error("no ledger at {0} (expected {DB_FILE}; create one with a genesis first)")]
@@ -56,7 +59,10 @@ impl Store {
         genesis.check()?;
         std::fs::create_dir_all(dir).map_err(redb_err)?;
         let path = dir.join(DB_FILE);
-        let db = Database::create(&path).map_err(|e| StoreError::Open { path, source: Box::new(e) })?;
+        let db = Database::create(&path).map_err(|e| StoreError::Open {
+            path,
+            source: Box::new(e),
+        })?;
         let existing = read_genesis(&db)?;
         match existing {
             Some(found) if &found != genesis => return Err(StoreError::GenesisMismatch),
@@ -65,13 +71,17 @@ impl Store {
                 let tx = db.begin_write().map_err(redb_err)?;
                 {
                     let mut meta = tx.open_table(META).map_err(redb_err)?;
-                    meta.insert(GENESIS_KEY, genesis.to_bytes().as_slice()).map_err(redb_err)?;
+                    meta.insert(GENESIS_KEY, genesis.to_bytes().as_slice())
+                        .map_err(redb_err)?;
                     tx.open_table(RECORDS).map_err(redb_err)?;
                 }
                 tx.commit().map_err(redb_err)?;
             }
         }
-        Ok(Store { db, genesis: genesis.clone() })
+        Ok(Store {
+            db,
+            genesis: genesis.clone(),
+        })
     }
 
     /// Opens an existing ledger in `dir`.
@@ -80,7 +90,10 @@ impl Store {
         if !path.exists() {
             return Err(StoreError::Missing(dir.to_owned()));
         }
-        let db = Database::create(&path).map_err(|e| StoreError::Open { path, source: Box::new(e) })?;
+        let db = Database::create(&path).map_err(|e| StoreError::Open {
+            path,
+            source: Box::new(e),
+        })?;
         let genesis = read_genesis(&db)?.ok_or(StoreError::NoGenesis)?;
         Ok(Store { db, genesis })
     }
@@ -118,13 +131,20 @@ impl Store {
             let mut table = tx.open_table(RECORDS).map_err(redb_err)?;
             for record in records {
                 if record.height != height + 1 {
-                    return Err(StoreError::Height { expected: height + 1, got: record.height });
+                    return Err(StoreError::Height {
+                        expected: height + 1,
+                        got: record.height,
+                    });
                 }
                 if record.prev_hash != hash {
-                    return Err(StoreError::Link { height: record.height });
+                    return Err(StoreError::Link {
+                        height: record.height,
+                    });
                 }
                 let bytes = record.to_bytes();
-                table.insert(record.height, bytes.as_slice()).map_err(redb_err)?;
+                table
+                    .insert(record.height, bytes.as_slice())
+                    .map_err(redb_err)?;
                 height = record.height;
                 hash = Hash32::of(&bytes);
             }
@@ -141,7 +161,10 @@ impl Store {
     pub fn record_bytes(&self, height: u64) -> Result<Option<Vec<u8>>, StoreError> {
         let tx = self.db.begin_read().map_err(redb_err)?;
         let table = tx.open_table(RECORDS).map_err(redb_err)?;
-        Ok(table.get(height).map_err(redb_err)?.map(|v| v.value().to_vec()))
+        Ok(table
+            .get(height)
+            .map_err(redb_err)?
+            .map(|v| v.value().to_vec()))
     }
 
     /// Number of stored records.

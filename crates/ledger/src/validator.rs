@@ -70,11 +70,14 @@ where
     let genesis = app.genesis.clone();
     let key = private_key(secret).map_err(ValidatorError::Key)?;
     let set = participants(&genesis).map_err(ValidatorError::Key)?;
-    let scheme = Scheme::signer(genesis.namespace.as_bytes(), set, key).ok_or(ValidatorError::NotAValidator)?;
+    let scheme = Scheme::signer(genesis.namespace.as_bytes(), set, key)
+        .ok_or(ValidatorError::NotAValidator)?;
     let (actor, mailbox, reporter) = App::new(context.child("ledger_app"), app)?;
     let app_handle = actor.start(channels.blocks);
     let genesis_digest = crate::chain::genesis_digest(genesis.chain_id());
-    let me = commonware_cryptography::Signer::public_key(&private_key(secret).map_err(ValidatorError::Key)?);
+    let me = commonware_cryptography::Signer::public_key(
+        &private_key(secret).map_err(ValidatorError::Key)?,
+    );
     let cfg = Config {
         scheme,
         elector: RoundRobin::default(),
@@ -90,7 +93,10 @@ where
         floor: Floor::Genesis(crate::consensus::to_digest_pub(&genesis_digest)),
         replay_buffer: NonZeroUsize::new(1024 * 1024).expect("nonzero"),
         write_buffer: NonZeroUsize::new(1024 * 1024).expect("nonzero"),
-        page_cache: CacheRef::new(NonZeroU16::new(1024).expect("nonzero"), NonZeroUsize::new(10).expect("nonzero")),
+        page_cache: CacheRef::new(
+            NonZeroU16::new(1024).expect("nonzero"),
+            NonZeroUsize::new(10).expect("nonzero"),
+        ),
         leader_timeout: Duration::from_millis(limits::LEADER_TIMEOUT_MS),
         certification_timeout: Duration::from_millis(limits::CERTIFICATION_TIMEOUT_MS),
         timeout_retry: Duration::from_millis(limits::TIMEOUT_RETRY_MS),
@@ -99,11 +105,15 @@ where
             timeout: Duration::from_millis(limits::SKIP_TIMEOUT_MS),
             budget: SkipBudget::Participants,
         },
-        fetch_timeout: NonZeroDuration::new(Duration::from_millis(limits::FETCH_TIMEOUT_MS)).expect("nonzero"),
+        fetch_timeout: NonZeroDuration::new(Duration::from_millis(limits::FETCH_TIMEOUT_MS))
+            .expect("nonzero"),
         fetch_retry_delay: Duration::from_millis(100),
         forward: ForwardPolicy::Disabled,
     };
     let engine = Engine::new(context.child("ledger_engine"), cfg);
     let engine_handle = engine.start(channels.votes, channels.certificates, channels.resolver);
-    Ok(Running { engine: engine_handle, app: app_handle })
+    Ok(Running {
+        engine: engine_handle,
+        app: app_handle,
+    })
 }

@@ -19,15 +19,27 @@ const TX_DOMAIN: &[u8] = b"commonweight/ledger/tx/v1";
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
     #[error("{what} is {len} bytes, the limit is {max}")]
-    TooLarge { what: &'static str, len: usize, max: usize },
+    TooLarge {
+        what: &'static str,
+        len: usize,
+        max: usize,
+    },
     #[error("{what} has wire version {got}, expected {expected}")]
-    Version { what: &'static str, got: u8, expected: u8 },
+    Version {
+        what: &'static str,
+        got: u8,
+        expected: u8,
+    },
     #[error("{what} does not decode: {detail}")]
     Decode { what: &'static str, detail: String },
     #[error("{what} has trailing bytes after its encoding")]
     Trailing { what: &'static str },
     #[error("{what}: {count} items, the limit is {max}")]
-    TooMany { what: &'static str, count: usize, max: usize },
+    TooMany {
+        what: &'static str,
+        count: usize,
+        max: usize,
+    },
     #[error("verdict score {0} ppm is above {max}", max = limits::SCORE_PPM_MAX)]
     Score(u32),
     #[error("verdict credits {0} tokens, above the limit")]
@@ -41,10 +53,16 @@ pub(crate) fn decode_exact<T: for<'de> Deserialize<'de>>(
     max: usize,
 ) -> Result<T, WireError> {
     if bytes.len() > max {
-        return Err(WireError::TooLarge { what, len: bytes.len(), max });
+        return Err(WireError::TooLarge {
+            what,
+            len: bytes.len(),
+            max,
+        });
     }
-    let (value, rest) = postcard::take_from_bytes::<T>(bytes)
-        .map_err(|e| WireError::Decode { what, detail: e.to_string() })?;
+    let (value, rest) = postcard::take_from_bytes::<T>(bytes).map_err(|e| WireError::Decode {
+        what,
+        detail: e.to_string(),
+    })?;
     if !rest.is_empty() {
         return Err(WireError::Trailing { what });
     }
@@ -133,7 +151,11 @@ impl Verdict {
     /// Field ranges that do not need state.
     pub fn check_fields(&self) -> Result<(), WireError> {
         if self.version != WIRE_VERSION {
-            return Err(WireError::Version { what: "verdict", got: self.version, expected: WIRE_VERSION });
+            return Err(WireError::Version {
+                what: "verdict",
+                got: self.version,
+                expected: WIRE_VERSION,
+            });
         }
         if self.score_ppm > limits::SCORE_PPM_MAX {
             return Err(WireError::Score(self.score_ppm));
@@ -177,7 +199,11 @@ pub enum TxBody {
     Transfer { to: PeerId, amount: u64 },
     /// Register a checkpoint CID and snapshot the ownership table that produced it.
     /// Only a genesis verifier may sign this.
-    RegisterCheckpoint { run: RunId, round: RoundNumber, cid: Hash32 },
+    RegisterCheckpoint {
+        run: RunId,
+        round: RoundNumber,
+        cid: Hash32,
+    },
 }
 
 /// A transaction as it travels: versioned, signed by `signer`, ordered by `nonce`.
@@ -209,7 +235,13 @@ impl SignedTx {
     }
 
     pub fn signing_bytes(&self) -> Vec<u8> {
-        let unsigned = (self.version, self.chain, self.signer, self.nonce, &self.body);
+        let unsigned = (
+            self.version,
+            self.chain,
+            self.signer,
+            self.nonce,
+            &self.body,
+        );
         let mut bytes = TX_DOMAIN.to_vec();
         bytes.extend_from_slice(&encode(&unsigned));
         bytes
@@ -232,7 +264,11 @@ impl SignedTx {
 
     pub fn check_fields(&self) -> Result<(), WireError> {
         if self.version != WIRE_VERSION {
-            return Err(WireError::Version { what: "transaction", got: self.version, expected: WIRE_VERSION });
+            return Err(WireError::Version {
+                what: "transaction",
+                got: self.version,
+                expected: WIRE_VERSION,
+            });
         }
         match &self.body {
             TxBody::RecordVerdicts { verdicts } => {
@@ -247,7 +283,11 @@ impl SignedTx {
             }
             TxBody::Slash { proof } => {
                 if proof.version != WIRE_VERSION {
-                    return Err(WireError::Version { what: "fraud proof", got: proof.version, expected: WIRE_VERSION });
+                    return Err(WireError::Version {
+                        what: "fraud proof",
+                        got: proof.version,
+                        expected: WIRE_VERSION,
+                    });
                 }
                 if proof.body.len() > limits::FRAUD_PROOF_BYTES_MAX {
                     return Err(WireError::TooLarge {
@@ -295,7 +335,8 @@ pub fn verify_signature(signer: &PeerId, message: &[u8], signature: &[u8; 64]) -
     let Ok(key) = VerifyingKey::from_bytes(&signer.0) else {
         return false;
     };
-    key.verify_strict(message, &Signature::from_bytes(signature)).is_ok()
+    key.verify_strict(message, &Signature::from_bytes(signature))
+        .is_ok()
 }
 
 pub fn peer_of(key: &SigningKey) -> PeerId {
@@ -312,7 +353,16 @@ mod tests {
 
     #[test]
     fn verdict_signature_covers_every_field() {
-        let v = Verdict::sign(&key(1), RunId(Hash32::ZERO), RoundNumber(3), PeerId([2; 32]), true, 500_000, "", 100);
+        let v = Verdict::sign(
+            &key(1),
+            RunId(Hash32::ZERO),
+            RoundNumber(3),
+            PeerId([2; 32]),
+            true,
+            500_000,
+            "",
+            100,
+        );
         assert!(v.signature_is_valid());
         let mut t = v.clone();
         t.tokens_trained += 1;
@@ -327,14 +377,30 @@ mod tests {
 
     #[test]
     fn tx_round_trip_and_bounds() {
-        let tx = SignedTx::sign(&key(1), Hash32::ZERO, 0, TxBody::Transfer { to: PeerId([9; 32]), amount: 5 });
+        let tx = SignedTx::sign(
+            &key(1),
+            Hash32::ZERO,
+            0,
+            TxBody::Transfer {
+                to: PeerId([9; 32]),
+                amount: 5,
+            },
+        );
         let bytes = tx.to_bytes();
         assert_eq!(SignedTx::from_bytes(&bytes).unwrap(), tx);
         let mut long = bytes.clone();
         long.push(0);
-        assert_eq!(SignedTx::from_bytes(&long), Err(WireError::Trailing { what: "transaction" }));
+        assert_eq!(
+            SignedTx::from_bytes(&long),
+            Err(WireError::Trailing {
+                what: "transaction"
+            })
+        );
         let huge = vec![0u8; limits::TX_BYTES_MAX + 1];
-        assert!(matches!(SignedTx::from_bytes(&huge), Err(WireError::TooLarge { .. })));
+        assert!(matches!(
+            SignedTx::from_bytes(&huge),
+            Err(WireError::TooLarge { .. })
+        ));
         for cut in 0..bytes.len() {
             assert!(SignedTx::from_bytes(&bytes[..cut]).is_err());
         }

@@ -14,12 +14,40 @@ fn build(dir: &std::path::Path, blocks: u64) -> (ledger::Genesis, Hash32) {
     {
         let mut seq = Sequencer::new(&mut replica, key(200)).unwrap();
         for round in 0..blocks {
-            let verdicts = vec![verdict(100, round, 1, true, 750_000, 400), verdict(100, round, 2, true, 1_000_000, 100)];
+            let verdicts = vec![
+                verdict(100, round, 1, true, 750_000, 400),
+                verdict(100, round, 2, true, 1_000_000, 100),
+            ];
             let mut txs = vec![tx(100, &g, round, TxBody::RecordVerdicts { verdicts })];
-            txs.push(tx(1, &g, round, TxBody::Transfer { to: peer(3), amount: 10 }));
-            txs.push(tx(101, &g, round, TxBody::RegisterCheckpoint { run: RUN, round: RoundNumber(round), cid: Hash32([round as u8; 32]) }));
+            txs.push(tx(
+                1,
+                &g,
+                round,
+                TxBody::Transfer {
+                    to: peer(3),
+                    amount: 10,
+                },
+            ));
+            txs.push(tx(
+                101,
+                &g,
+                round,
+                TxBody::RegisterCheckpoint {
+                    run: RUN,
+                    round: RoundNumber(round),
+                    cid: Hash32([round as u8; 32]),
+                },
+            ));
             // An invalid one: it is ordered and stored with its rejection.
-            txs.push(tx(4, &g, 99, TxBody::Transfer { to: peer(3), amount: 10 }));
+            txs.push(tx(
+                4,
+                &g,
+                99,
+                TxBody::Transfer {
+                    to: peer(3),
+                    amount: 10,
+                },
+            ));
             seq.sequence(txs).unwrap();
         }
     }
@@ -57,7 +85,10 @@ fn tampering_any_stored_byte_is_caught() {
         store.record_bytes(2).unwrap().unwrap().len()
     };
     let mut checked = 0;
-    for position in (0..record_len).step_by(record_len / 40 + 1).chain([record_len - 1]) {
+    for position in (0..record_len)
+        .step_by(record_len / 40 + 1)
+        .chain([record_len - 1])
+    {
         std::fs::write(&path, &pristine).unwrap();
         {
             let store = Store::open(dir.path()).unwrap();
@@ -65,7 +96,10 @@ fn tampering_any_stored_byte_is_caught() {
             bytes[position] ^= 0x01;
             ledger::store::testing_overwrite(&store, 2, &bytes).unwrap();
             let result = verify_chain(&store, &NoFraudProofs);
-            assert!(result.is_err(), "flipping byte {position} of record 2 went unnoticed");
+            assert!(
+                result.is_err(),
+                "flipping byte {position} of record 2 went unnoticed"
+            );
         }
         checked += 1;
     }
@@ -87,10 +121,15 @@ fn raw_file_byte_flip_never_verifies_wrong_data() {
         bytes[position] ^= 0xff;
         std::fs::write(&path, &bytes).unwrap();
         let outcome = std::panic::catch_unwind(|| {
-            Store::open(dir.path()).map_err(|e| e.to_string()).and_then(|s| verify_chain(&s, &NoFraudProofs).map_err(|e| e.to_string()))
+            Store::open(dir.path())
+                .map_err(|e| e.to_string())
+                .and_then(|s| verify_chain(&s, &NoFraudProofs).map_err(|e| e.to_string()))
         });
         match outcome {
-            Ok(Ok(report)) => assert_eq!(report.state_root, root, "flip at {position} verified a different state"),
+            Ok(Ok(report)) => assert_eq!(
+                report.state_root, root,
+                "flip at {position} verified a different state"
+            ),
             _ => caught += 1,
         }
     }

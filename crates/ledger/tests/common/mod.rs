@@ -27,9 +27,25 @@ pub fn genesis(validators: u8, verifiers: u8, quorum: u32) -> Genesis {
     }
 }
 
-pub fn verdict(verifier: u8, round: u64, trainer: u8, accepted: bool, score_ppm: u32, tokens: u64) -> Verdict {
+pub fn verdict(
+    verifier: u8,
+    round: u64,
+    trainer: u8,
+    accepted: bool,
+    score_ppm: u32,
+    tokens: u64,
+) -> Verdict {
     let reason = if accepted { "" } else { "norm outlier" };
-    Verdict::sign(&key(verifier), RUN, RoundNumber(round), peer(trainer), accepted, score_ppm, reason, tokens)
+    Verdict::sign(
+        &key(verifier),
+        RUN,
+        RoundNumber(round),
+        peer(trainer),
+        accepted,
+        score_ppm,
+        reason,
+        tokens,
+    )
 }
 
 pub fn tx(signer: u8, g: &Genesis, nonce: u64, body: TxBody) -> SignedTx {
@@ -50,5 +66,12 @@ impl FraudProofChecker for TestChecker {
 }
 
 pub fn proof(round: u64, accused: u8, body: &[u8]) -> FraudProof {
-    FraudProof { version: ledger::WIRE_VERSION, run: RUN, round: RoundNumber(round), accused: peer(accused), kind: 1, body: body.to_vec() }
+    FraudProof {
+        version: ledger::WIRE_VERSION,
+        run: RUN,
+        round: RoundNumber(round),
+        accused: peer(accused),
+        kind: 1,
+        body: body.to_vec(),
+    }
 }
