@@ -1,1 +1,11 @@
 //! Content-addressed storage: BLAKE3 CIDs, bao-verified ranges, erasure coding, audits.
+
+pub mod bao;
+pub mod cid;
+pub mod erasure;
+pub mod local;
+pub mod manifest;
+
+pub use cid::{Cid, CidError};
+pub use local::{LocalStore, StoreError};
+pub use manifest::{CollectionKind, FileEntry, FileRole, Manifest, ManifestError};
