@@ -2,10 +2,15 @@
 
 pub mod bao;
 pub mod cid;
+pub mod collection;
 pub mod erasure;
+pub mod fetch;
 pub mod local;
 pub mod manifest;
+pub mod placement;
+pub mod provider;
 
 pub use cid::{Cid, CidError};
 pub use local::{LocalStore, StoreError};
 pub use manifest::{CollectionKind, FileEntry, FileRole, Manifest, ManifestError};
+pub use provider::{LocalProvider, PieceProvider, ProviderError, ProviderRecord};
