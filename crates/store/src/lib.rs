@@ -1,5 +1,6 @@
 //! Content-addressed storage: BLAKE3 CIDs, bao-verified ranges, erasure coding, audits.
 
+pub mod audit;
 pub mod bao;
 pub mod cid;
 pub mod collection;
@@ -9,6 +10,7 @@ pub mod local;
 pub mod manifest;
 pub mod placement;
 pub mod provider;
+pub mod repair;
 
 pub use cid::{Cid, CidError};
 pub use local::{LocalStore, StoreError};
