@@ -84,11 +84,22 @@ fn publish_in(
     }
     let mut payload = HashingChain::new(files, sizes);
     let payload_bytes: u64 = sizes.iter().sum();
-    let encoded = erasure::encode(params, &mut payload, payload_bytes, &mut writers);
+    let mut encoded = erasure::encode(params, &mut payload, payload_bytes, &mut writers);
+    if encoded.is_ok() {
+        // The encoder stops at the last payload byte; one more read closes the last file(s) and checks nothing
+        // was appended to them meanwhile.
+        let mut probe = [0u8; 1];
+        encoded = match payload.read(&mut probe) {
+            Ok(0) => Ok(()),
+            Ok(_) => Err(ErasureError::Truncated("input grew while it was read".into())),
+            Err(e) => Err(ErasureError::Io(e)),
+        };
+    }
     if let Some(err) = payload.error.take() {
         return Err(err);
     }
     encoded?;
+    assert_eq!(payload.hashes.len(), files.len(), "every file hashed");
     for (writer, path) in writers.into_iter().zip(&piece_paths) {
         writer.into_inner().map_err(|e| CollectionError::Io { path: path.clone(), source: e.into_error() })?;
     }
@@ -374,5 +385,43 @@ impl Write for FileSplitter<'_> {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_and_decode_locally() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path().join("s"), 1 << 30).unwrap();
+        let specs: [(&str, usize); 4] = [("a.bin", 100_000), ("empty", 0), ("sub/b.bin", 30_013), ("c.json", 4321)];
+        let mut files = Vec::new();
+        for (name, len) in specs {
+            let path = dir.path().join(name.replace('/', "_"));
+            fs::write(&path, (0..len).map(|i| (i * 13 % 256) as u8).collect::<Vec<_>>()).unwrap();
+            files.push(InputFile { path, name: name.into(), role: FileRole::Raw });
+        }
+        let params = ErasureParams::new(4, 6, 1024).unwrap();
+        let manifest = publish(&store, CollectionKind::Raw, "t", &files, params).unwrap();
+        let out = dir.path().join("out");
+        decode_to_dir(&store, &manifest, &out).unwrap();
+        for f in &files {
+            assert_eq!(fs::read(out.join(&f.name)).unwrap(), fs::read(&f.path).unwrap(), "{}", f.name);
+        }
+        // Without two originals, recovery pieces are used.
+        store.remove(manifest.erasure.pieces[0]).unwrap();
+        store.remove(manifest.erasure.pieces[2]).unwrap();
+        let out2 = dir.path().join("out2");
+        decode_to_dir(&store, &manifest, &out2).unwrap();
+        for f in &files {
+            assert_eq!(fs::read(out2.join(&f.name)).unwrap(), fs::read(&f.path).unwrap(), "{}", f.name);
+        }
+        store.remove(manifest.erasure.pieces[1]).unwrap();
+        assert!(matches!(
+            decode_to_dir(&store, &manifest, &dir.path().join("out3")),
+            Err(CollectionError::NotEnoughPieces { needed: 4, have: 3 })
+        ));
     }
 }
