@@ -1,5 +1,7 @@
 //! The `commonweight` command line: one binary for every role and tool.
 
+mod cmd_data;
+mod cmd_store;
 mod data_dir;
 
 use anyhow::Result;
@@ -16,6 +18,10 @@ struct Cli {
 enum Command {
     /// Print where this node keeps its state.
     Home(data_dir::DataDirArgs),
+    /// Datasets as content-addressed, erasure-coded collections.
+    Data(cmd_data::DataArgs),
+    /// The local content-addressed store.
+    Store(cmd_store::StoreArgs),
 }
 
 fn main() {
@@ -31,5 +37,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", args.resolve()?.display());
             Ok(())
         }
+        Command::Data(args) => cmd_data::run(args),
+        Command::Store(args) => cmd_store::run(args),
     }
 }

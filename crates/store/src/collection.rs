@@ -129,6 +129,7 @@ fn publish_in(
     manifest.validate()?;
     let root = store.put_bytes(&manifest.encode())?;
     pin_collection(store, root, &manifest)?;
+    store.register_collection(root, name)?;
     Ok(manifest)
 }
 

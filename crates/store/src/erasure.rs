@@ -39,6 +39,16 @@ impl ErasureParams {
         Ok(ErasureParams { data_pieces, total_pieces, shard_bytes })
     }
 
+    /// k-of-n with the shard size fitted to the payload: the default shard, or less for a small payload so that
+    /// padding stays under one 64-byte row per piece.
+    pub fn for_payload(data_pieces: u16, total_pieces: u16, payload_bytes: u64) -> Result<ErasureParams, ErasureError> {
+        let default = types::limits::store::ERASURE_SHARD_BYTES_DEFAULT as u64;
+        let k = data_pieces.max(1) as u64;
+        let stripes = payload_bytes.div_ceil(k * default).max(1);
+        let fitted = payload_bytes.div_ceil(k * stripes).div_ceil(64).max(1) * 64;
+        ErasureParams::new(data_pieces, total_pieces, fitted.min(default) as u32)
+    }
+
     fn k(&self) -> usize {
         self.data_pieces as usize
     }
@@ -286,6 +296,16 @@ mod tests {
         assert!(ErasureParams::new(0, 4, 64).is_err());
         assert!(ErasureParams::new(4, 4, 64).is_err());
         assert!(ErasureParams::new(4, 6, 63).is_err());
+    }
+
+    #[test]
+    fn fitted_shards_pad_little() {
+        for payload in [0u64, 1, 1000, 3_000_000, 100 << 20] {
+            let p = ErasureParams::for_payload(10, 16, payload).unwrap();
+            let piece = crate::manifest::ErasureLayout::piece_bytes_for(payload, 10, p.shard_bytes);
+            let stripes = piece / p.shard_bytes as u64;
+            assert!(piece * 10 - payload < 10 * 64 * stripes.max(1), "payload {payload}: piece {piece}");
+        }
     }
 
     #[test]

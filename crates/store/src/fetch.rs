@@ -153,7 +153,7 @@ pub fn fetch_pieces(
     if held >= k {
         return Ok(());
     }
-    let shared = Mutex::new(FetchState { queue, held, fetched: Vec::new(), failures: Vec::new() });
+    let shared = Mutex::new(FetchState { queue, held, in_flight: 0, fetched: Vec::new(), failures: Vec::new() });
     std::thread::scope(|scope| {
         for _ in 0..parallel.clamp(1, k) {
             scope.spawn(|| fetch_worker(store, manifest, lookup, &shared));
@@ -171,6 +171,7 @@ pub fn fetch_pieces(
 struct FetchState {
     queue: VecDeque<usize>,
     held: usize,
+    in_flight: usize,
     fetched: Vec<(usize, PeerId)>,
     failures: Vec<FetchFailure>,
 }
@@ -181,13 +182,17 @@ fn fetch_worker(store: &LocalStore, manifest: &Manifest, lookup: &dyn ProviderLo
     loop {
         let index = {
             let mut state = shared.lock().expect("no worker panics");
-            if state.held >= k {
+            if state.held >= k || (state.queue.is_empty() && state.in_flight == 0) {
                 return;
             }
-            match state.queue.pop_front() {
-                Some(index) => index,
-                None => return,
+            // Never fetch more than k: wait while the fetches in flight could still complete the set.
+            if state.held + state.in_flight >= k || state.queue.is_empty() {
+                drop(state);
+                std::thread::sleep(std::time::Duration::from_millis(2));
+                continue;
             }
+            state.in_flight += 1;
+            state.queue.pop_front().expect("checked non-empty")
         };
         let piece = layout.pieces[index];
         let mut got = None;
@@ -205,6 +210,7 @@ fn fetch_worker(store: &LocalStore, manifest: &Manifest, lookup: &dyn ProviderLo
             }
         }
         let mut state = shared.lock().expect("no worker panics");
+        state.in_flight -= 1;
         state.failures.extend(failures);
         if let Some(peer) = got {
             state.held += 1;
@@ -225,6 +231,7 @@ pub fn get_collection(
     let manifest = fetch_manifest(store, root, lookup, &mut report)?;
     fetch_pieces(store, &manifest, lookup, parallel, &mut report)?;
     collection::pin_collection(store, root, &manifest)?;
+    store.register_collection(root, &manifest.name)?;
     collection::decode_to_dir(store, &manifest, out_dir)?;
     Ok((manifest, report))
 }

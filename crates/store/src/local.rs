@@ -29,9 +29,19 @@ const BLOBS: TableDefinition<[u8; 32], u64> = TableDefinition::new("blobs");
 const PINS: TableDefinition<[u8; 32], u64> = TableDefinition::new("pins");
 /// Named counters: bytes used, audits, repairs, corruption found.
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+/// Collection root -> label, for the collections this node published or fetched (`data ls`).
+const COLLECTIONS: TableDefinition<[u8; 32], &str> = TableDefinition::new("collections");
 
 pub const COUNTER_BYTES_USED: &str = "bytes_used";
 pub const COUNTER_CORRUPT_FOUND: &str = "corrupt_found";
+/// Counters the node's audit and repair loops add to, shown by `store status`.
+pub const COUNTER_AUDIT_CHALLENGES: &str = "audit_challenges";
+pub const COUNTER_AUDIT_PASSED: &str = "audit_passed";
+pub const COUNTER_AUDIT_FAILED: &str = "audit_failed";
+pub const COUNTER_AUDIT_BANNED: &str = "audit_banned";
+pub const COUNTER_REPAIR_STARTED: &str = "repair_started";
+pub const COUNTER_REPAIR_SUCCEEDED: &str = "repair_succeeded";
+pub const COUNTER_REPAIR_FAILED: &str = "repair_failed";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -136,6 +146,7 @@ impl LocalStore {
             txn.open_table(BLOBS).map_err(index_err)?;
             txn.open_table(PINS).map_err(index_err)?;
             txn.open_table(COUNTERS).map_err(index_err)?;
+            txn.open_table(COLLECTIONS).map_err(index_err)?;
         }
         txn.commit().map_err(index_err)
     }
@@ -552,6 +563,27 @@ impl LocalStore {
             table.insert(name, current.saturating_add(by)).map_err(index_err)?;
         }
         txn.commit().map_err(index_err)
+    }
+
+    /// Remembers a collection root (with a label) for listing.
+    pub fn register_collection(&self, root: Cid, label: &str) -> Result<(), StoreError> {
+        let txn = self.begin_write()?;
+        {
+            let mut table = txn.open_table(COLLECTIONS).map_err(index_err)?;
+            table.insert(root.0 .0, label).map_err(index_err)?;
+        }
+        txn.commit().map_err(index_err)
+    }
+
+    pub fn collections(&self) -> Result<Vec<(Cid, String)>, StoreError> {
+        let txn = self.db.begin_read().map_err(index_err)?;
+        let table = txn.open_table(COLLECTIONS).map_err(index_err)?;
+        let mut out = Vec::new();
+        for item in table.iter().map_err(index_err)? {
+            let (k, v) = item.map_err(index_err)?;
+            out.push((Cid(Hash32(k.value())), v.value().to_string()));
+        }
+        Ok(out)
     }
 
     pub fn status(&self) -> Result<StoreStatus, StoreError> {
