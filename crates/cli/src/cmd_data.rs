@@ -73,16 +73,35 @@ enum DataCommand {
 
 pub fn open_store(data_dir: &Path) -> Result<LocalStore> {
     let path = data_dir.join("store");
-    LocalStore::open(&path, QUOTA_BYTES_DEFAULT).with_context(|| format!("opening store at {}", path.display()))
+    LocalStore::open(&path, QUOTA_BYTES_DEFAULT)
+        .with_context(|| format!("opening store at {}", path.display()))
 }
 
 pub fn run(args: DataArgs) -> Result<()> {
     match args.command {
-        DataCommand::Add { path, tokenizer, val_fraction, seed, k, n, shard_bytes, dir } => {
-            let prep = Prep { tokenizer, val_fraction, seed };
+        DataCommand::Add {
+            path,
+            tokenizer,
+            val_fraction,
+            seed,
+            k,
+            n,
+            shard_bytes,
+            dir,
+        } => {
+            let prep = Prep {
+                tokenizer,
+                val_fraction,
+                seed,
+            };
             add(&dir.resolve()?, &path, &prep, k, n, shard_bytes)
         }
-        DataCommand::Get { cid, out, from, dir } => get(&dir.resolve()?, &cid, &out, &from),
+        DataCommand::Get {
+            cid,
+            out,
+            from,
+            dir,
+        } => get(&dir.resolve()?, &cid, &out, &from),
         DataCommand::Ls { dir } => ls(&dir.resolve()?),
     }
 }
@@ -93,15 +112,41 @@ struct Prep {
     seed: u64,
 }
 
-fn add(data_dir: &Path, path: &Path, prep: &Prep, k: u16, n: u16, shard_bytes: Option<u32>) -> Result<()> {
-    let spec: data::TokenizerSpec = prep.tokenizer.parse().with_context(|| format!("bad --tokenizer {:?}", prep.tokenizer))?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("dataset").to_string();
+fn add(
+    data_dir: &Path,
+    path: &Path,
+    prep: &Prep,
+    k: u16,
+    n: u16,
+    shard_bytes: Option<u32>,
+) -> Result<()> {
+    let spec: data::TokenizerSpec = prep
+        .tokenizer
+        .parse()
+        .with_context(|| format!("bad --tokenizer {:?}", prep.tokenizer))?;
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("dataset")
+        .to_string();
     let prepared_dir = data_dir.join("prepared").join(&name);
-    let prepared = data::prepare(&[path.to_path_buf()], spec, &prepared_dir, prep.val_fraction, prep.seed)
-        .with_context(|| format!("preparing {}", path.display()))?;
+    let prepared = data::prepare(
+        &[path.to_path_buf()],
+        spec,
+        &prepared_dir,
+        prep.val_fraction,
+        prep.seed,
+    )
+    .with_context(|| format!("preparing {}", path.display()))?;
     let m = &prepared.manifest;
     let mut files = Vec::new();
-    let mut add_file = |file: &str, role| files.push(InputFile { path: prepared_dir.join(file), name: file.into(), role });
+    let mut add_file = |file: &str, role| {
+        files.push(InputFile {
+            path: prepared_dir.join(file),
+            name: file.into(),
+            role,
+        })
+    };
     for shard in &m.train.shards {
         add_file(&shard.file, FileRole::TrainShard);
     }
@@ -110,7 +155,10 @@ fn add(data_dir: &Path, path: &Path, prep: &Prep, k: u16, n: u16, shard_bytes: O
     }
     add_file(data::prepare::TOKENIZER_JSON, FileRole::Tokenizer);
     add_file(data::prepare::DATASET_JSON, FileRole::Stats);
-    let total: u64 = files.iter().map(|f| std::fs::metadata(&f.path).map(|m| m.len()).unwrap_or(0)).sum();
+    let total: u64 = files
+        .iter()
+        .map(|f| std::fs::metadata(&f.path).map(|m| m.len()).unwrap_or(0))
+        .sum();
     let params = match shard_bytes {
         Some(shard) => ErasureParams::new(k, n, shard),
         None => ErasureParams::for_payload(k, n, total),
@@ -124,7 +172,10 @@ fn add(data_dir: &Path, path: &Path, prep: &Prep, k: u16, n: u16, shard_bytes: O
         ("vocab_size".to_string(), m.vocab_size as u64),
         ("documents".to_string(), m.documents),
     ];
-    let kind = CollectionKind::Dataset { tokenizer: m.tokenizer_spec.clone(), stats };
+    let kind = CollectionKind::Dataset {
+        tokenizer: m.tokenizer_spec.clone(),
+        stats,
+    };
     let store = open_store(data_dir)?;
     let manifest = collection::publish(&store, kind, &name, &files, params)?;
     eprintln!(
@@ -164,12 +215,20 @@ fn get(data_dir: &Path, cid: &str, out: &Path, from: &[PathBuf]) -> Result<()> {
     for (i, dir) in from.iter().enumerate() {
         let peer = LocalStore::open(dir.join("store"), QUOTA_BYTES_DEFAULT)
             .with_context(|| format!("opening peer store in {}", dir.display()))?;
-        providers.push(Arc::new(LocalProvider::new(PeerId([i as u8 + 1; 32]), Arc::new(peer))));
+        providers.push(Arc::new(LocalProvider::new(
+            PeerId([i as u8 + 1; 32]),
+            Arc::new(peer),
+        )));
     }
     let lookup = LocalDirs { providers };
     let (manifest, report) = fetch::get_collection(&store, root, &lookup, out, 4)?;
     for failure in &report.failures {
-        eprintln!("provider {} failed for {}: {}", &failure.peer.to_string()[..12], failure.blob, failure.error);
+        eprintln!(
+            "provider {} failed for {}: {}",
+            &failure.peer.to_string()[..12],
+            failure.blob,
+            failure.error
+        );
     }
     eprintln!(
         "{} files, {} bytes decoded into {} ({} pieces fetched, {} already held)",
@@ -188,7 +247,12 @@ fn ls(data_dir: &Path) -> Result<()> {
     for (root, label) in store.collections()? {
         match collection::load_manifest(&store, root) {
             Ok(m) => {
-                let held = m.erasure.pieces.iter().filter(|p| store.contains(**p).unwrap_or(false)).count();
+                let held = m
+                    .erasure
+                    .pieces
+                    .iter()
+                    .filter(|p| store.contains(**p).unwrap_or(false))
+                    .count();
                 let kind = match &m.kind {
                     CollectionKind::Dataset { tokenizer, .. } => format!("dataset({tokenizer})"),
                     CollectionKind::Checkpoint { step, .. } => format!("checkpoint(step {step})"),

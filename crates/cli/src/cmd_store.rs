@@ -34,14 +34,25 @@ fn status(data_dir: &std::path::Path) -> Result<()> {
     let collections = store.collections()?;
     for (root, _) in &collections {
         if let Ok(m) = collection::load_manifest(&store, *root) {
-            pieces += m.erasure.pieces.iter().filter(|p| store.contains(**p).unwrap_or(false)).count();
+            pieces += m
+                .erasure
+                .pieces
+                .iter()
+                .filter(|p| store.contains(**p).unwrap_or(false))
+                .count();
         }
     }
     println!("store:            {}", store.dir().display());
     println!("collections:      {}", collections.len());
     println!("pieces held:      {pieces}");
-    println!("blobs:            {} ({} pinned)", status.blobs, status.pinned);
-    println!("bytes used:       {} of {}", status.bytes_used, status.quota_bytes);
+    println!(
+        "blobs:            {} ({} pinned)",
+        status.blobs, status.pinned
+    );
+    println!(
+        "bytes used:       {} of {}",
+        status.bytes_used, status.quota_bytes
+    );
     for name in [
         local::COUNTER_AUDIT_CHALLENGES,
         local::COUNTER_AUDIT_PASSED,
@@ -52,7 +63,11 @@ fn status(data_dir: &std::path::Path) -> Result<()> {
         local::COUNTER_REPAIR_FAILED,
         local::COUNTER_CORRUPT_FOUND,
     ] {
-        println!("{:<18}{}", format!("{name}:"), status.counters.get(name).copied().unwrap_or(0));
+        println!(
+            "{:<18}{}",
+            format!("{name}:"),
+            status.counters.get(name).copied().unwrap_or(0)
+        );
     }
     Ok(())
 }

@@ -35,14 +35,20 @@ fn time<T>(reps: usize, mut f: impl FnMut() -> T) -> (f64, T) {
 }
 
 fn main() {
-    let mib: usize = std::env::args().nth(1).map(|s| s.parse().expect("MIB is a number")).unwrap_or(256);
+    let mib: usize = std::env::args()
+        .nth(1)
+        .map(|s| s.parse().expect("MIB is a number"))
+        .unwrap_or(256);
     let shard = ERASURE_SHARD_BYTES_DEFAULT as usize;
     let bytes = mib << 20;
     let mut payload = vec![0u8; bytes];
     ChaCha8Rng::seed_from_u64(1).fill_bytes(&mut payload);
     let params = ErasureParams::new(K as u16, N as u16, shard as u32).unwrap();
     let reps = 3;
-    println!("payload {mib} MiB, {K}-of-{N}, shard {} KiB, single thread, best of {reps}", shard >> 10);
+    println!(
+        "payload {mib} MiB, {K}-of-{N}, shard {} KiB, single thread, best of {reps}",
+        shard >> 10
+    );
 
     // References.
     let (t_blake3, _) = time(reps, || Hash32::of(&payload));
@@ -54,7 +60,9 @@ fn main() {
     // Ours, in memory: the file hash, the stripe encoder, and the bao outboard (CID) of every piece.
     let (t_ingest, pieces) = time(reps, || {
         let file_hash = Hash32::of(&payload);
-        let mut pieces = vec![Vec::with_capacity(bytes / K + shard); N];
+        let mut pieces: Vec<Vec<u8>> = (0..N)
+            .map(|_| Vec::with_capacity(bytes / K + shard))
+            .collect();
         erasure::encode(params, &payload[..], bytes as u64, &mut pieces).unwrap();
         let cids: Vec<Hash32> = pieces.iter().map(|p| bao::outboard_of(p).0).collect();
         (file_hash, cids, pieces)
@@ -78,7 +86,11 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("payload.bin");
     std::fs::write(&input, &payload).unwrap();
-    let files = [InputFile { path: input, name: "payload.bin".into(), role: FileRole::Raw }];
+    let files = [InputFile {
+        path: input,
+        name: "payload.bin".into(),
+        role: FileRole::Raw,
+    }];
     let mut run = 0;
     let (t_publish, manifest) = time(reps, || {
         run += 1;
@@ -93,15 +105,32 @@ fn main() {
     let mut out_run = 0;
     let (t_decode_disk, _) = time(reps, || {
         out_run += 1;
-        collection::decode_to_dir(&store, &manifest, &dir.path().join(format!("out-{out_run}"))).unwrap();
+        collection::decode_to_dir(
+            &store,
+            &manifest,
+            &dir.path().join(format!("out-{out_run}")),
+        )
+        .unwrap();
     });
 
     let reference_ingest = t_blake3 + t_rs_enc;
     let reference_decode = t_rs_dec + t_blake3;
-    println!("reference  blake3 hash            {:6.2} GiB/s", gib_s(bytes, t_blake3));
-    println!("reference  rs-simd encode 10/16   {:6.2} GiB/s", gib_s(bytes, t_rs_enc));
-    println!("reference  rs-simd decode 6 lost  {:6.2} GiB/s", gib_s(bytes, t_rs_dec));
-    println!("reference  blake3 + rs encode     {:6.2} GiB/s", gib_s(bytes, reference_ingest));
+    println!(
+        "reference  blake3 hash            {:6.2} GiB/s",
+        gib_s(bytes, t_blake3)
+    );
+    println!(
+        "reference  rs-simd encode 10/16   {:6.2} GiB/s",
+        gib_s(bytes, t_rs_enc)
+    );
+    println!(
+        "reference  rs-simd decode 6 lost  {:6.2} GiB/s",
+        gib_s(bytes, t_rs_dec)
+    );
+    println!(
+        "reference  blake3 + rs encode     {:6.2} GiB/s",
+        gib_s(bytes, reference_ingest)
+    );
     println!(
         "store      ingest in memory       {:6.2} GiB/s  ({:.2}x the time of blake3 + rs encode)",
         gib_s(bytes, t_ingest),
@@ -148,7 +177,12 @@ fn recovery_shards(payload: &[u8], shard: usize) -> Vec<Vec<Vec<u8>>> {
             for original in stripe.chunks_exact(shard) {
                 encoder.add_original_shard(original).unwrap();
             }
-            encoder.encode().unwrap().recovery_iter().map(|r| r.to_vec()).collect()
+            encoder
+                .encode()
+                .unwrap()
+                .recovery_iter()
+                .map(|r| r.to_vec())
+                .collect()
         })
         .collect()
 }

@@ -59,10 +59,16 @@ pub enum VerifyError {
 impl From<DecodeError> for VerifyError {
     fn from(e: DecodeError) -> VerifyError {
         match e {
-            DecodeError::ParentHashMismatch(node) => VerifyError::Corrupt(format!("parent hash mismatch at {node:?}")),
-            DecodeError::LeafHashMismatch(chunk) => VerifyError::Corrupt(format!("leaf hash mismatch at {chunk:?}")),
+            DecodeError::ParentHashMismatch(node) => {
+                VerifyError::Corrupt(format!("parent hash mismatch at {node:?}"))
+            }
+            DecodeError::LeafHashMismatch(chunk) => {
+                VerifyError::Corrupt(format!("leaf hash mismatch at {chunk:?}"))
+            }
             DecodeError::ParentNotFound(_) | DecodeError::LeafNotFound(_) => VerifyError::Truncated,
-            DecodeError::Io(io) if io.kind() == io::ErrorKind::UnexpectedEof => VerifyError::Truncated,
+            DecodeError::Io(io) if io.kind() == io::ErrorKind::UnexpectedEof => {
+                VerifyError::Truncated
+            }
             DecodeError::Io(io) => VerifyError::Io(io.to_string()),
         }
     }
@@ -99,14 +105,22 @@ pub fn decode_range_response(
     // No read limit is needed: the iterator reads exactly what the tree of `size` needs, and no more.
     let mut reader = reader;
     let mut size_bytes = [0u8; 8];
-    reader.read_exact(&mut size_bytes).map_err(|_| VerifyError::Truncated)?;
+    reader
+        .read_exact(&mut size_bytes)
+        .map_err(|_| VerifyError::Truncated)?;
     let size = u64::from_le_bytes(size_bytes);
     if size > BLOB_BYTES_MAX {
-        return Err(VerifyError::Oversized { size, max: BLOB_BYTES_MAX });
+        return Err(VerifyError::Oversized {
+            size,
+            max: BLOB_BYTES_MAX,
+        });
     }
     if let Some(expected) = expected_size {
         if expected != size {
-            return Err(VerifyError::SizeMismatch { claimed: size, expected });
+            return Err(VerifyError::SizeMismatch {
+                claimed: size,
+                expected,
+            });
         }
     }
     let root = blake3::Hash::from_bytes(hash.0);
@@ -114,7 +128,9 @@ pub fn decode_range_response(
     for item in &mut iter {
         match item? {
             BaoContentItem::Parent(_) => {}
-            BaoContentItem::Leaf(leaf) => on_leaf(leaf.offset, &leaf.data).map_err(|e| VerifyError::Io(e.to_string()))?,
+            BaoContentItem::Leaf(leaf) => {
+                on_leaf(leaf.offset, &leaf.data).map_err(|e| VerifyError::Io(e.to_string()))?
+            }
         }
     }
     drop(iter);
@@ -134,9 +150,13 @@ pub fn decode_full_into(
     reader: impl Read,
     mut target: impl WriteAt,
 ) -> Result<u64, VerifyError> {
-    decode_range_response(hash, expected_size, &all_chunks(), reader, |offset, bytes| {
-        target.write_all_at(offset, bytes)
-    })
+    decode_range_response(
+        hash,
+        expected_size,
+        &all_chunks(),
+        reader,
+        |offset, bytes| target.write_all_at(offset, bytes),
+    )
 }
 
 /// Verifies an in-memory range response and returns the verified (offset, bytes) leaves.
@@ -147,16 +167,25 @@ pub fn verify_range_response(
     response: &[u8],
 ) -> Result<Vec<(u64, Vec<u8>)>, VerifyError> {
     let mut leaves = Vec::new();
-    decode_range_response(hash, Some(expected_size), ranges, response, |offset, bytes| {
-        leaves.push((offset, bytes.to_vec()));
-        Ok(())
-    })?;
+    decode_range_response(
+        hash,
+        Some(expected_size),
+        ranges,
+        response,
+        |offset, bytes| {
+            leaves.push((offset, bytes.to_vec()));
+            Ok(())
+        },
+    )?;
     Ok(leaves)
 }
 
 /// An outboard that stores nothing; used when only verification is wanted.
 pub fn empty_outboard(hash: Hash32, size: u64) -> EmptyOutboard {
-    EmptyOutboard { tree: tree(size), root: blake3::Hash::from_bytes(hash.0) }
+    EmptyOutboard {
+        tree: tree(size),
+        root: blake3::Hash::from_bytes(hash.0),
+    }
 }
 
 #[cfg(test)]
@@ -165,7 +194,9 @@ mod tests {
     use bao_tree::io::outboard::PostOrderMemOutboard;
 
     fn sample(len: usize) -> Vec<u8> {
-        (0..len).map(|i| (i.wrapping_mul(31) ^ (i >> 7)) as u8).collect()
+        (0..len)
+            .map(|i| (i.wrapping_mul(31) ^ (i >> 7)) as u8)
+            .collect()
     }
 
     fn response(data: &[u8], ranges: &ChunkRanges) -> Vec<u8> {
@@ -192,7 +223,10 @@ mod tests {
             let resp = response(&data, &ranges);
             let leaves = verify_range_response(hash, data.len() as u64, &ranges, &resp).unwrap();
             for (offset, bytes) in leaves {
-                assert_eq!(&data[offset as usize..offset as usize + bytes.len()], &bytes[..]);
+                assert_eq!(
+                    &data[offset as usize..offset as usize + bytes.len()],
+                    &bytes[..]
+                );
             }
         }
     }
@@ -205,7 +239,10 @@ mod tests {
         let resp = response(&data, &ranges);
         let mut bad = resp.clone();
         bad[8 + 40_000] ^= 1;
-        assert!(matches!(verify_range_response(hash, 100_000, &ranges, &bad), Err(VerifyError::Corrupt(_))));
+        assert!(matches!(
+            verify_range_response(hash, 100_000, &ranges, &bad),
+            Err(VerifyError::Corrupt(_))
+        ));
         assert!(matches!(
             verify_range_response(hash, 100_000, &ranges, &resp[..resp.len() - 1]),
             Err(VerifyError::Truncated)

@@ -11,7 +11,9 @@ pub const CODEC_RAW: u64 = 0x55;
 pub const MULTIHASH_BLAKE3: u64 = 0x1e;
 
 /// The address of a blob: its BLAKE3 digest. Displays and parses as a CIDv1 string (base32, `b...`).
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, serde::Serialize, serde::Deserialize,
+)]
 pub struct Cid(pub Hash32);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -71,14 +73,17 @@ impl Cid {
             return Err(CidError::HashCode(hash.code()));
         }
         let digest = hash.digest();
-        let digest: [u8; 32] = digest.try_into().map_err(|_| CidError::DigestLength(digest.len()))?;
+        let digest: [u8; 32] = digest
+            .try_into()
+            .map_err(|_| CidError::DigestLength(digest.len()))?;
         Ok(Cid(Hash32(digest)))
     }
 }
 
 impl fmt::Display for Cid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mh = multihash::Multihash::<64>::wrap(MULTIHASH_BLAKE3, &self.0 .0).expect("32 bytes fit in 64");
+        let mh = multihash::Multihash::<64>::wrap(MULTIHASH_BLAKE3, &self.0 .0)
+            .expect("32 bytes fit in 64");
         let cid = cid::Cid::new_v1(CODEC_RAW, mh);
         write!(f, "{cid}")
     }
@@ -135,7 +140,10 @@ mod tests {
         let short = multihash::Multihash::<64>::wrap(0x1e, &[7u8; 16]).unwrap();
         let s = cid::Cid::new_v1(0x55, short).to_string();
         assert_eq!(s.parse::<Cid>(), Err(CidError::DigestLength(16)));
-        assert!(matches!("nonsense".parse::<Cid>(), Err(CidError::Malformed(_))));
+        assert!(matches!(
+            "nonsense".parse::<Cid>(),
+            Err(CidError::Malformed(_))
+        ));
         assert!(matches!("".parse::<Cid>(), Err(CidError::Malformed(_))));
     }
 }

@@ -10,7 +10,9 @@ use types::Hash32;
 use crate::cid::Cid;
 use crate::erasure::{self, ErasureError, ErasureParams};
 use crate::local::{LocalStore, StoreError};
-use crate::manifest::{CollectionKind, ErasureLayout, FileEntry, FileRole, Manifest, ManifestError};
+use crate::manifest::{
+    CollectionKind, ErasureLayout, FileEntry, FileRole, Manifest, ManifestError,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CollectionError {
@@ -33,7 +35,10 @@ pub enum CollectionError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CollectionError + '_ {
-    move |source| CollectionError::Io { path: path.to_path_buf(), source }
+    move |source| CollectionError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// One file to publish: where it is, the name it gets in the collection, and its role.
@@ -58,8 +63,12 @@ pub fn publish(
         sizes.push(fs::metadata(&file.path).map_err(io_err(&file.path))?.len());
     }
     let payload_bytes: u64 = sizes.iter().sum();
-    let piece_bytes = ErasureLayout::piece_bytes_for(payload_bytes, params.data_pieces, params.shard_bytes);
-    let work = store.dir().join("tmp").join(format!("publish-{}-{}", std::process::id(), unique()));
+    let piece_bytes =
+        ErasureLayout::piece_bytes_for(payload_bytes, params.data_pieces, params.shard_bytes);
+    let work = store
+        .dir()
+        .join("tmp")
+        .join(format!("publish-{}-{}", std::process::id(), unique()));
     fs::create_dir_all(&work).map_err(io_err(&work))?;
     let result = publish_in(store, kind, name, files, &sizes, params, piece_bytes, &work);
     let _ = fs::remove_dir_all(&work);
@@ -77,10 +86,15 @@ fn publish_in(
     piece_bytes: u64,
     work: &Path,
 ) -> Result<Manifest, CollectionError> {
-    let piece_paths: Vec<PathBuf> = (0..params.total_pieces).map(|i| work.join(format!("piece-{i}"))).collect();
+    let piece_paths: Vec<PathBuf> = (0..params.total_pieces)
+        .map(|i| work.join(format!("piece-{i}")))
+        .collect();
     let mut writers = Vec::with_capacity(piece_paths.len());
     for path in &piece_paths {
-        writers.push(BufWriter::with_capacity(1 << 20, File::create(path).map_err(io_err(path))?));
+        writers.push(BufWriter::with_capacity(
+            1 << 20,
+            File::create(path).map_err(io_err(path))?,
+        ));
     }
     let mut payload = HashingChain::new(files, sizes);
     let payload_bytes: u64 = sizes.iter().sum();
@@ -91,7 +105,9 @@ fn publish_in(
         let mut probe = [0u8; 1];
         encoded = match payload.read(&mut probe) {
             Ok(0) => Ok(()),
-            Ok(_) => Err(ErasureError::Truncated("input grew while it was read".into())),
+            Ok(_) => Err(ErasureError::Truncated(
+                "input grew while it was read".into(),
+            )),
             Err(e) => Err(ErasureError::Io(e)),
         };
     }
@@ -101,18 +117,30 @@ fn publish_in(
     encoded?;
     assert_eq!(payload.hashes.len(), files.len(), "every file hashed");
     for (writer, path) in writers.into_iter().zip(&piece_paths) {
-        writer.into_inner().map_err(|e| CollectionError::Io { path: path.clone(), source: e.into_error() })?;
+        writer.into_inner().map_err(|e| CollectionError::Io {
+            path: path.clone(),
+            source: e.into_error(),
+        })?;
     }
     let entries: Vec<FileEntry> = files
         .iter()
         .zip(sizes)
         .zip(&payload.hashes)
-        .map(|((f, size), hash)| FileEntry { name: f.name.clone(), role: f.role, size: *size, hash: *hash })
+        .map(|((f, size), hash)| FileEntry {
+            name: f.name.clone(),
+            role: f.role,
+            size: *size,
+            hash: *hash,
+        })
         .collect();
     let mut pieces = Vec::with_capacity(piece_paths.len());
     for path in &piece_paths {
         let file = File::open(path).map_err(io_err(path))?;
-        pieces.push(store.put_reader(BufReader::with_capacity(1 << 20, file), piece_bytes, None)?);
+        pieces.push(store.put_reader(
+            BufReader::with_capacity(1 << 20, file),
+            piece_bytes,
+            None,
+        )?);
     }
     let manifest = Manifest {
         kind,
@@ -134,7 +162,11 @@ fn publish_in(
 }
 
 /// Pins the manifest and whichever of its pieces are held here.
-pub fn pin_collection(store: &LocalStore, root: Cid, manifest: &Manifest) -> Result<(), StoreError> {
+pub fn pin_collection(
+    store: &LocalStore,
+    root: Cid,
+    manifest: &Manifest,
+) -> Result<(), StoreError> {
     store.pin(root)?;
     for piece in &manifest.erasure.pieces {
         if store.contains(*piece)? {
@@ -144,7 +176,11 @@ pub fn pin_collection(store: &LocalStore, root: Cid, manifest: &Manifest) -> Res
     Ok(())
 }
 
-pub fn unpin_collection(store: &LocalStore, root: Cid, manifest: &Manifest) -> Result<(), StoreError> {
+pub fn unpin_collection(
+    store: &LocalStore,
+    root: Cid,
+    manifest: &Manifest,
+) -> Result<(), StoreError> {
     store.unpin(root)?;
     for piece in &manifest.erasure.pieces {
         store.unpin(*piece)?;
@@ -159,7 +195,11 @@ pub fn load_manifest(store: &LocalStore, root: Cid) -> Result<Manifest, Collecti
 
 /// Writes the collection's files into `out_dir` from any k pieces held in `store`. Each file is written to a
 /// `.partial` name and renamed only after its hash matched the manifest; each piece is hashed again while it is read.
-pub fn decode_to_dir(store: &LocalStore, manifest: &Manifest, out_dir: &Path) -> Result<(), CollectionError> {
+pub fn decode_to_dir(
+    store: &LocalStore,
+    manifest: &Manifest,
+    out_dir: &Path,
+) -> Result<(), CollectionError> {
     let layout = &manifest.erasure;
     let params = ErasureParams::new(layout.data_pieces, layout.total_pieces, layout.shard_bytes)?;
     let k = layout.data_pieces as usize;
@@ -170,13 +210,19 @@ pub fn decode_to_dir(store: &LocalStore, manifest: &Manifest, out_dir: &Path) ->
         }
     }
     if held.len() < k {
-        return Err(CollectionError::NotEnoughPieces { needed: k, have: held.len() });
+        return Err(CollectionError::NotEnoughPieces {
+            needed: k,
+            have: held.len(),
+        });
     }
     let mut readers = Vec::with_capacity(k);
     for &index in &held {
         let path = store.data_path(layout.pieces[index].0);
         let file = File::open(&path).map_err(io_err(&path))?;
-        readers.push((index, HashingReader::new(BufReader::with_capacity(1 << 20, file))));
+        readers.push((
+            index,
+            HashingReader::new(BufReader::with_capacity(1 << 20, file)),
+        ));
     }
     fs::create_dir_all(out_dir).map_err(io_err(out_dir))?;
     let mut sink = FileSplitter::new(out_dir, &manifest.files);
@@ -218,7 +264,14 @@ struct HashingChain<'a> {
 
 impl<'a> HashingChain<'a> {
     fn new(files: &'a [InputFile], sizes: &'a [u64]) -> HashingChain<'a> {
-        HashingChain { files, sizes, index: 0, current: None, hashes: Vec::new(), error: None }
+        HashingChain {
+            files,
+            sizes,
+            index: 0,
+            current: None,
+            hashes: Vec::new(),
+            error: None,
+        }
     }
 
     fn fail(&mut self, err: CollectionError) -> io::Error {
@@ -232,16 +285,33 @@ impl Read for HashingChain<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             if self.current.is_none() {
-                let Some(file) = self.files.get(self.index) else { return Ok(0) };
+                let Some(file) = self.files.get(self.index) else {
+                    return Ok(0);
+                };
                 match File::open(&file.path) {
-                    Ok(f) => self.current = Some((BufReader::with_capacity(1 << 20, f), blake3::Hasher::new(), 0)),
-                    Err(e) => return Err(self.fail(CollectionError::Io { path: file.path.clone(), source: e })),
+                    Ok(f) => {
+                        self.current = Some((
+                            BufReader::with_capacity(1 << 20, f),
+                            blake3::Hasher::new(),
+                            0,
+                        ))
+                    }
+                    Err(e) => {
+                        return Err(self.fail(CollectionError::Io {
+                            path: file.path.clone(),
+                            source: e,
+                        }))
+                    }
                 }
             }
             let (reader, hasher, read) = self.current.as_mut().expect("opened above");
             let expected = self.sizes[self.index];
             let want = buf.len().min((expected - *read) as usize);
-            let n = if want == 0 { 0 } else { reader.read(&mut buf[..want])? };
+            let n = if want == 0 {
+                0
+            } else {
+                reader.read(&mut buf[..want])?
+            };
             if n > 0 {
                 hasher.update(&buf[..n]);
                 *read += n as u64;
@@ -268,7 +338,10 @@ struct HashingReader<R> {
 
 impl<R: Read> HashingReader<R> {
     fn new(inner: R) -> HashingReader<R> {
-        HashingReader { inner, hasher: blake3::Hasher::new() }
+        HashingReader {
+            inner,
+            hasher: blake3::Hasher::new(),
+        }
     }
 
     fn finish(&self) -> Hash32 {
@@ -297,11 +370,20 @@ struct FileSplitter<'a> {
 
 impl<'a> FileSplitter<'a> {
     fn new(out_dir: &'a Path, files: &'a [FileEntry]) -> FileSplitter<'a> {
-        FileSplitter { out_dir, files, index: 0, current: None, written: Vec::new(), partial: Vec::new(), error: None }
+        FileSplitter {
+            out_dir,
+            files,
+            index: 0,
+            current: None,
+            written: Vec::new(),
+            partial: Vec::new(),
+            error: None,
+        }
     }
 
     fn partial_path(&self, index: usize) -> PathBuf {
-        self.out_dir.join(format!("{}.partial", self.files[index].name))
+        self.out_dir
+            .join(format!("{}.partial", self.files[index].name))
     }
 
     fn fail(&mut self, err: CollectionError) -> io::Error {
@@ -313,18 +395,34 @@ impl<'a> FileSplitter<'a> {
     fn open_current(&mut self) -> io::Result<()> {
         let path = self.partial_path(self.index);
         if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent).map_err(|e| self.fail(CollectionError::Io { path: parent.into(), source: e }))?;
+            fs::create_dir_all(parent).map_err(|e| {
+                self.fail(CollectionError::Io {
+                    path: parent.into(),
+                    source: e,
+                })
+            })?;
         }
-        let file = File::create(&path).map_err(|e| self.fail(CollectionError::Io { path: path.clone(), source: e }))?;
+        let file = File::create(&path).map_err(|e| {
+            self.fail(CollectionError::Io {
+                path: path.clone(),
+                source: e,
+            })
+        })?;
         self.partial.push(path);
-        self.current = Some((BufWriter::with_capacity(1 << 20, file), blake3::Hasher::new(), 0));
+        self.current = Some((
+            BufWriter::with_capacity(1 << 20, file),
+            blake3::Hasher::new(),
+            0,
+        ));
         Ok(())
     }
 
     /// Closes the current file if it is complete: verify its hash, then rename it to its name.
     fn close_if_complete(&mut self) -> io::Result<()> {
         let entry = &self.files[self.index];
-        let Some((_, _, written)) = &self.current else { return Ok(()) };
+        let Some((_, _, written)) = &self.current else {
+            return Ok(());
+        };
         if *written < entry.size {
             return Ok(());
         }
@@ -333,7 +431,9 @@ impl<'a> FileSplitter<'a> {
         let file = writer.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         if Hash32(*hasher.finalize().as_bytes()) != entry.hash {
-            return Err(self.fail(CollectionError::FileHashMismatch { name: entry.name.clone() }));
+            return Err(self.fail(CollectionError::FileHashMismatch {
+                name: entry.name.clone(),
+            }));
         }
         let final_path = self.out_dir.join(&entry.name);
         fs::rename(&partial, &final_path)?;
@@ -347,9 +447,11 @@ impl<'a> FileSplitter<'a> {
         // Zero-length files at the end never receive a write.
         while self.index < self.files.len() {
             if self.current.is_none() {
-                self.open_current().map_err(|e| self.error.take().unwrap_or_else(|| io_err(self.out_dir)(e)))?;
+                self.open_current()
+                    .map_err(|e| self.error.take().unwrap_or_else(|| io_err(self.out_dir)(e)))?;
             }
-            self.close_if_complete().map_err(|e| self.error.take().unwrap_or_else(|| io_err(self.out_dir)(e)))?;
+            self.close_if_complete()
+                .map_err(|e| self.error.take().unwrap_or_else(|| io_err(self.out_dir)(e)))?;
         }
         Ok(())
     }
@@ -397,19 +499,37 @@ mod tests {
     fn publish_and_decode_locally() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::open(dir.path().join("s"), 1 << 30).unwrap();
-        let specs: [(&str, usize); 4] = [("a.bin", 100_000), ("empty", 0), ("sub/b.bin", 30_013), ("c.json", 4321)];
+        let specs: [(&str, usize); 4] = [
+            ("a.bin", 100_000),
+            ("empty", 0),
+            ("sub/b.bin", 30_013),
+            ("c.json", 4321),
+        ];
         let mut files = Vec::new();
         for (name, len) in specs {
             let path = dir.path().join(name.replace('/', "_"));
-            fs::write(&path, (0..len).map(|i| (i * 13 % 256) as u8).collect::<Vec<_>>()).unwrap();
-            files.push(InputFile { path, name: name.into(), role: FileRole::Raw });
+            fs::write(
+                &path,
+                (0..len).map(|i| (i * 13 % 256) as u8).collect::<Vec<_>>(),
+            )
+            .unwrap();
+            files.push(InputFile {
+                path,
+                name: name.into(),
+                role: FileRole::Raw,
+            });
         }
         let params = ErasureParams::new(4, 6, 1024).unwrap();
         let manifest = publish(&store, CollectionKind::Raw, "t", &files, params).unwrap();
         let out = dir.path().join("out");
         decode_to_dir(&store, &manifest, &out).unwrap();
         for f in &files {
-            assert_eq!(fs::read(out.join(&f.name)).unwrap(), fs::read(&f.path).unwrap(), "{}", f.name);
+            assert_eq!(
+                fs::read(out.join(&f.name)).unwrap(),
+                fs::read(&f.path).unwrap(),
+                "{}",
+                f.name
+            );
         }
         // Without two originals, recovery pieces are used.
         store.remove(manifest.erasure.pieces[0]).unwrap();
@@ -417,7 +537,12 @@ mod tests {
         let out2 = dir.path().join("out2");
         decode_to_dir(&store, &manifest, &out2).unwrap();
         for f in &files {
-            assert_eq!(fs::read(out2.join(&f.name)).unwrap(), fs::read(&f.path).unwrap(), "{}", f.name);
+            assert_eq!(
+                fs::read(out2.join(&f.name)).unwrap(),
+                fs::read(&f.path).unwrap(),
+                "{}",
+                f.name
+            );
         }
         store.remove(manifest.erasure.pieces[1]).unwrap();
         assert!(matches!(

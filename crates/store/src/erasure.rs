@@ -34,14 +34,27 @@ pub struct ErasureParams {
 }
 
 impl ErasureParams {
-    pub fn new(data_pieces: u16, total_pieces: u16, shard_bytes: u32) -> Result<ErasureParams, ErasureError> {
-        check_erasure_params(data_pieces, total_pieces, shard_bytes).map_err(ErasureError::Params)?;
-        Ok(ErasureParams { data_pieces, total_pieces, shard_bytes })
+    pub fn new(
+        data_pieces: u16,
+        total_pieces: u16,
+        shard_bytes: u32,
+    ) -> Result<ErasureParams, ErasureError> {
+        check_erasure_params(data_pieces, total_pieces, shard_bytes)
+            .map_err(ErasureError::Params)?;
+        Ok(ErasureParams {
+            data_pieces,
+            total_pieces,
+            shard_bytes,
+        })
     }
 
     /// k-of-n with the shard size fitted to the payload: the default shard, or less for a small payload so that
     /// padding stays under one 64-byte row per piece.
-    pub fn for_payload(data_pieces: u16, total_pieces: u16, payload_bytes: u64) -> Result<ErasureParams, ErasureError> {
+    pub fn for_payload(
+        data_pieces: u16,
+        total_pieces: u16,
+        payload_bytes: u64,
+    ) -> Result<ErasureParams, ErasureError> {
         let default = types::limits::store::ERASURE_SHARD_BYTES_DEFAULT as u64;
         let k = data_pieces.max(1) as u64;
         let stripes = payload_bytes.div_ceil(k * default).max(1);
@@ -69,23 +82,34 @@ pub fn encode<W: Write>(
     payload_bytes: u64,
     pieces: &mut [W],
 ) -> Result<(), ErasureError> {
-    assert_eq!(pieces.len(), params.total_pieces as usize, "one writer per piece");
+    assert_eq!(
+        pieces.len(),
+        params.total_pieces as usize,
+        "one writer per piece"
+    );
     let (k, shard) = (params.k(), params.shard());
     let stripe_bytes = (k * shard) as u64;
     let stripes = payload_bytes.div_ceil(stripe_bytes);
-    let mut encoder = ReedSolomonEncoder::new(k, params.m(), shard).map_err(|e| ErasureError::Codec(e.to_string()))?;
+    let mut encoder = ReedSolomonEncoder::new(k, params.m(), shard)
+        .map_err(|e| ErasureError::Codec(e.to_string()))?;
     let mut stripe = vec![0u8; k * shard];
     let mut left = payload_bytes;
     for _ in 0..stripes {
         let take = left.min(stripe_bytes) as usize;
-        payload.read_exact(&mut stripe[..take]).map_err(|e| ErasureError::Truncated(e.to_string()))?;
+        payload
+            .read_exact(&mut stripe[..take])
+            .map_err(|e| ErasureError::Truncated(e.to_string()))?;
         stripe[take..].fill(0);
         left -= take as u64;
         for (i, original) in stripe.chunks_exact(shard).enumerate() {
-            encoder.add_original_shard(original).map_err(|e| ErasureError::Codec(e.to_string()))?;
+            encoder
+                .add_original_shard(original)
+                .map_err(|e| ErasureError::Codec(e.to_string()))?;
             pieces[i].write_all(original)?;
         }
-        let result = encoder.encode().map_err(|e| ErasureError::Codec(e.to_string()))?;
+        let result = encoder
+            .encode()
+            .map_err(|e| ErasureError::Codec(e.to_string()))?;
         for (j, recovery) in result.recovery_iter().enumerate() {
             pieces[k + j].write_all(recovery)?;
         }
@@ -106,14 +130,20 @@ pub fn decode<R: Read>(
     pieces.sort_by_key(|(index, _)| *index);
     let stripe_bytes = (k * shard) as u64;
     let stripes = payload_bytes.div_ceil(stripe_bytes);
-    let all_originals = pieces.iter().enumerate().all(|(slot, (index, _))| slot == *index);
-    let mut decoder = ReedSolomonDecoder::new(k, params.m(), shard).map_err(|e| ErasureError::Codec(e.to_string()))?;
+    let all_originals = pieces
+        .iter()
+        .enumerate()
+        .all(|(slot, (index, _))| slot == *index);
+    let mut decoder = ReedSolomonDecoder::new(k, params.m(), shard)
+        .map_err(|e| ErasureError::Codec(e.to_string()))?;
     let mut shards = vec![vec![0u8; shard]; k];
     let mut stripe = vec![0u8; k * shard];
     let mut left = payload_bytes;
     for _ in 0..stripes {
         for (slot, (_, reader)) in pieces.iter_mut().enumerate() {
-            reader.read_exact(&mut shards[slot]).map_err(|e| ErasureError::Truncated(e.to_string()))?;
+            reader
+                .read_exact(&mut shards[slot])
+                .map_err(|e| ErasureError::Truncated(e.to_string()))?;
         }
         if all_originals {
             for (slot, buf) in shards.iter().enumerate() {
@@ -142,14 +172,20 @@ fn check_indices<R>(pieces: &[(usize, R)], k: usize, n: usize) -> Result<(), Era
         }
     }
     if distinct < k || pieces.len() < k {
-        return Err(ErasureError::NotEnoughPieces { needed: k, have: distinct });
+        return Err(ErasureError::NotEnoughPieces {
+            needed: k,
+            have: distinct,
+        });
     }
     // Duplicates among the first k would leave the decoder short; require the first k to be distinct.
     let mut first = pieces[..k].iter().map(|(i, _)| *i).collect::<Vec<_>>();
     first.sort_unstable();
     first.dedup();
     if first.len() < k {
-        return Err(ErasureError::NotEnoughPieces { needed: k, have: first.len() });
+        return Err(ErasureError::NotEnoughPieces {
+            needed: k,
+            have: first.len(),
+        });
     }
     Ok(())
 }
@@ -165,10 +201,14 @@ fn rebuild_stripe<R>(
     let codec = |e: reed_solomon_simd::Error| ErasureError::Codec(e.to_string());
     for (slot, (index, _)) in pieces.iter().enumerate() {
         if *index < k {
-            decoder.add_original_shard(*index, &shards[slot]).map_err(codec)?;
+            decoder
+                .add_original_shard(*index, &shards[slot])
+                .map_err(codec)?;
             stripe[index * shard..(index + 1) * shard].copy_from_slice(&shards[slot]);
         } else {
-            decoder.add_recovery_shard(index - k, &shards[slot]).map_err(codec)?;
+            decoder
+                .add_recovery_shard(index - k, &shards[slot])
+                .map_err(codec)?;
         }
     }
     let result = decoder.decode().map_err(codec)?;
@@ -195,8 +235,15 @@ pub fn rebuild_pieces<R: Read, W: Write>(
     let stripes = piece_bytes / shard as u64;
     let payload_bytes = stripes * (k * shard) as u64;
     // Decode to the padded payload (whole stripes), then re-encode one stripe at a time.
-    let mut encoder = ReedSolomonEncoder::new(k, params.m(), shard).map_err(|e| ErasureError::Codec(e.to_string()))?;
-    let mut writer = StripeSink { encoder: &mut encoder, wanted, k, shard, buf: Vec::with_capacity(k * shard) };
+    let mut encoder = ReedSolomonEncoder::new(k, params.m(), shard)
+        .map_err(|e| ErasureError::Codec(e.to_string()))?;
+    let mut writer = StripeSink {
+        encoder: &mut encoder,
+        wanted,
+        k,
+        shard,
+        buf: Vec::with_capacity(k * shard),
+    };
     decode(params, sources, payload_bytes, &mut writer)?;
     assert!(writer.buf.is_empty(), "whole stripes in, whole stripes out");
     Ok(())
@@ -242,7 +289,9 @@ impl<W: Write> StripeSink<'_, W> {
             let shard = if *index < self.k {
                 &self.buf[*index * self.shard..(*index + 1) * self.shard]
             } else {
-                result.recovery(*index - self.k).expect("recovery index < m")
+                result
+                    .recovery(*index - self.k)
+                    .expect("recovery index < m")
             };
             writer.write_all(shard)?;
         }
@@ -273,7 +322,8 @@ mod tests {
         let pieces = encode_all(params, &data);
         assert_eq!(&pieces[0][..128], &data[..128]);
         for subset in [[0, 1, 2, 3], [3, 4, 5, 6], [6, 0, 5, 2], [1, 4, 6, 3]] {
-            let mut readers: Vec<(usize, &[u8])> = subset.iter().map(|&i| (i, &pieces[i][..])).collect();
+            let mut readers: Vec<(usize, &[u8])> =
+                subset.iter().map(|&i| (i, &pieces[i][..])).collect();
             let mut out = Vec::new();
             decode(params, &mut readers, data.len() as u64, &mut out).unwrap();
             assert_eq!(out, data, "subset {subset:?}");
@@ -286,13 +336,29 @@ mod tests {
         let data = payload(1000);
         let pieces = encode_all(params, &data);
         let mut three: Vec<(usize, &[u8])> = (0..3).map(|i| (i, &pieces[i][..])).collect();
-        assert!(matches!(decode(params, &mut three, 1000, Vec::new()), Err(ErasureError::NotEnoughPieces { .. })));
-        let mut dup: Vec<(usize, &[u8])> = [0, 0, 1, 2].iter().map(|&i| (i, &pieces[i][..])).collect();
-        assert!(matches!(decode(params, &mut dup, 1000, Vec::new()), Err(ErasureError::NotEnoughPieces { .. })));
-        let mut bad: Vec<(usize, &[u8])> = [0, 1, 2, 9].iter().map(|&i| (i % 7 + i / 7 * 9, &pieces[i % 7][..])).collect();
-        assert!(matches!(decode(params, &mut bad, 1000, Vec::new()), Err(ErasureError::BadIndex { .. })));
+        assert!(matches!(
+            decode(params, &mut three, 1000, Vec::new()),
+            Err(ErasureError::NotEnoughPieces { .. })
+        ));
+        let mut dup: Vec<(usize, &[u8])> =
+            [0, 0, 1, 2].iter().map(|&i| (i, &pieces[i][..])).collect();
+        assert!(matches!(
+            decode(params, &mut dup, 1000, Vec::new()),
+            Err(ErasureError::NotEnoughPieces { .. })
+        ));
+        let mut bad: Vec<(usize, &[u8])> = [0, 1, 2, 9]
+            .iter()
+            .map(|&i| (i % 7 + i / 7 * 9, &pieces[i % 7][..]))
+            .collect();
+        assert!(matches!(
+            decode(params, &mut bad, 1000, Vec::new()),
+            Err(ErasureError::BadIndex { .. })
+        ));
         let mut short: Vec<(usize, &[u8])> = (3..7).map(|i| (i, &pieces[i][..10])).collect();
-        assert!(matches!(decode(params, &mut short, 1000, Vec::new()), Err(ErasureError::Truncated(_))));
+        assert!(matches!(
+            decode(params, &mut short, 1000, Vec::new()),
+            Err(ErasureError::Truncated(_))
+        ));
         assert!(ErasureParams::new(0, 4, 64).is_err());
         assert!(ErasureParams::new(4, 4, 64).is_err());
         assert!(ErasureParams::new(4, 6, 63).is_err());
@@ -304,7 +370,10 @@ mod tests {
             let p = ErasureParams::for_payload(10, 16, payload).unwrap();
             let piece = crate::manifest::ErasureLayout::piece_bytes_for(payload, 10, p.shard_bytes);
             let stripes = piece / p.shard_bytes as u64;
-            assert!(piece * 10 - payload < 10 * 64 * stripes.max(1), "payload {payload}: piece {piece}");
+            assert!(
+                piece * 10 - payload < 10 * 64 * stripes.max(1),
+                "payload {payload}: piece {piece}"
+            );
         }
     }
 
@@ -314,7 +383,8 @@ mod tests {
         let data = payload(10_000);
         let pieces = encode_all(params, &data);
         let mut sources: Vec<(usize, &[u8])> = (6..16).map(|i| (i, &pieces[i][..])).collect();
-        let mut wanted: Vec<(usize, Vec<u8>)> = [0, 3, 5, 15].iter().map(|&i| (i, Vec::new())).collect();
+        let mut wanted: Vec<(usize, Vec<u8>)> =
+            [0, 3, 5, 15].iter().map(|&i| (i, Vec::new())).collect();
         rebuild_pieces(params, &mut sources, pieces[0].len() as u64, &mut wanted).unwrap();
         for (index, bytes) in wanted {
             assert_eq!(bytes, pieces[index], "piece {index}");

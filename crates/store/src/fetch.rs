@@ -67,11 +67,15 @@ pub fn fetch_blob(
         bad_bytes,
         error,
     };
-    let response = provider.read_ranges(blob, &bao::all_chunks()).map_err(|e| failure(false, e.to_string()))?;
+    let response = provider
+        .read_ranges(blob, &bao::all_chunks())
+        .map_err(|e| failure(false, e.to_string()))?;
     match store.put_from_response(blob, expected_size, response) {
         Ok(size) => Ok(size),
         Err(StoreError::Verify(VerifyError::Io(e))) => Err(failure(false, e)),
-        Err(StoreError::Verify(VerifyError::Truncated)) => Err(failure(false, "truncated response".into())),
+        Err(StoreError::Verify(VerifyError::Truncated)) => {
+            Err(failure(false, "truncated response".into()))
+        }
         Err(StoreError::Verify(e)) => Err(failure(true, e.to_string())),
         Err(e @ StoreError::HashMismatch { .. }) => Err(failure(true, e.to_string())),
         Err(e) => Err(failure(false, e.to_string())),
@@ -87,7 +91,11 @@ pub fn fetch_manifest(
 ) -> Result<Manifest, FetchError> {
     if !store.contains(root)? {
         let mut got = false;
-        for provider in lookup.providers(root).iter().take(FETCH_PROVIDERS_PER_PIECE_MAX) {
+        for provider in lookup
+            .providers(root)
+            .iter()
+            .take(FETCH_PROVIDERS_PER_PIECE_MAX)
+        {
             match fetch_manifest_from(store, provider.as_ref(), root) {
                 Ok(()) => {
                     got = true;
@@ -110,24 +118,40 @@ pub fn fetch_manifest(
     }
 }
 
-fn fetch_manifest_from(store: &LocalStore, provider: &dyn PieceProvider, root: Cid) -> Result<(), FetchFailure> {
+fn fetch_manifest_from(
+    store: &LocalStore,
+    provider: &dyn PieceProvider,
+    root: Cid,
+) -> Result<(), FetchFailure> {
     // Check the claimed size before any body is read, so a huge "manifest" is refused at once.
-    let mut response = provider.read_ranges(root, &bao::all_chunks()).map_err(|e| FetchFailure {
+    let mut response = provider
+        .read_ranges(root, &bao::all_chunks())
+        .map_err(|e| FetchFailure {
+            peer: provider.peer(),
+            blob: root,
+            piece_index: None,
+            bad_bytes: false,
+            error: e.to_string(),
+        })?;
+    let mut size = [0u8; 8];
+    let claimed =
+        std::io::Read::read_exact(&mut response, &mut size).map(|_| u64::from_le_bytes(size));
+    let fail = |bad_bytes, error: String| FetchFailure {
         peer: provider.peer(),
         blob: root,
         piece_index: None,
-        bad_bytes: false,
-        error: e.to_string(),
-    })?;
-    let mut size = [0u8; 8];
-    let claimed = std::io::Read::read_exact(&mut response, &mut size).map(|_| u64::from_le_bytes(size));
-    let fail = |bad_bytes, error: String| FetchFailure { peer: provider.peer(), blob: root, piece_index: None, bad_bytes, error };
+        bad_bytes,
+        error,
+    };
     let claimed = claimed.map_err(|e| fail(false, e.to_string()))?;
     if claimed > MANIFEST_BYTES_MAX as u64 {
         return Err(fail(true, format!("manifest claimed {claimed} bytes")));
     }
     let rest = std::io::Read::chain(&size[..], response);
-    store.put_from_response(root, Some(claimed), rest).map(|_| ()).map_err(|e| fail(true, e.to_string()))
+    store
+        .put_from_response(root, Some(claimed), rest)
+        .map(|_| ())
+        .map_err(|e| fail(true, e.to_string()))
 }
 
 /// Makes sure at least k pieces of the collection are in the local store, fetching missing ones in parallel
@@ -153,7 +177,13 @@ pub fn fetch_pieces(
     if held >= k {
         return Ok(());
     }
-    let shared = Mutex::new(FetchState { queue, held, in_flight: 0, fetched: Vec::new(), failures: Vec::new() });
+    let shared = Mutex::new(FetchState {
+        queue,
+        held,
+        in_flight: 0,
+        fetched: Vec::new(),
+        failures: Vec::new(),
+    });
     std::thread::scope(|scope| {
         for _ in 0..parallel.clamp(1, k) {
             scope.spawn(|| fetch_worker(store, manifest, lookup, &shared));
@@ -163,7 +193,10 @@ pub fn fetch_pieces(
     report.fetched.extend(state.fetched);
     report.failures.extend(state.failures);
     if state.held < k {
-        return Err(FetchError::NotEnoughPieces { needed: k, have: state.held });
+        return Err(FetchError::NotEnoughPieces {
+            needed: k,
+            have: state.held,
+        });
     }
     Ok(())
 }
@@ -176,7 +209,12 @@ struct FetchState {
     failures: Vec<FetchFailure>,
 }
 
-fn fetch_worker(store: &LocalStore, manifest: &Manifest, lookup: &dyn ProviderLookup, shared: &Mutex<FetchState>) {
+fn fetch_worker(
+    store: &LocalStore,
+    manifest: &Manifest,
+    lookup: &dyn ProviderLookup,
+    shared: &Mutex<FetchState>,
+) {
     let layout = &manifest.erasure;
     let k = layout.data_pieces as usize;
     loop {
@@ -197,7 +235,11 @@ fn fetch_worker(store: &LocalStore, manifest: &Manifest, lookup: &dyn ProviderLo
         let piece = layout.pieces[index];
         let mut got = None;
         let mut failures = Vec::new();
-        for provider in lookup.providers(piece).iter().take(FETCH_PROVIDERS_PER_PIECE_MAX) {
+        for provider in lookup
+            .providers(piece)
+            .iter()
+            .take(FETCH_PROVIDERS_PER_PIECE_MAX)
+        {
             match fetch_blob(store, provider.as_ref(), piece, Some(layout.piece_bytes)) {
                 Ok(_) => {
                     got = Some(provider.peer());

@@ -16,7 +16,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bao_tree::io::outboard::PostOrderOutboard;
 use bao_tree::ChunkRanges;
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+};
 use types::limits::store::BLOB_BYTES_MAX;
 use types::Hash32;
 
@@ -70,7 +72,10 @@ fn index_err(e: impl Into<redb::Error>) -> StoreError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io { path: path.to_path_buf(), source }
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,7 +127,13 @@ impl LocalStore {
         }
         let db_path = dir.join("index.redb");
         let db = Database::create(&db_path).map_err(index_err)?;
-        let mut store = LocalStore { dir, db, quota_bytes, temp_counter: AtomicU64::new(0), recovery: Default::default() };
+        let mut store = LocalStore {
+            dir,
+            db,
+            quota_bytes,
+            temp_counter: AtomicU64::new(0),
+            recovery: Default::default(),
+        };
         store.init_tables()?;
         store.recovery = store.recover()?;
         Ok(store)
@@ -153,7 +164,8 @@ impl LocalStore {
 
     fn begin_write(&self) -> Result<redb::WriteTransaction, StoreError> {
         let mut txn = self.db.begin_write().map_err(index_err)?;
-        txn.set_durability(Durability::Immediate).map_err(index_err)?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(index_err)?;
         Ok(txn)
     }
 
@@ -170,7 +182,9 @@ impl LocalStore {
         let mut broken = Vec::new();
         for (hash, size) in &indexed {
             let data_len = fs::metadata(self.data_path(*hash)).map(|m| m.len()).ok();
-            let obao_len = fs::metadata(self.outboard_path(*hash)).map(|m| m.len()).ok();
+            let obao_len = fs::metadata(self.outboard_path(*hash))
+                .map(|m| m.len())
+                .ok();
             if data_len != Some(*size) || obao_len != Some(bao::tree(*size).outboard_size()) {
                 broken.push(*hash);
             }
@@ -188,7 +202,8 @@ impl LocalStore {
                 let path = entry.map_err(io_err(&shard))?.path();
                 let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
                 let hex = name.strip_suffix(".obao").unwrap_or(name);
-                let known = Hash32::from_hex(hex).map(|h| indexed.contains_key(&h) && !broken.contains(&h));
+                let known =
+                    Hash32::from_hex(hex).map(|h| indexed.contains_key(&h) && !broken.contains(&h));
                 if known != Ok(true) {
                     fs::remove_file(&path).map_err(io_err(&path))?;
                     report.orphan_files_removed += 1;
@@ -216,12 +231,17 @@ impl LocalStore {
 
     pub fn outboard_path(&self, hash: Hash32) -> PathBuf {
         let hex = hash.to_hex();
-        self.dir.join("blobs").join(&hex[..2]).join(format!("{hex}.obao"))
+        self.dir
+            .join("blobs")
+            .join(&hex[..2])
+            .join(format!("{hex}.obao"))
     }
 
     fn temp_path(&self, suffix: &str) -> PathBuf {
         let n = self.temp_counter.fetch_add(1, Ordering::Relaxed);
-        self.dir.join("tmp").join(format!("{}-{n}.{suffix}", std::process::id()))
+        self.dir
+            .join("tmp")
+            .join(format!("{}-{n}.{suffix}", std::process::id()))
     }
 
     /// Puts bytes; returns their CID.
@@ -236,9 +256,17 @@ impl LocalStore {
 
     /// Puts exactly `size` bytes from `reader`, hashing them as they are written. A short reader is `Truncated`,
     /// a long one `Oversized`, a different hash `HashMismatch`; in every error case nothing is indexed.
-    pub fn put_reader(&self, reader: impl Read, size: u64, expected: Option<Cid>) -> Result<Cid, StoreError> {
+    pub fn put_reader(
+        &self,
+        reader: impl Read,
+        size: u64,
+        expected: Option<Cid>,
+    ) -> Result<Cid, StoreError> {
         if size > BLOB_BYTES_MAX {
-            return Err(StoreError::Oversized { size, max: BLOB_BYTES_MAX });
+            return Err(StoreError::Oversized {
+                size,
+                max: BLOB_BYTES_MAX,
+            });
         }
         let data_tmp = self.temp_path("data");
         let obao_tmp = self.temp_path("obao");
@@ -258,29 +286,53 @@ impl LocalStore {
     ) -> Result<Cid, StoreError> {
         let data_file = File::create(data_tmp).map_err(io_err(data_tmp))?;
         let obao_file = File::create(obao_tmp).map_err(io_err(obao_tmp))?;
-        let mut tee = TeeReader { inner: reader, copy: BufWriter::with_capacity(1 << 20, data_file), read: 0 };
+        let mut tee = TeeReader {
+            inner: reader,
+            copy: BufWriter::with_capacity(1 << 20, data_file),
+            read: 0,
+        };
         let mut obao_writer = BufWriter::with_capacity(1 << 16, obao_file);
-        let root = bao_tree::io::sync::outboard_post_order(&mut tee, bao::tree(size), &mut obao_writer);
+        let root =
+            bao_tree::io::sync::outboard_post_order(&mut tee, bao::tree(size), &mut obao_writer);
         let root = match root {
             Ok(root) => root,
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                return Err(StoreError::Truncated { expected: size, actual: tee.read });
+                return Err(StoreError::Truncated {
+                    expected: size,
+                    actual: tee.read,
+                });
             }
-            Err(e) => return Err(StoreError::Io { path: data_tmp.to_path_buf(), source: e }),
+            Err(e) => {
+                return Err(StoreError::Io {
+                    path: data_tmp.to_path_buf(),
+                    source: e,
+                })
+            }
         };
         let mut probe = [0u8; 1];
         if tee.inner.read(&mut probe).map_err(io_err(data_tmp))? != 0 {
-            return Err(StoreError::Oversized { size: size + 1, max: size });
+            return Err(StoreError::Oversized {
+                size: size + 1,
+                max: size,
+            });
         }
         let cid = Cid(Hash32(*root.as_bytes()));
         if let Some(expected) = expected {
             if expected != cid {
-                return Err(StoreError::HashMismatch { expected, actual: cid });
+                return Err(StoreError::HashMismatch {
+                    expected,
+                    actual: cid,
+                });
             }
         }
-        let data_file = tee.copy.into_inner().map_err(|e| StoreError::Io { path: data_tmp.into(), source: e.into_error() })?;
-        let obao_file =
-            obao_writer.into_inner().map_err(|e| StoreError::Io { path: obao_tmp.into(), source: e.into_error() })?;
+        let data_file = tee.copy.into_inner().map_err(|e| StoreError::Io {
+            path: data_tmp.into(),
+            source: e.into_error(),
+        })?;
+        let obao_file = obao_writer.into_inner().map_err(|e| StoreError::Io {
+            path: obao_tmp.into(),
+            source: e.into_error(),
+        })?;
         self.commit_files(cid.0, size, data_file, data_tmp, obao_file, obao_tmp)?;
         Ok(cid)
     }
@@ -308,13 +360,23 @@ impl LocalStore {
     ) -> Result<u64, StoreError> {
         if self.contains(cid)? {
             // Still consume and verify, so callers see the same result either way.
-            let size = bao::decode_range_response(cid.0, expected_size, &bao::all_chunks(), response, |_, _| Ok(()))?;
+            let size = bao::decode_range_response(
+                cid.0,
+                expected_size,
+                &bao::all_chunks(),
+                response,
+                |_, _| Ok(()),
+            )?;
             return Ok(size);
         }
         let data_file = File::create(data_tmp).map_err(io_err(data_tmp))?;
         let size = bao::decode_full_into(cid.0, expected_size, response, data_file)?;
         // The outboard is recomputed from the verified file rather than trusted from the response.
-        self.put_reader(File::open(data_tmp).map_err(io_err(data_tmp))?, size, Some(cid))?;
+        self.put_reader(
+            File::open(data_tmp).map_err(io_err(data_tmp))?,
+            size,
+            Some(cid),
+        )?;
         Ok(size)
     }
 
@@ -333,7 +395,11 @@ impl LocalStore {
         let needed = size + bao::tree(size).outboard_size();
         let used = self.counter(COUNTER_BYTES_USED)?;
         if used + needed > self.quota_bytes {
-            return Err(StoreError::QuotaExceeded { used, needed, quota: self.quota_bytes });
+            return Err(StoreError::QuotaExceeded {
+                used,
+                needed,
+                quota: self.quota_bytes,
+            });
         }
         data_file.sync_all().map_err(io_err(data_tmp))?;
         obao_file.sync_all().map_err(io_err(obao_tmp))?;
@@ -341,7 +407,10 @@ impl LocalStore {
         drop(obao_file);
         let data_path = self.data_path(hash);
         let obao_path = self.outboard_path(hash);
-        let shard_dir = data_path.parent().expect("blob paths have a parent").to_path_buf();
+        let shard_dir = data_path
+            .parent()
+            .expect("blob paths have a parent")
+            .to_path_buf();
         fs::create_dir_all(&shard_dir).map_err(io_err(&shard_dir))?;
         fs::rename(obao_tmp, &obao_path).map_err(io_err(&obao_path))?;
         fs::rename(data_tmp, &data_path).map_err(io_err(&data_path))?;
@@ -351,8 +420,14 @@ impl LocalStore {
             let mut blobs = txn.open_table(BLOBS).map_err(index_err)?;
             blobs.insert(hash.0, size).map_err(index_err)?;
             let mut counters = txn.open_table(COUNTERS).map_err(index_err)?;
-            let used = counters.get(COUNTER_BYTES_USED).map_err(index_err)?.map(|v| v.value()).unwrap_or(0);
-            counters.insert(COUNTER_BYTES_USED, used + needed).map_err(index_err)?;
+            let used = counters
+                .get(COUNTER_BYTES_USED)
+                .map_err(index_err)?
+                .map(|v| v.value())
+                .unwrap_or(0);
+            counters
+                .insert(COUNTER_BYTES_USED, used + needed)
+                .map_err(index_err)?;
         }
         txn.commit().map_err(index_err)
     }
@@ -406,7 +481,10 @@ impl LocalStore {
             if total != size || Hash32(*hasher.finalize().as_bytes()) != cid.0 {
                 return Err(self.quarantine(cid, "content does not hash to its address"));
             }
-            let file = writer.into_inner().map_err(|e| StoreError::Io { path: tmp.clone(), source: e.into_error() })?;
+            let file = writer.into_inner().map_err(|e| StoreError::Io {
+                path: tmp.clone(),
+                source: e.into_error(),
+            })?;
             file.sync_all().map_err(io_err(&tmp))?;
             fs::rename(&tmp, out).map_err(io_err(out))?;
             Ok(total)
@@ -419,17 +497,29 @@ impl LocalStore {
 
     /// Serves `ranges` of a blob as a range response (size prefix + bao encoding), validating each group against the
     /// outboard before it is written. A blob that fails validation is removed and `Corrupt` returned.
-    pub fn read_ranges(&self, cid: Cid, ranges: &ChunkRanges, out: impl Write) -> Result<(), StoreError> {
+    pub fn read_ranges(
+        &self,
+        cid: Cid,
+        ranges: &ChunkRanges,
+        out: impl Write,
+    ) -> Result<(), StoreError> {
         let size = self.require_size(cid)?;
         let data_path = self.data_path(cid.0);
         let obao_path = self.outboard_path(cid.0);
         let data = File::open(&data_path).map_err(io_err(&data_path))?;
         let obao = File::open(&obao_path).map_err(io_err(&obao_path))?;
-        let outboard = PostOrderOutboard { root: blake3::Hash::from_bytes(cid.0 .0), tree: bao::tree(size), data: obao };
+        let outboard = PostOrderOutboard {
+            root: blake3::Hash::from_bytes(cid.0 .0),
+            tree: bao::tree(size),
+            data: obao,
+        };
         match bao::encode_range_response(&data, &outboard, ranges, out) {
             Ok(()) => Ok(()),
             Err(bao_tree::io::EncodeError::Io(e)) if e.kind() != io::ErrorKind::UnexpectedEof => {
-                Err(StoreError::Io { path: data_path, source: e })
+                Err(StoreError::Io {
+                    path: data_path,
+                    source: e,
+                })
             }
             Err(e) => Err(self.quarantine(cid, &e.to_string())),
         }
@@ -444,7 +534,9 @@ impl LocalStore {
 
     /// Drops a blob that failed verification (so it is never served again) and counts it.
     fn quarantine(&self, cid: Cid, why: &str) -> StoreError {
-        let removed = self.remove(cid).and_then(|_| self.add_counter(COUNTER_CORRUPT_FOUND, 1));
+        let removed = self
+            .remove(cid)
+            .and_then(|_| self.add_counter(COUNTER_CORRUPT_FOUND, 1));
         match removed {
             Ok(()) => StoreError::Corrupt(cid, why.to_string()),
             Err(e) => e,
@@ -470,8 +562,14 @@ impl LocalStore {
             if let Some(size) = size {
                 let freed = size + bao::tree(size).outboard_size();
                 let mut counters = txn.open_table(COUNTERS).map_err(index_err)?;
-                let used = counters.get(COUNTER_BYTES_USED).map_err(index_err)?.map(|v| v.value()).unwrap_or(0);
-                counters.insert(COUNTER_BYTES_USED, used.saturating_sub(freed)).map_err(index_err)?;
+                let used = counters
+                    .get(COUNTER_BYTES_USED)
+                    .map_err(index_err)?
+                    .map(|v| v.value())
+                    .unwrap_or(0);
+                counters
+                    .insert(COUNTER_BYTES_USED, used.saturating_sub(freed))
+                    .map_err(index_err)?;
             }
         }
         txn.commit().map_err(index_err)?;
@@ -504,7 +602,11 @@ impl LocalStore {
         let pins;
         {
             let mut table = txn.open_table(PINS).map_err(index_err)?;
-            let current = table.get(cid.0 .0).map_err(index_err)?.map(|v| v.value()).unwrap_or(0);
+            let current = table
+                .get(cid.0 .0)
+                .map_err(index_err)?
+                .map(|v| v.value())
+                .unwrap_or(0);
             pins = f(current);
             if pins == 0 {
                 table.remove(cid.0 .0).map_err(index_err)?;
@@ -519,7 +621,11 @@ impl LocalStore {
     pub fn pins(&self, cid: Cid) -> Result<u64, StoreError> {
         let txn = self.db.begin_read().map_err(index_err)?;
         let table = txn.open_table(PINS).map_err(index_err)?;
-        Ok(table.get(cid.0 .0).map_err(index_err)?.map(|v| v.value()).unwrap_or(0))
+        Ok(table
+            .get(cid.0 .0)
+            .map_err(index_err)?
+            .map(|v| v.value())
+            .unwrap_or(0))
     }
 
     /// Removes every unpinned blob.
@@ -542,8 +648,16 @@ impl LocalStore {
         for item in blobs.iter().map_err(index_err)? {
             let (k, v) = item.map_err(index_err)?;
             let hash = k.value();
-            let pin_count = pins.get(hash).map_err(index_err)?.map(|p| p.value()).unwrap_or(0);
-            out.push(BlobInfo { cid: Cid(Hash32(hash)), size: v.value(), pins: pin_count });
+            let pin_count = pins
+                .get(hash)
+                .map_err(index_err)?
+                .map(|p| p.value())
+                .unwrap_or(0);
+            out.push(BlobInfo {
+                cid: Cid(Hash32(hash)),
+                size: v.value(),
+                pins: pin_count,
+            });
         }
         Ok(out)
     }
@@ -551,7 +665,11 @@ impl LocalStore {
     pub fn counter(&self, name: &str) -> Result<u64, StoreError> {
         let txn = self.db.begin_read().map_err(index_err)?;
         let table = txn.open_table(COUNTERS).map_err(index_err)?;
-        Ok(table.get(name).map_err(index_err)?.map(|v| v.value()).unwrap_or(0))
+        Ok(table
+            .get(name)
+            .map_err(index_err)?
+            .map(|v| v.value())
+            .unwrap_or(0))
     }
 
     /// Adds to a named counter (audit and repair loops record their outcomes here for `store status`).
@@ -559,8 +677,14 @@ impl LocalStore {
         let txn = self.begin_write()?;
         {
             let mut table = txn.open_table(COUNTERS).map_err(index_err)?;
-            let current = table.get(name).map_err(index_err)?.map(|v| v.value()).unwrap_or(0);
-            table.insert(name, current.saturating_add(by)).map_err(index_err)?;
+            let current = table
+                .get(name)
+                .map_err(index_err)?
+                .map(|v| v.value())
+                .unwrap_or(0);
+            table
+                .insert(name, current.saturating_add(by))
+                .map_err(index_err)?;
         }
         txn.commit().map_err(index_err)
     }
@@ -588,8 +712,16 @@ impl LocalStore {
 
     pub fn status(&self) -> Result<StoreStatus, StoreError> {
         let txn = self.db.begin_read().map_err(index_err)?;
-        let blobs = txn.open_table(BLOBS).map_err(index_err)?.len().map_err(index_err)?;
-        let pinned = txn.open_table(PINS).map_err(index_err)?.len().map_err(index_err)?;
+        let blobs = txn
+            .open_table(BLOBS)
+            .map_err(index_err)?
+            .len()
+            .map_err(index_err)?;
+        let pinned = txn
+            .open_table(PINS)
+            .map_err(index_err)?
+            .len()
+            .map_err(index_err)?;
         let table = txn.open_table(COUNTERS).map_err(index_err)?;
         let mut counters = BTreeMap::new();
         for item in table.iter().map_err(index_err)? {
@@ -597,7 +729,13 @@ impl LocalStore {
             counters.insert(k.value().to_string(), v.value());
         }
         let bytes_used = counters.get(COUNTER_BYTES_USED).copied().unwrap_or(0);
-        Ok(StoreStatus { blobs, pinned, bytes_used, quota_bytes: self.quota_bytes, counters })
+        Ok(StoreStatus {
+            blobs,
+            pinned,
+            bytes_used,
+            quota_bytes: self.quota_bytes,
+            counters,
+        })
     }
 }
 
@@ -618,6 +756,9 @@ impl<R: Read, W: Write> Read for TeeReader<R, W> {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    let handle = OpenOptions::new().read(true).open(dir).map_err(io_err(dir))?;
+    let handle = OpenOptions::new()
+        .read(true)
+        .open(dir)
+        .map_err(io_err(dir))?;
     handle.sync_all().map_err(io_err(dir))
 }

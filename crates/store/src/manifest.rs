@@ -6,8 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 use types::limits::store::{
-    COLLECTION_BYTES_MAX, ERASURE_SHARD_BYTES_MAX, ERASURE_TOTAL_PIECES_MAX, MANIFEST_BYTES_MAX, MANIFEST_FILES_MAX,
-    MANIFEST_NAME_BYTES_MAX, MANIFEST_STATS_MAX, MANIFEST_TEXT_BYTES_MAX,
+    COLLECTION_BYTES_MAX, ERASURE_SHARD_BYTES_MAX, ERASURE_TOTAL_PIECES_MAX, MANIFEST_BYTES_MAX,
+    MANIFEST_FILES_MAX, MANIFEST_NAME_BYTES_MAX, MANIFEST_STATS_MAX, MANIFEST_TEXT_BYTES_MAX,
 };
 use types::Hash32;
 
@@ -29,7 +29,10 @@ pub struct Manifest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CollectionKind {
     /// Token shards, a tokenizer and statistics.
-    Dataset { tokenizer: String, stats: Vec<(String, u64)> },
+    Dataset {
+        tokenizer: String,
+        stats: Vec<(String, u64)>,
+    },
     /// Tensors in chunks, a config and a tokenizer.
     Checkpoint { step: u64, model_hash: Hash32 },
     /// Files stored as they are, not tokenized.
@@ -121,7 +124,8 @@ impl Manifest {
         if bytes[4] != MANIFEST_VERSION {
             return Err(ManifestError::Version(bytes[4]));
         }
-        let manifest: Manifest = postcard::from_bytes(&bytes[5..]).map_err(|e| ManifestError::Malformed(e.to_string()))?;
+        let manifest: Manifest = postcard::from_bytes(&bytes[5..])
+            .map_err(|e| ManifestError::Malformed(e.to_string()))?;
         manifest.validate()?;
         if manifest.encode() != bytes {
             return Err(ManifestError::NotCanonical);
@@ -157,7 +161,9 @@ impl Manifest {
             if !names.insert(file.name.as_str()) {
                 return Err(ManifestError::DuplicateName(file.name.clone()));
             }
-            payload = payload.checked_add(file.size).ok_or(ManifestError::PayloadTooLarge)?;
+            payload = payload
+                .checked_add(file.size)
+                .ok_or(ManifestError::PayloadTooLarge)?;
         }
         if payload > COLLECTION_BYTES_MAX {
             return Err(ManifestError::PayloadTooLarge);
@@ -187,9 +193,13 @@ impl ErasureLayout {
                 self.total_pieces
             )));
         }
-        let expected = ErasureLayout::piece_bytes_for(payload_bytes, self.data_pieces, self.shard_bytes);
+        let expected =
+            ErasureLayout::piece_bytes_for(payload_bytes, self.data_pieces, self.shard_bytes);
         if self.piece_bytes != expected {
-            return Err(ManifestError::BadErasure(format!("piece size {} but {expected} expected", self.piece_bytes)));
+            return Err(ManifestError::BadErasure(format!(
+                "piece size {} but {expected} expected",
+                self.piece_bytes
+            )));
         }
         Ok(())
     }
@@ -201,10 +211,14 @@ pub fn check_erasure_params(k: u16, n: u16, shard_bytes: u32) -> Result<(), Stri
         return Err(format!("need 1 <= k < n, got k={k} n={n}"));
     }
     if n > ERASURE_TOTAL_PIECES_MAX {
-        return Err(format!("n={n} is over the limit of {ERASURE_TOTAL_PIECES_MAX}"));
+        return Err(format!(
+            "n={n} is over the limit of {ERASURE_TOTAL_PIECES_MAX}"
+        ));
     }
     if shard_bytes == 0 || shard_bytes % 64 != 0 || shard_bytes > ERASURE_SHARD_BYTES_MAX {
-        return Err(format!("shard size {shard_bytes} must be a multiple of 64 in 64..={ERASURE_SHARD_BYTES_MAX}"));
+        return Err(format!(
+            "shard size {shard_bytes} must be a multiple of 64 in 64..={ERASURE_SHARD_BYTES_MAX}"
+        ));
     }
     Ok(())
 }
@@ -231,7 +245,10 @@ fn check_name(name: &str) -> Result<(), ManifestError> {
     if name.contains('\\') || name.contains('\0') || name.contains(':') {
         return bad("contains '\\', ':' or NUL");
     }
-    if name.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
+    if name
+        .split('/')
+        .any(|part| part.is_empty() || part == "." || part == "..")
+    {
         return bad("empty, '.' or '..' component");
     }
     Ok(())
@@ -243,12 +260,25 @@ mod tests {
 
     fn sample() -> Manifest {
         let files = vec![
-            FileEntry { name: "train-0.bin".into(), role: FileRole::TrainShard, size: 1000, hash: Hash32::of(b"a") },
-            FileEntry { name: "tokenizer.json".into(), role: FileRole::Tokenizer, size: 24, hash: Hash32::of(b"b") },
+            FileEntry {
+                name: "train-0.bin".into(),
+                role: FileRole::TrainShard,
+                size: 1000,
+                hash: Hash32::of(b"a"),
+            },
+            FileEntry {
+                name: "tokenizer.json".into(),
+                role: FileRole::Tokenizer,
+                size: 24,
+                hash: Hash32::of(b"b"),
+            },
         ];
         let piece_bytes = ErasureLayout::piece_bytes_for(1024, 10, 64);
         Manifest {
-            kind: CollectionKind::Dataset { tokenizer: "bytes".into(), stats: vec![("tokens".into(), 1000)] },
+            kind: CollectionKind::Dataset {
+                tokenizer: "bytes".into(),
+                stats: vec![("tokens".into(), 1000)],
+            },
             name: "demo".into(),
             files,
             erasure: ErasureLayout {
@@ -283,31 +313,67 @@ mod tests {
         }
         let mut trailing = bytes.clone();
         trailing.push(0);
-        assert_eq!(Manifest::decode(&trailing), Err(ManifestError::NotCanonical));
-        assert!(matches!(Manifest::decode(&vec![0u8; MANIFEST_BYTES_MAX + 1]), Err(ManifestError::TooLarge(_))));
+        assert_eq!(
+            Manifest::decode(&trailing),
+            Err(ManifestError::NotCanonical)
+        );
+        assert!(matches!(
+            Manifest::decode(&vec![0u8; MANIFEST_BYTES_MAX + 1]),
+            Err(ManifestError::TooLarge(_))
+        ));
     }
 
     #[test]
     fn validation_rejects_unsafe_names_and_bad_layouts() {
-        for name in ["", "/etc/passwd", "../x", "a/../b", "a//b", "a\\b", "c:x", "./a"] {
+        for name in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../b",
+            "a//b",
+            "a\\b",
+            "c:x",
+            "./a",
+        ] {
             let mut m = sample();
             m.files[0].name = name.into();
-            assert!(matches!(Manifest::decode(&m.encode()), Err(ManifestError::BadName(..))), "{name:?}");
+            assert!(
+                matches!(
+                    Manifest::decode(&m.encode()),
+                    Err(ManifestError::BadName(..))
+                ),
+                "{name:?}"
+            );
         }
         let mut m = sample();
         m.files[1].name = m.files[0].name.clone();
-        assert!(matches!(Manifest::decode(&m.encode()), Err(ManifestError::DuplicateName(_))));
+        assert!(matches!(
+            Manifest::decode(&m.encode()),
+            Err(ManifestError::DuplicateName(_))
+        ));
         let mut m = sample();
         m.erasure.pieces.pop();
-        assert!(matches!(Manifest::decode(&m.encode()), Err(ManifestError::BadErasure(_))));
+        assert!(matches!(
+            Manifest::decode(&m.encode()),
+            Err(ManifestError::BadErasure(_))
+        ));
         let mut m = sample();
         m.erasure.data_pieces = 16;
-        assert!(matches!(Manifest::decode(&m.encode()), Err(ManifestError::BadErasure(_))));
+        assert!(matches!(
+            Manifest::decode(&m.encode()),
+            Err(ManifestError::BadErasure(_))
+        ));
         let mut m = sample();
         m.erasure.piece_bytes += 64;
-        assert!(matches!(Manifest::decode(&m.encode()), Err(ManifestError::BadErasure(_))));
+        assert!(matches!(
+            Manifest::decode(&m.encode()),
+            Err(ManifestError::BadErasure(_))
+        ));
         let mut m = sample();
         m.files[0].size = u64::MAX;
-        assert!(matches!(Manifest::decode(&m.encode()), Err(ManifestError::PayloadTooLarge)));
+        assert!(matches!(
+            Manifest::decode(&m.encode()),
+            Err(ManifestError::PayloadTooLarge)
+        ));
     }
 }

@@ -18,7 +18,10 @@ pub fn score(root: Cid, piece_index: u16, peer: &PeerId) -> u64 {
 
 /// Peers ordered by weight for one piece, best first (ties broken by PeerId, so the order is total).
 pub fn rank(root: Cid, piece_index: u16, peers: &[PeerId]) -> Vec<PeerId> {
-    let mut ranked: Vec<(u64, PeerId)> = peers.iter().map(|p| (score(root, piece_index, p), *p)).collect();
+    let mut ranked: Vec<(u64, PeerId)> = peers
+        .iter()
+        .map(|p| (score(root, piece_index, p), *p))
+        .collect();
     ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
     ranked.dedup_by_key(|(_, p)| *p);
     ranked.into_iter().map(|(_, p)| p).collect()
@@ -34,8 +37,15 @@ pub fn place(root: Cid, n: u16, peers: &[PeerId]) -> Vec<PeerId> {
     let mut out = Vec::with_capacity(n as usize);
     for index in 0..n {
         let ranked = rank(root, index, peers);
-        let least = ranked.iter().map(|p| load[p]).min().expect("peers is not empty");
-        let chosen = *ranked.iter().find(|p| load[*p] == least).expect("some peer has the least load");
+        let least = ranked
+            .iter()
+            .map(|p| load[p])
+            .min()
+            .expect("peers is not empty");
+        let chosen = *ranked
+            .iter()
+            .find(|p| load[*p] == least)
+            .expect("some peer has the least load");
         *load.get_mut(&chosen).expect("chosen is a peer") += 1;
         out.push(chosen);
     }
@@ -79,7 +89,10 @@ mod tests {
         let gone = rank(root, 0, &all)[0];
         let rest: Vec<PeerId> = all.iter().copied().filter(|p| *p != gone).collect();
         for index in 0..16 {
-            let before: Vec<PeerId> = rank(root, index, &all).into_iter().filter(|p| *p != gone).collect();
+            let before: Vec<PeerId> = rank(root, index, &all)
+                .into_iter()
+                .filter(|p| *p != gone)
+                .collect();
             assert_eq!(before, rank(root, index, &rest));
         }
     }

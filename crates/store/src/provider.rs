@@ -31,10 +31,19 @@ pub trait PieceProvider: Send + Sync {
 
     /// A range response (`bao` module format: size prefix + bao encoding) for `ranges` of blob `cid`, as a stream.
     /// The caller verifies every byte; a provider is never trusted.
-    fn read_ranges(&self, cid: Cid, ranges: &ChunkRanges) -> Result<Box<dyn Read + Send>, ProviderError>;
+    fn read_ranges(
+        &self,
+        cid: Cid,
+        ranges: &ChunkRanges,
+    ) -> Result<Box<dyn Read + Send>, ProviderError>;
 
     /// Asks this provider to take a copy of `cid` (of `size` bytes), pulling it from `source` and verifying it.
-    fn replicate(&self, cid: Cid, size: u64, source: &dyn PieceProvider) -> Result<(), ProviderError>;
+    fn replicate(
+        &self,
+        cid: Cid,
+        size: u64,
+        source: &dyn PieceProvider,
+    ) -> Result<(), ProviderError>;
 }
 
 /// A provider backed by a local store directory. Responses stream through an OS pipe from a writer thread, so a large
@@ -59,11 +68,16 @@ impl PieceProvider for LocalProvider {
         self.peer
     }
 
-    fn read_ranges(&self, cid: Cid, ranges: &ChunkRanges) -> Result<Box<dyn Read + Send>, ProviderError> {
+    fn read_ranges(
+        &self,
+        cid: Cid,
+        ranges: &ChunkRanges,
+    ) -> Result<Box<dyn Read + Send>, ProviderError> {
         if !self.store.contains(cid)? {
             return Err(ProviderError::NotFound(cid));
         }
-        let (reader, writer) = std::io::pipe().map_err(|e| ProviderError::Unreachable(e.to_string()))?;
+        let (reader, writer) =
+            std::io::pipe().map_err(|e| ProviderError::Unreachable(e.to_string()))?;
         let store = self.store.clone();
         let ranges = ranges.clone();
         // The writer thread ends when the response is written, fails validation (the pipe closes early and the
@@ -74,7 +88,12 @@ impl PieceProvider for LocalProvider {
         Ok(Box::new(reader))
     }
 
-    fn replicate(&self, cid: Cid, size: u64, source: &dyn PieceProvider) -> Result<(), ProviderError> {
+    fn replicate(
+        &self,
+        cid: Cid,
+        size: u64,
+        source: &dyn PieceProvider,
+    ) -> Result<(), ProviderError> {
         let response = source.read_ranges(cid, &crate::bao::all_chunks())?;
         self.store.put_from_response(cid, Some(size), response)?;
         Ok(())
@@ -107,8 +126,20 @@ pub enum RecordError {
 }
 
 impl ProviderRecord {
-    pub fn new(root: Cid, piece_index: u16, piece: Cid, provider: PeerId, now_ms: u64) -> ProviderRecord {
-        ProviderRecord { root, piece_index, piece, provider, expires_at_ms: now_ms + PROVIDER_RECORD_TTL_MS }
+    pub fn new(
+        root: Cid,
+        piece_index: u16,
+        piece: Cid,
+        provider: PeerId,
+        now_ms: u64,
+    ) -> ProviderRecord {
+        ProviderRecord {
+            root,
+            piece_index,
+            piece,
+            provider,
+            expires_at_ms: now_ms + PROVIDER_RECORD_TTL_MS,
+        }
     }
 
     /// Fixed layout: version u8, root [32], piece_index u16 LE, piece [32], provider [32], expires_at_ms u64 LE.
@@ -130,7 +161,8 @@ impl ProviderRecord {
         if bytes[0] != RECORD_VERSION {
             return Err(RecordError::Version(bytes[0]));
         }
-        let arr = |r: std::ops::Range<usize>| -> [u8; 32] { bytes[r].try_into().expect("32-byte slice") };
+        let arr =
+            |r: std::ops::Range<usize>| -> [u8; 32] { bytes[r].try_into().expect("32-byte slice") };
         Ok(ProviderRecord {
             root: Cid(Hash32(arr(1..33))),
             piece_index: u16::from_le_bytes([bytes[33], bytes[34]]),
@@ -150,7 +182,10 @@ pub struct ProviderTable {
 
 impl ProviderTable {
     pub fn announce(&mut self, record: ProviderRecord) {
-        self.by_blob.entry(record.piece).or_default().insert(record.provider, record);
+        self.by_blob
+            .entry(record.piece)
+            .or_default()
+            .insert(record.provider, record);
     }
 
     pub fn withdraw(&mut self, blob: Cid, provider: PeerId) {
@@ -163,7 +198,12 @@ impl ProviderTable {
     pub fn providers(&self, blob: Cid, now_ms: u64) -> Vec<PeerId> {
         self.by_blob
             .get(&blob)
-            .map(|m| m.values().filter(|r| r.expires_at_ms > now_ms).map(|r| r.provider).collect())
+            .map(|m| {
+                m.values()
+                    .filter(|r| r.expires_at_ms > now_ms)
+                    .map(|r| r.provider)
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -181,10 +221,19 @@ mod tests {
 
     #[test]
     fn record_round_trip_and_bad_bytes() {
-        let r = ProviderRecord::new(Cid::of(b"root"), 3, Cid::of(b"piece"), PeerId([9; 32]), 1000);
+        let r = ProviderRecord::new(
+            Cid::of(b"root"),
+            3,
+            Cid::of(b"piece"),
+            PeerId([9; 32]),
+            1000,
+        );
         let bytes = r.encode();
         assert_eq!(ProviderRecord::decode(&bytes), Ok(r));
-        assert_eq!(ProviderRecord::decode(&bytes[..10]), Err(RecordError::Length(10)));
+        assert_eq!(
+            ProviderRecord::decode(&bytes[..10]),
+            Err(RecordError::Length(10))
+        );
         let mut v = bytes;
         v[0] = 7;
         assert_eq!(ProviderRecord::decode(&v), Err(RecordError::Version(7)));
@@ -194,10 +243,25 @@ mod tests {
     fn table_expires_records() {
         let mut t = ProviderTable::default();
         let piece = Cid::of(b"p");
-        t.announce(ProviderRecord::new(Cid::of(b"r"), 0, piece, PeerId([1; 32]), 0));
-        t.announce(ProviderRecord::new(Cid::of(b"r"), 0, piece, PeerId([2; 32]), 1000));
+        t.announce(ProviderRecord::new(
+            Cid::of(b"r"),
+            0,
+            piece,
+            PeerId([1; 32]),
+            0,
+        ));
+        t.announce(ProviderRecord::new(
+            Cid::of(b"r"),
+            0,
+            piece,
+            PeerId([2; 32]),
+            1000,
+        ));
         assert_eq!(t.providers(piece, 10).len(), 2);
-        assert_eq!(t.providers(piece, PROVIDER_RECORD_TTL_MS + 1), vec![PeerId([2; 32])]);
+        assert_eq!(
+            t.providers(piece, PROVIDER_RECORD_TTL_MS + 1),
+            vec![PeerId([2; 32])]
+        );
         t.expire(PROVIDER_RECORD_TTL_MS + 2000);
         assert!(t.providers(piece, 0).is_empty());
     }

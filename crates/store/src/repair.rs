@@ -7,7 +7,9 @@ use std::fs::File;
 use std::io::{BufReader, BufWriter};
 use std::sync::Arc;
 
-use types::limits::store::{REPAIR_ATTEMPTS_MAX, REPAIR_IN_FLIGHT_MAX, REPAIR_TIMEOUT_MS, STORAGE_PEERS_MAX};
+use types::limits::store::{
+    REPAIR_ATTEMPTS_MAX, REPAIR_IN_FLIGHT_MAX, REPAIR_TIMEOUT_MS, STORAGE_PEERS_MAX,
+};
 use types::PeerId;
 
 use crate::cid::Cid;
@@ -21,24 +23,47 @@ use crate::provider::{LocalProvider, PieceProvider, ProviderError};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RepairInput {
     /// Keep this collection's pieces alive.
-    Collection { root: Cid, layout: ErasureLayout },
+    Collection {
+        root: Cid,
+        layout: ErasureLayout,
+    },
     PeerUp(PeerId),
     PeerDown(PeerId),
     /// The audit loop stopped trusting this peer.
     Banned(PeerId),
     /// `provider` holds (or no longer holds) `piece`: from provider records, a failed fetch or a failed audit.
-    Holding { piece: Cid, provider: PeerId, holds: bool },
-    Tick { now_ms: u64 },
+    Holding {
+        piece: Cid,
+        provider: PeerId,
+        holds: bool,
+    },
+    Tick {
+        now_ms: u64,
+    },
     /// The outcome of a `Rebuild` action.
-    Rebuilt { root: Cid, piece_index: u16, target: PeerId, ok: bool },
+    Rebuilt {
+        root: Cid,
+        piece_index: u16,
+        target: PeerId,
+        ok: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RepairAction {
     /// Rebuild piece `piece_index` of `root` from `sources` ((piece index, holder), k of them) and place it on `target`.
-    Rebuild { root: Cid, piece_index: u16, target: PeerId, sources: Vec<(u16, PeerId)> },
+    Rebuild {
+        root: Cid,
+        piece_index: u16,
+        target: PeerId,
+        sources: Vec<(u16, PeerId)>,
+    },
     /// Fewer than k pieces have a live holder: the collection cannot be rebuilt until holders come back.
-    Unrecoverable { root: Cid, available: usize, needed: usize },
+    Unrecoverable {
+        root: Cid,
+        available: usize,
+        needed: usize,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -83,8 +108,13 @@ impl RepairMachine {
 
     /// Live, trusted holders of each piece of `root`.
     pub fn holders(&self, root: Cid) -> Vec<Vec<PeerId>> {
-        let Some(c) = self.collections.get(&root) else { return Vec::new() };
-        c.holders.iter().map(|h| h.iter().copied().filter(|p| self.usable(p)).collect()).collect()
+        let Some(c) = self.collections.get(&root) else {
+            return Vec::new();
+        };
+        c.holders
+            .iter()
+            .map(|h| h.iter().copied().filter(|p| self.usable(p)).collect())
+            .collect()
     }
 
     fn usable(&self, peer: &PeerId) -> bool {
@@ -98,7 +128,9 @@ impl RepairMachine {
                     self.piece_owner.insert(*piece, (root, index as u16));
                 }
                 let holders = vec![BTreeSet::new(); layout.pieces.len()];
-                self.collections.entry(root).or_insert(CollectionState { layout, holders });
+                self.collections
+                    .entry(root)
+                    .or_insert(CollectionState { layout, holders });
             }
             RepairInput::PeerUp(peer) => {
                 if self.peers.len() < STORAGE_PEERS_MAX {
@@ -111,9 +143,18 @@ impl RepairMachine {
             RepairInput::Banned(peer) => {
                 self.banned.insert(peer);
             }
-            RepairInput::Holding { piece, provider, holds } => self.set_holding(piece, provider, holds),
+            RepairInput::Holding {
+                piece,
+                provider,
+                holds,
+            } => self.set_holding(piece, provider, holds),
             RepairInput::Tick { now_ms } => return self.tick(now_ms),
-            RepairInput::Rebuilt { root, piece_index, target, ok } => {
+            RepairInput::Rebuilt {
+                root,
+                piece_index,
+                target,
+                ok,
+            } => {
                 if self.in_flight.remove(&(root, piece_index)).is_none() {
                     return Vec::new();
                 }
@@ -131,8 +172,14 @@ impl RepairMachine {
     }
 
     fn set_holding(&mut self, piece: Cid, provider: PeerId, holds: bool) {
-        let Some(&(root, index)) = self.piece_owner.get(&piece) else { return };
-        let holders = &mut self.collections.get_mut(&root).expect("owner implies collection").holders[index as usize];
+        let Some(&(root, index)) = self.piece_owner.get(&piece) else {
+            return;
+        };
+        let holders = &mut self
+            .collections
+            .get_mut(&root)
+            .expect("owner implies collection")
+            .holders[index as usize];
         if holds {
             holders.insert(provider);
         } else {
@@ -141,8 +188,12 @@ impl RepairMachine {
     }
 
     fn tick(&mut self, now_ms: u64) -> Vec<RepairAction> {
-        let timed_out: Vec<(Cid, u16)> =
-            self.in_flight.iter().filter(|(_, f)| f.deadline_ms <= now_ms).map(|(k, _)| *k).collect();
+        let timed_out: Vec<(Cid, u16)> = self
+            .in_flight
+            .iter()
+            .filter(|(_, f)| f.deadline_ms <= now_ms)
+            .map(|(k, _)| *k)
+            .collect();
         for key in timed_out {
             self.in_flight.remove(&key);
             self.counters.failed += 1;
@@ -159,9 +210,14 @@ impl RepairMachine {
         let holders = self.holders(root);
         let layout = &self.collections[&root].layout;
         let k = layout.data_pieces as usize;
-        let available: Vec<(u16, PeerId)> =
-            holders.iter().enumerate().filter_map(|(i, h)| h.first().map(|p| (i as u16, *p))).collect();
-        let missing: Vec<u16> = (0..holders.len() as u16).filter(|i| holders[*i as usize].is_empty()).collect();
+        let available: Vec<(u16, PeerId)> = holders
+            .iter()
+            .enumerate()
+            .filter_map(|(i, h)| h.first().map(|p| (i as u16, *p)))
+            .collect();
+        let missing: Vec<u16> = (0..holders.len() as u16)
+            .filter(|i| holders[*i as usize].is_empty())
+            .collect();
         if missing.is_empty() {
             self.reported_unrecoverable.remove(&root);
             return;
@@ -169,26 +225,49 @@ impl RepairMachine {
         if available.len() < k {
             if self.reported_unrecoverable.insert(root) {
                 self.counters.unrecoverable += 1;
-                actions.push(RepairAction::Unrecoverable { root, available: available.len(), needed: k });
+                actions.push(RepairAction::Unrecoverable {
+                    root,
+                    available: available.len(),
+                    needed: k,
+                });
             }
             return;
         }
-        let usable: Vec<PeerId> = self.peers.iter().copied().filter(|p| !self.banned.contains(p)).collect();
+        let usable: Vec<PeerId> = self
+            .peers
+            .iter()
+            .copied()
+            .filter(|p| !self.banned.contains(p))
+            .collect();
         let placed = placement::place(root, layout.total_pieces, &usable);
         let sources: Vec<(u16, PeerId)> = available.iter().take(k).copied().collect();
         for index in missing {
-            if self.in_flight.len() >= REPAIR_IN_FLIGHT_MAX || self.in_flight.contains_key(&(root, index)) {
+            if self.in_flight.len() >= REPAIR_IN_FLIGHT_MAX
+                || self.in_flight.contains_key(&(root, index))
+            {
                 continue;
             }
             let attempts = self.attempts.entry((root, index)).or_insert(0);
             if *attempts >= REPAIR_ATTEMPTS_MAX {
                 continue;
             }
-            let Some(target) = choose_target(root, index, &placed, &usable, &holders) else { continue };
+            let Some(target) = choose_target(root, index, &placed, &usable, &holders) else {
+                continue;
+            };
             *attempts += 1;
-            self.in_flight.insert((root, index), InFlight { deadline_ms: now_ms + REPAIR_TIMEOUT_MS });
+            self.in_flight.insert(
+                (root, index),
+                InFlight {
+                    deadline_ms: now_ms + REPAIR_TIMEOUT_MS,
+                },
+            );
             self.counters.started += 1;
-            actions.push(RepairAction::Rebuild { root, piece_index: index, target, sources: sources.clone() });
+            actions.push(RepairAction::Rebuild {
+                root,
+                piece_index: index,
+                target,
+                sources: sources.clone(),
+            });
         }
     }
 }
@@ -209,7 +288,11 @@ fn choose_target(
         }
     }
     let ranked = placement::rank(root, index, usable);
-    ranked.iter().find(|p| !holding.contains(p)).or(ranked.first()).copied()
+    ranked
+        .iter()
+        .find(|p| !holding.contains(p))
+        .or(ranked.first())
+        .copied()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -243,24 +326,47 @@ pub fn rebuild_piece(
     for (index, peer) in sources {
         let cid = layout.pieces[*index as usize];
         let provider = connect(*peer).ok_or(RebuildError::UnknownPeer(*peer))?;
-        fetch_blob(work, provider.as_ref(), cid, Some(layout.piece_bytes))
-            .map_err(|f| RebuildError::Source { index: *index, error: f.error })?;
+        fetch_blob(work, provider.as_ref(), cid, Some(layout.piece_bytes)).map_err(|f| {
+            RebuildError::Source {
+                index: *index,
+                error: f.error,
+            }
+        })?;
     }
     let piece = layout.pieces[piece_index as usize];
     if !work.contains(piece)? {
         let mut readers = Vec::with_capacity(sources.len());
         for (index, _) in sources {
             let path = work.data_path(layout.pieces[*index as usize].0);
-            readers.push((*index as usize, BufReader::with_capacity(1 << 20, File::open(&path)?)));
+            readers.push((
+                *index as usize,
+                BufReader::with_capacity(1 << 20, File::open(&path)?),
+            ));
         }
-        let tmp = work.dir().join("tmp").join(format!("rebuild-{}-{piece_index}", piece.0.to_hex()));
-        let mut wanted = vec![(piece_index as usize, BufWriter::with_capacity(1 << 20, File::create(&tmp)?))];
-        let rebuilt = erasure::rebuild_pieces(params, &mut readers, layout.piece_bytes, &mut wanted);
-        let flushed = wanted.pop().expect("one writer").1.into_inner().map_err(|e| e.into_error());
+        let tmp = work
+            .dir()
+            .join("tmp")
+            .join(format!("rebuild-{}-{piece_index}", piece.0.to_hex()));
+        let mut wanted = vec![(
+            piece_index as usize,
+            BufWriter::with_capacity(1 << 20, File::create(&tmp)?),
+        )];
+        let rebuilt =
+            erasure::rebuild_pieces(params, &mut readers, layout.piece_bytes, &mut wanted);
+        let flushed = wanted
+            .pop()
+            .expect("one writer")
+            .1
+            .into_inner()
+            .map_err(|e| e.into_error());
         let stored = rebuilt.map_err(RebuildError::from).and_then(|_| {
             flushed?;
             // The rebuilt bytes must hash to the piece's CID, or nothing is stored.
-            work.put_reader(BufReader::new(File::open(&tmp)?), layout.piece_bytes, Some(piece))?;
+            work.put_reader(
+                BufReader::new(File::open(&tmp)?),
+                layout.piece_bytes,
+                Some(piece),
+            )?;
             Ok(())
         });
         let _ = std::fs::remove_file(&tmp);
@@ -289,12 +395,19 @@ mod tests {
         let mut m = RepairMachine::new();
         let root = Cid::of(b"root");
         let peers: Vec<PeerId> = (0..8u8).map(|i| PeerId([i; 32])).collect();
-        m.handle(RepairInput::Collection { root, layout: layout() });
+        m.handle(RepairInput::Collection {
+            root,
+            layout: layout(),
+        });
         for p in &peers {
             m.handle(RepairInput::PeerUp(*p));
         }
         for (i, piece) in layout().pieces.iter().enumerate() {
-            m.handle(RepairInput::Holding { piece: *piece, provider: peers[i], holds: true });
+            m.handle(RepairInput::Holding {
+                piece: *piece,
+                provider: peers[i],
+                holds: true,
+            });
         }
         (m, root, peers)
     }
@@ -311,14 +424,30 @@ mod tests {
         m.handle(RepairInput::PeerDown(peers[1]));
         let actions = m.handle(RepairInput::Tick { now_ms: 0 });
         assert_eq!(actions.len(), 1, "{actions:?}");
-        let RepairAction::Rebuild { piece_index, target, sources, .. } = &actions[0] else { panic!() };
+        let RepairAction::Rebuild {
+            piece_index,
+            target,
+            sources,
+            ..
+        } = &actions[0]
+        else {
+            panic!()
+        };
         assert_eq!(*piece_index, 1);
-        assert!(!peers[..5].contains(target), "target holds nothing of the collection");
+        assert!(
+            !peers[..5].contains(target),
+            "target holds nothing of the collection"
+        );
         assert_eq!(sources.len(), 3);
         assert!(sources.iter().all(|(_, p)| *p != peers[1]));
         // In flight: not asked twice.
         assert!(m.handle(RepairInput::Tick { now_ms: 1 }).is_empty());
-        m.handle(RepairInput::Rebuilt { root, piece_index: 1, target: *target, ok: true });
+        m.handle(RepairInput::Rebuilt {
+            root,
+            piece_index: 1,
+            target: *target,
+            ok: true,
+        });
         assert!(m.handle(RepairInput::Tick { now_ms: 2 }).is_empty());
         assert_eq!(m.counters().succeeded, 1);
         assert_eq!(m.holders(root)[1], vec![*target]);
@@ -329,13 +458,31 @@ mod tests {
         let (mut m, root, peers) = setup();
         m.handle(RepairInput::Banned(peers[0]));
         let actions = m.handle(RepairInput::Tick { now_ms: 0 });
-        assert!(matches!(&actions[..], [RepairAction::Rebuild { piece_index: 0, .. }]), "{actions:?}");
+        assert!(
+            matches!(&actions[..], [RepairAction::Rebuild { piece_index: 0, .. }]),
+            "{actions:?}"
+        );
         for p in &peers[1..4] {
             m.handle(RepairInput::PeerDown(*p));
         }
-        let actions = m.handle(RepairInput::Tick { now_ms: REPAIR_TIMEOUT_MS + 1 });
-        assert_eq!(actions, vec![RepairAction::Unrecoverable { root, available: 1, needed: 3 }]);
-        assert!(m.handle(RepairInput::Tick { now_ms: REPAIR_TIMEOUT_MS + 2 }).is_empty(), "reported once");
+        let actions = m.handle(RepairInput::Tick {
+            now_ms: REPAIR_TIMEOUT_MS + 1,
+        });
+        assert_eq!(
+            actions,
+            vec![RepairAction::Unrecoverable {
+                root,
+                available: 1,
+                needed: 3
+            }]
+        );
+        assert!(
+            m.handle(RepairInput::Tick {
+                now_ms: REPAIR_TIMEOUT_MS + 2
+            })
+            .is_empty(),
+            "reported once"
+        );
     }
 
     #[test]
@@ -345,9 +492,21 @@ mod tests {
         let mut starts = 0;
         for t in 0..(REPAIR_ATTEMPTS_MAX as u64 + 3) {
             for a in m.handle(RepairInput::Tick { now_ms: t }) {
-                let RepairAction::Rebuild { piece_index, target, .. } = a else { panic!() };
+                let RepairAction::Rebuild {
+                    piece_index,
+                    target,
+                    ..
+                } = a
+                else {
+                    panic!()
+                };
                 starts += 1;
-                m.handle(RepairInput::Rebuilt { root, piece_index, target, ok: false });
+                m.handle(RepairInput::Rebuilt {
+                    root,
+                    piece_index,
+                    target,
+                    ok: false,
+                });
             }
         }
         assert_eq!(starts, REPAIR_ATTEMPTS_MAX);

@@ -52,19 +52,36 @@ fn sigkill_during_writes_never_leaves_a_partial_blob() {
 
 fn check_store(dir: &std::path::Path, acknowledged: &BTreeSet<Hash32>, trial: u64) {
     let store = LocalStore::open(dir, 1 << 40).unwrap();
-    eprintln!("trial {trial}: {} blobs acknowledged, recovery {:?}", acknowledged.len(), store.recovery_report());
+    eprintln!(
+        "trial {trial}: {} blobs acknowledged, recovery {:?}",
+        acknowledged.len(),
+        store.recovery_report()
+    );
     let indexed: BTreeSet<Hash32> = store.list().unwrap().into_iter().map(|b| b.cid.0).collect();
     for hash in acknowledged {
-        assert!(indexed.contains(hash), "trial {trial}: acknowledged put {hash:?} lost");
+        assert!(
+            indexed.contains(hash),
+            "trial {trial}: acknowledged put {hash:?} lost"
+        );
     }
     let mut used = 0;
     for info in store.list().unwrap() {
-        let bytes = store.get(info.cid).unwrap_or_else(|e| panic!("trial {trial}: indexed blob fails: {e}"));
+        let bytes = store
+            .get(info.cid)
+            .unwrap_or_else(|e| panic!("trial {trial}: indexed blob fails: {e}"));
         assert_eq!(bytes.len() as u64, info.size);
         used += info.size + store::bao::tree(info.size).outboard_size();
     }
-    assert_eq!(store.status().unwrap().bytes_used, used, "trial {trial}: byte count agrees with the index");
-    assert_eq!(std::fs::read_dir(dir.join("tmp")).unwrap().count(), 0, "trial {trial}: temp files cleaned");
+    assert_eq!(
+        store.status().unwrap().bytes_used,
+        used,
+        "trial {trial}: byte count agrees with the index"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.join("tmp")).unwrap().count(),
+        0,
+        "trial {trial}: temp files cleaned"
+    );
     let mut on_disk = BTreeSet::new();
     for shard in std::fs::read_dir(dir.join("blobs")).unwrap() {
         for entry in std::fs::read_dir(shard.unwrap().path()).unwrap() {

@@ -7,7 +7,9 @@ use store::local::{StoreError, COUNTER_CORRUPT_FOUND};
 use store::{Cid, LocalStore};
 
 fn bytes(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(seed).wrapping_add(i as u8 >> 3)).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(seed).wrapping_add(i as u8 >> 3))
+        .collect()
 }
 
 fn open(dir: &tempfile::TempDir) -> LocalStore {
@@ -36,16 +38,29 @@ fn wrong_hash_truncated_and_oversized_puts_store_nothing() {
     let store = open(&dir);
     let data = bytes(50_000, 3);
     let wrong = Cid::of(b"something else");
-    assert!(matches!(store.put_bytes_expecting(wrong, &data), Err(StoreError::HashMismatch { .. })));
-    assert!(matches!(store.put_reader(&data[..], 60_000, None), Err(StoreError::Truncated { .. })));
-    assert!(matches!(store.put_reader(&data[..], 40_000, None), Err(StoreError::Oversized { .. })));
+    assert!(matches!(
+        store.put_bytes_expecting(wrong, &data),
+        Err(StoreError::HashMismatch { .. })
+    ));
+    assert!(matches!(
+        store.put_reader(&data[..], 60_000, None),
+        Err(StoreError::Truncated { .. })
+    ));
+    assert!(matches!(
+        store.put_reader(&data[..], 40_000, None),
+        Err(StoreError::Oversized { .. })
+    ));
     assert!(matches!(
         store.put_reader(&data[..], types::limits::store::BLOB_BYTES_MAX + 1, None),
         Err(StoreError::Oversized { .. })
     ));
     assert!(store.list().unwrap().is_empty());
     assert_eq!(store.status().unwrap().bytes_used, 0);
-    assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0, "temp files cleaned");
+    assert_eq!(
+        fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+        0,
+        "temp files cleaned"
+    );
 }
 
 #[test]
@@ -59,7 +74,10 @@ fn corrupt_file_on_disk_is_detected_on_get_and_removed() {
     on_disk[12_345] ^= 1;
     fs::write(&path, &on_disk).unwrap();
     assert!(matches!(store.get(cid), Err(StoreError::Corrupt(..))));
-    assert!(!store.contains(cid).unwrap(), "a corrupt blob is never served again");
+    assert!(
+        !store.contains(cid).unwrap(),
+        "a corrupt blob is never served again"
+    );
     assert!(!path.exists());
     assert_eq!(store.counter(COUNTER_CORRUPT_FOUND).unwrap(), 1);
 }
@@ -77,7 +95,10 @@ fn corrupt_file_is_detected_when_serving_a_range() {
     let mut on_disk = fs::read(&path).unwrap();
     on_disk[1000] ^= 0x80;
     fs::write(&path, &on_disk).unwrap();
-    assert!(matches!(store.read_ranges_vec(cid, &ranges), Err(StoreError::Corrupt(..))));
+    assert!(matches!(
+        store.read_ranges_vec(cid, &ranges),
+        Err(StoreError::Corrupt(..))
+    ));
     assert!(!store.contains(cid).unwrap());
 }
 
@@ -90,7 +111,10 @@ fn pins_gc_and_quota() {
     let used = store.status().unwrap().bytes_used;
     assert!(used >= 200_000, "{used}");
     let quota = store.put_bytes(&bytes(100_000, 3));
-    assert!(matches!(quota, Err(StoreError::QuotaExceeded { .. })), "{quota:?}");
+    assert!(
+        matches!(quota, Err(StoreError::QuotaExceeded { .. })),
+        "{quota:?}"
+    );
     assert_eq!(store.pin(a).unwrap(), 1);
     assert_eq!(store.pin(a).unwrap(), 2);
     let report = store.gc().unwrap();
@@ -98,7 +122,11 @@ fn pins_gc_and_quota() {
     assert!(store.contains(a).unwrap() && !store.contains(b).unwrap());
     store.put_bytes(&bytes(100_000, 3)).unwrap();
     store.unpin(a).unwrap();
-    assert_eq!(store.gc().unwrap().removed, 1, "the unpinned third blob goes; a is still pinned once");
+    assert_eq!(
+        store.gc().unwrap().removed,
+        1,
+        "the unpinned third blob goes; a is still pinned once"
+    );
     store.unpin(a).unwrap();
     assert_eq!(store.gc().unwrap().removed, 1);
     assert_eq!(store.status().unwrap().bytes_used, 0);
@@ -121,7 +149,11 @@ fn open_removes_crash_leftovers() {
     let orphan = Cid::of(b"orphan");
     let hex = orphan.0.to_hex();
     fs::create_dir_all(dir.path().join("blobs").join(&hex[..2])).unwrap();
-    fs::write(dir.path().join("blobs").join(&hex[..2]).join(&hex), b"orphan").unwrap();
+    fs::write(
+        dir.path().join("blobs").join(&hex[..2]).join(&hex),
+        b"orphan",
+    )
+    .unwrap();
     let store = open(&dir);
     let report = store.recovery_report().clone();
     assert_eq!(report.temp_files_removed, 1);
@@ -141,9 +173,17 @@ fn verified_stream_from_a_peer_store() {
     let mut bad = response.clone();
     bad[400_000] ^= 1;
     assert!(b.put_from_response(cid, None, &bad[..]).is_err());
-    assert!(b.put_from_response(cid, None, &response[..response.len() - 100]).is_err());
-    assert!(b.put_from_response(cid, Some(499_999), &response[..]).is_err());
+    assert!(b
+        .put_from_response(cid, None, &response[..response.len() - 100])
+        .is_err());
+    assert!(b
+        .put_from_response(cid, Some(499_999), &response[..])
+        .is_err());
     assert!(!b.contains(cid).unwrap(), "nothing half-written");
-    assert_eq!(b.put_from_response(cid, Some(500_000), &response[..]).unwrap(), 500_000);
+    assert_eq!(
+        b.put_from_response(cid, Some(500_000), &response[..])
+            .unwrap(),
+        500_000
+    );
     assert_eq!(b.get(cid).unwrap(), data);
 }

@@ -17,7 +17,10 @@ use store::fetch::{self, FetchError, ProviderLookup};
 use store::placement;
 use store::provider::{ProviderTable, MANIFEST_PIECE};
 use store::repair::{self, RepairAction, RepairInput, RepairMachine};
-use store::{Cid, CollectionKind, FileRole, LocalProvider, LocalStore, Manifest, PieceProvider, ProviderError, ProviderRecord};
+use store::{
+    Cid, CollectionKind, FileRole, LocalProvider, LocalStore, Manifest, PieceProvider,
+    ProviderError, ProviderRecord,
+};
 use types::PeerId;
 
 const PEERS: usize = 16;
@@ -48,7 +51,11 @@ fn write_inputs(dir: &Path) -> Vec<InputFile> {
         rand::RngCore::fill_bytes(&mut rng, &mut bytes);
         let path = dir.join(name);
         std::fs::write(&path, &bytes).unwrap();
-        InputFile { path, name: name.into(), role }
+        InputFile {
+            path,
+            name: name.into(),
+            role,
+        }
     };
     vec![
         make("train-000.bin", 1_000_000, FileRole::TrainShard),
@@ -65,7 +72,10 @@ impl Swarm {
         let pub_dir = tempfile::tempdir().unwrap();
         let publisher = Arc::new(LocalStore::open(pub_dir.path(), 1 << 30).unwrap());
         let params = ErasureParams::new(10, 16, 16 * 1024).unwrap();
-        let kind = CollectionKind::Dataset { tokenizer: "bytes".into(), stats: vec![("tokens".into(), 1_304_334)] };
+        let kind = CollectionKind::Dataset {
+            tokenizer: "bytes".into(),
+            stats: vec![("tokens".into(), 1_304_334)],
+        };
         let manifest = collection::publish(&publisher, kind, "swarm-test", &files, params).unwrap();
         let root = manifest.cid();
         let mut dirs = vec![pub_dir];
@@ -83,13 +93,20 @@ impl Swarm {
         for (index, holder) in placement.iter().enumerate() {
             let piece = manifest.erasure.pieces[index];
             let peer = &peers[ids.iter().position(|p| p == holder).unwrap()];
-            peer.replicate(piece, manifest.erasure.piece_bytes, &source).unwrap();
+            peer.replicate(piece, manifest.erasure.piece_bytes, &source)
+                .unwrap();
             table.announce(ProviderRecord::new(root, index as u16, piece, *holder, 0));
         }
         let manifest_size = manifest.encode().len() as u64;
         for peer in &peers {
             peer.replicate(root, manifest_size, &source).unwrap();
-            table.announce(ProviderRecord::new(root, MANIFEST_PIECE, root, peer.peer(), 0));
+            table.announce(ProviderRecord::new(
+                root,
+                MANIFEST_PIECE,
+                root,
+                peer.peer(),
+                0,
+            ));
         }
         Swarm {
             _dirs: dirs,
@@ -107,7 +124,11 @@ impl Swarm {
     }
 
     fn provider(&self, peer: PeerId) -> Arc<LocalProvider> {
-        self.peers.iter().find(|p| p.peer() == peer).unwrap().clone()
+        self.peers
+            .iter()
+            .find(|p| p.peer() == peer)
+            .unwrap()
+            .clone()
     }
 
     fn holder_of(&self, index: usize) -> Arc<LocalProvider> {
@@ -131,8 +152,12 @@ impl Swarm {
 
     fn assert_decoded(&self, client_dir: &Path) {
         for file in &self.files {
-            let listing: Vec<_> = std::fs::read_dir(client_dir.join("out")).unwrap().map(|e| e.unwrap().file_name()).collect();
-            let got = std::fs::read(client_dir.join("out").join(&file.name)).unwrap_or_else(|e| panic!("{}: {e} in {listing:?}", file.name));
+            let listing: Vec<_> = std::fs::read_dir(client_dir.join("out"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            let got = std::fs::read(client_dir.join("out").join(&file.name))
+                .unwrap_or_else(|e| panic!("{}: {e} in {listing:?}", file.name));
             let want = std::fs::read(self.inputs.path().join(&file.name)).unwrap();
             assert!(got == want, "{} differs", file.name);
         }
@@ -147,15 +172,27 @@ impl PieceProvider for Lying {
         self.0.peer()
     }
 
-    fn read_ranges(&self, cid: Cid, ranges: &ChunkRanges) -> Result<Box<dyn Read + Send>, ProviderError> {
+    fn read_ranges(
+        &self,
+        cid: Cid,
+        ranges: &ChunkRanges,
+    ) -> Result<Box<dyn Read + Send>, ProviderError> {
         let mut bytes = Vec::new();
-        self.0.read_ranges(cid, ranges)?.read_to_end(&mut bytes).map_err(|e| ProviderError::Unreachable(e.to_string()))?;
+        self.0
+            .read_ranges(cid, ranges)?
+            .read_to_end(&mut bytes)
+            .map_err(|e| ProviderError::Unreachable(e.to_string()))?;
         let middle = 8 + (bytes.len() - 8) / 2;
         bytes[middle] ^= 0x01;
         Ok(Box::new(Cursor::new(bytes)))
     }
 
-    fn replicate(&self, cid: Cid, size: u64, source: &dyn PieceProvider) -> Result<(), ProviderError> {
+    fn replicate(
+        &self,
+        cid: Cid,
+        size: u64,
+        source: &dyn PieceProvider,
+    ) -> Result<(), ProviderError> {
         self.0.replicate(cid, size, source)
     }
 }
@@ -184,11 +221,11 @@ impl ProviderLookup for Swarm {
 fn any_six_of_sixteen_peers_can_go() {
     let swarm = Swarm::new();
     let mut subsets: Vec<Vec<usize>> = vec![
-        (0..6).collect(),                    // six originals: the most algebra
-        (4..10).collect(),                   // the last six originals
-        (10..16).collect(),                  // every recovery piece
-        vec![0, 2, 4, 6, 8, 15],             // mixed
-        vec![9, 10, 11, 12, 13, 14],         // boundary
+        (0..6).collect(),            // six originals: the most algebra
+        (4..10).collect(),           // the last six originals
+        (10..16).collect(),          // every recovery piece
+        vec![0, 2, 4, 6, 8, 15],     // mixed
+        vec![9, 10, 11, 12, 13, 14], // boundary
     ];
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     for _ in 0..6 {
@@ -198,14 +235,19 @@ fn any_six_of_sixteen_peers_can_go() {
     }
     for subset in &subsets {
         swarm.exclude_pieces(subset);
-        let (dir, report) = swarm.fetch_fresh().unwrap_or_else(|e| panic!("subset {subset:?}: {e}"));
+        let (dir, report) = swarm
+            .fetch_fresh()
+            .unwrap_or_else(|e| panic!("subset {subset:?}: {e}"));
         swarm.assert_decoded(dir.path());
         assert!(report.fetched.iter().all(|(i, _)| !subset.contains(i)));
     }
     // Seven gone is one too many: a typed error, and nothing decoded.
     swarm.exclude_pieces(&[0, 1, 2, 3, 4, 5, 6]);
     match swarm.fetch_fresh() {
-        Err(FetchError::NotEnoughPieces { needed: 10, have: 9 }) => {}
+        Err(FetchError::NotEnoughPieces {
+            needed: 10,
+            have: 9,
+        }) => {}
         other => panic!("expected NotEnoughPieces, got {:?}", other.map(|(_, r)| r)),
     }
 }
@@ -220,7 +262,13 @@ fn six_peer_directories_deleted_for_real() {
     }
     let (dir, report) = swarm.fetch_fresh().unwrap();
     swarm.assert_decoded(dir.path());
-    assert!(report.failures.iter().all(|f| [1, 3, 5, 7, 9, 11].contains(&f.piece_index.unwrap())), "{report:?}");
+    assert!(
+        report
+            .failures
+            .iter()
+            .all(|f| [1, 3, 5, 7, 9, 11].contains(&f.piece_index.unwrap())),
+        "{report:?}"
+    );
 }
 
 #[test]
@@ -238,28 +286,50 @@ fn flipped_byte_is_detected_fetched_elsewhere_and_repaired() {
     // Detected while serving (the victim validates before it sends) and taken from another piece.
     let (dir, report) = swarm.fetch_fresh().unwrap();
     swarm.assert_decoded(dir.path());
-    let failure = report.failures.iter().find(|f| f.piece_index == Some(index)).expect("failure recorded");
+    let failure = report
+        .failures
+        .iter()
+        .find(|f| f.piece_index == Some(index))
+        .expect("failure recorded");
     assert_eq!(failure.peer, victim.peer());
-    assert!(!victim.store().contains(piece).unwrap(), "bad copy quarantined");
+    assert!(
+        !victim.store().contains(piece).unwrap(),
+        "bad copy quarantined"
+    );
 
     // The repair loop hears about it and rebuilds the piece onto its placement peer (the victim again).
     let mut repair = RepairMachine::new();
-    repair.handle(RepairInput::Collection { root: swarm.root, layout: swarm.manifest.erasure.clone() });
+    repair.handle(RepairInput::Collection {
+        root: swarm.root,
+        layout: swarm.manifest.erasure.clone(),
+    });
     for p in &swarm.peers {
         repair.handle(RepairInput::PeerUp(p.peer()));
     }
     for (i, holder) in swarm.placement.iter().enumerate() {
         let piece = swarm.manifest.erasure.pieces[i];
-        repair.handle(RepairInput::Holding { piece, provider: *holder, holds: true });
+        repair.handle(RepairInput::Holding {
+            piece,
+            provider: *holder,
+            holds: true,
+        });
     }
     for f in &report.failures {
-        repair.handle(RepairInput::Holding { piece: f.blob, provider: f.peer, holds: false });
+        repair.handle(RepairInput::Holding {
+            piece: f.blob,
+            provider: f.peer,
+            holds: false,
+        });
     }
     let actions = repair.handle(RepairInput::Tick { now_ms: 1_000 });
     assert_eq!(actions.len(), 1, "{actions:?}");
     run_rebuilds(&swarm, &mut repair, actions);
     assert_eq!(repair.counters().succeeded, 1);
-    assert_eq!(std::fs::read(&path).unwrap(), original, "bad copy repaired bit for bit");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        original,
+        "bad copy repaired bit for bit"
+    );
     assert_eq!(victim.store().get(piece).unwrap(), original);
 
     // The repaired piece is needed and served: six others gone, piece 2 must be used.
@@ -274,7 +344,15 @@ fn run_rebuilds(swarm: &Swarm, repair: &mut RepairMachine, actions: Vec<RepairAc
     let work = Arc::new(LocalStore::open(work_dir.path(), 1 << 30).unwrap());
     let connect = |p: PeerId| -> Option<Arc<dyn PieceProvider>> { Some(swarm.provider(p)) };
     for action in actions {
-        let RepairAction::Rebuild { root, piece_index, target, sources } = action else { panic!("{action:?}") };
+        let RepairAction::Rebuild {
+            root,
+            piece_index,
+            target,
+            sources,
+        } = action
+        else {
+            panic!("{action:?}")
+        };
         let target_provider = swarm.provider(target);
         let result = repair::rebuild_piece(
             &work,
@@ -288,8 +366,19 @@ fn run_rebuilds(swarm: &Swarm, repair: &mut RepairMachine, actions: Vec<RepairAc
         let ok = result.is_ok();
         result.unwrap();
         let piece = swarm.manifest.erasure.pieces[piece_index as usize];
-        swarm.table.lock().unwrap().announce(ProviderRecord::new(root, piece_index, piece, target, 0));
-        repair.handle(RepairInput::Rebuilt { root, piece_index, target, ok });
+        swarm.table.lock().unwrap().announce(ProviderRecord::new(
+            root,
+            piece_index,
+            piece,
+            target,
+            0,
+        ));
+        repair.handle(RepairInput::Rebuilt {
+            root,
+            piece_index,
+            target,
+            ok,
+        });
     }
 }
 
@@ -301,25 +390,56 @@ fn lying_peer_is_routed_around_then_banned_by_audit_and_its_pieces_moved() {
 
     let (dir, report) = swarm.fetch_fresh().unwrap();
     swarm.assert_decoded(dir.path());
-    let failure = report.failures.iter().find(|f| f.peer == liar).expect("liar's bytes rejected");
+    let failure = report
+        .failures
+        .iter()
+        .find(|f| f.peer == liar)
+        .expect("liar's bytes rejected");
     assert!(failure.bad_bytes, "{failure:?}");
 
     // Audit every copy once, over real stores; the liar's proof fails.
     let mut audit = AuditMachine::new();
     for (i, holder) in swarm.placement.iter().enumerate() {
         let piece = swarm.manifest.erasure.pieces[i];
-        audit.handle(AuditInput::Track { piece, size: swarm.manifest.erasure.piece_bytes, provider: *holder });
+        audit.handle(AuditInput::Track {
+            piece,
+            size: swarm.manifest.erasure.piece_bytes,
+            provider: *holder,
+        });
     }
     let mut banned = Vec::new();
-    let challenges = audit.handle(AuditInput::Tick { now_ms: 5, seed: 1234 });
+    let challenges = audit.handle(AuditInput::Tick {
+        now_ms: 5,
+        seed: 1234,
+    });
     assert_eq!(challenges.len(), 16);
     for action in challenges {
-        let AuditAction::Challenge { challenge_id, provider, piece, start, end } = action else { panic!() };
+        let AuditAction::Challenge {
+            challenge_id,
+            provider,
+            piece,
+            start,
+            end,
+        } = action
+        else {
+            panic!()
+        };
         let ranges = store::bao::byte_range_to_chunks(start, end);
-        let served = swarm.providers(piece).into_iter().find(|p| p.peer() == provider).unwrap();
+        let served = swarm
+            .providers(piece)
+            .into_iter()
+            .find(|p| p.peer() == provider)
+            .unwrap();
         let mut response = Vec::new();
-        served.read_ranges(piece, &ranges).unwrap().read_to_end(&mut response).unwrap();
-        for out in audit.handle(AuditInput::Response { challenge_id, response }) {
+        served
+            .read_ranges(piece, &ranges)
+            .unwrap()
+            .read_to_end(&mut response)
+            .unwrap();
+        for out in audit.handle(AuditInput::Response {
+            challenge_id,
+            response,
+        }) {
             if let AuditAction::Banned { provider } = out {
                 banned.push(provider);
             }
@@ -330,21 +450,39 @@ fn lying_peer_is_routed_around_then_banned_by_audit_and_its_pieces_moved() {
 
     // Repair moves the liar's piece to a trusted peer.
     let mut repair = RepairMachine::new();
-    repair.handle(RepairInput::Collection { root: swarm.root, layout: swarm.manifest.erasure.clone() });
+    repair.handle(RepairInput::Collection {
+        root: swarm.root,
+        layout: swarm.manifest.erasure.clone(),
+    });
     for p in &swarm.peers {
         repair.handle(RepairInput::PeerUp(p.peer()));
     }
     for (i, holder) in swarm.placement.iter().enumerate() {
-        repair.handle(RepairInput::Holding { piece: swarm.manifest.erasure.pieces[i], provider: *holder, holds: true });
+        repair.handle(RepairInput::Holding {
+            piece: swarm.manifest.erasure.pieces[i],
+            provider: *holder,
+            holds: true,
+        });
     }
     repair.handle(RepairInput::Banned(liar));
     let actions = repair.handle(RepairInput::Tick { now_ms: 10 });
-    let RepairAction::Rebuild { target, piece_index: 0, .. } = &actions[0] else { panic!("{actions:?}") };
+    let RepairAction::Rebuild {
+        target,
+        piece_index: 0,
+        ..
+    } = &actions[0]
+    else {
+        panic!("{actions:?}")
+    };
     assert_ne!(*target, liar);
     let target = *target;
     run_rebuilds(&swarm, &mut repair, actions);
     assert_eq!(repair.holders(swarm.root)[0], vec![target]);
-    assert!(swarm.provider(target).store().contains(swarm.manifest.erasure.pieces[0]).unwrap());
+    assert!(swarm
+        .provider(target)
+        .store()
+        .contains(swarm.manifest.erasure.pieces[0])
+        .unwrap());
 }
 
 #[test]
@@ -353,10 +491,17 @@ fn malformed_manifest_from_a_peer_is_refused() {
     // A peer publishes a blob that hashes right but is not a manifest; fetching it as a root must fail typed.
     let junk = b"CWMF\x01 definitely not postcard".to_vec();
     let junk_cid = swarm.peers[0].store().put_bytes(&junk).unwrap();
-    swarm.table.lock().unwrap().announce(ProviderRecord::new(junk_cid, MANIFEST_PIECE, junk_cid, swarm.peers[0].peer(), 0));
+    swarm.table.lock().unwrap().announce(ProviderRecord::new(
+        junk_cid,
+        MANIFEST_PIECE,
+        junk_cid,
+        swarm.peers[0].peer(),
+        0,
+    ));
     let client_dir = tempfile::tempdir().unwrap();
     let client = LocalStore::open(client_dir.path(), 1 << 30).unwrap();
-    let err = fetch::get_collection(&client, junk_cid, &swarm, &client_dir.path().join("out"), 2).unwrap_err();
+    let err = fetch::get_collection(&client, junk_cid, &swarm, &client_dir.path().join("out"), 2)
+        .unwrap_err();
     assert!(matches!(err, FetchError::Collection(_)), "{err}");
     assert!(!client.contains(junk_cid).unwrap());
     assert!(!client_dir.path().join("out").exists());
