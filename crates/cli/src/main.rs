@@ -4,6 +4,8 @@ mod cmd_bench;
 mod cmd_generate;
 mod cmd_train;
 mod cmd_ledger;
+mod cmd_data;
+mod cmd_store;
 mod data_dir;
 
 use anyhow::Result;
@@ -33,6 +35,10 @@ enum Command {
     Bench(cmd_bench::BenchCommand),
     /// The ownership ledger: balances, history, verify, transfer, model.
     Ledger(cmd_ledger::LedgerArgs),
+    /// Datasets as content-addressed, erasure-coded collections.
+    Data(cmd_data::DataArgs),
+    /// The local content-addressed store.
+    Store(cmd_store::StoreArgs),
 }
 
 fn main() {
@@ -52,5 +58,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Generate(args) => cmd_generate::run(args),
         Command::Bench(command) => cmd_bench::run(command),
         Command::Ledger(args) => cmd_ledger::run(args),
+        Command::Data(args) => cmd_data::run(args),
+        Command::Store(args) => cmd_store::run(args),
     }
 }

@@ -1,0 +1,266 @@
+//! Bao-verified ranges: outboards, range responses (size prefix + bao encoding) and their streaming verification.
+//!
+//! A range response is `size: u64 LE` followed by bao-tree's pre-order encoding of the requested chunk ranges
+//! (chunk groups of 2^BAO_CHUNK_LOG KiB). The reader checks every parent and leaf hash against the root before it
+//! hands a byte on, so any byte range verifies on its own, and a wrong size fails at the last chunk.
+
+use std::io::{self, Read, Write};
+
+use bao_tree::io::outboard::{EmptyOutboard, PostOrderMemOutboard};
+use bao_tree::io::sync::{DecodeResponseIter, Outboard, ReadAt, WriteAt};
+use bao_tree::io::{BaoContentItem, DecodeError, EncodeError};
+use bao_tree::{BaoTree, BlockSize, ChunkNum, ChunkRanges};
+use types::limits::store::{BAO_CHUNK_LOG, BLOB_BYTES_MAX};
+use types::Hash32;
+
+/// Chunk-group size used for every outboard and proof in commonweight.
+pub fn block_size() -> BlockSize {
+    BlockSize::from_chunk_log(BAO_CHUNK_LOG)
+}
+
+/// Bytes in one chunk group (16 KiB).
+pub fn group_bytes() -> u64 {
+    block_size().bytes() as u64
+}
+
+pub fn tree(size: u64) -> BaoTree {
+    BaoTree::new(size, block_size())
+}
+
+/// Chunk ranges covering the byte range `start..end` (rounded out to whole 1 KiB chunks).
+pub fn byte_range_to_chunks(start: u64, end: u64) -> ChunkRanges {
+    assert!(start <= end);
+    let first = ChunkNum(start / 1024);
+    let last = ChunkNum(end.div_ceil(1024));
+    ChunkRanges::from(first..last)
+}
+
+/// Every chunk: asks for the whole blob (and so also proves its size).
+pub fn all_chunks() -> ChunkRanges {
+    ChunkRanges::all()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("response ended early (truncated)")]
+    Truncated,
+    #[error("response failed its bao proof: {0}")]
+    Corrupt(String),
+    #[error("claimed size {claimed} but {expected} was expected")]
+    SizeMismatch { claimed: u64, expected: u64 },
+    #[error("claimed size {size} is over the limit {max}")]
+    Oversized { size: u64, max: u64 },
+    #[error("response has {0} unexpected trailing bytes or more")]
+    TrailingBytes(u64),
+    #[error("i/o: {0}")]
+    Io(String),
+}
+
+impl From<DecodeError> for VerifyError {
+    fn from(e: DecodeError) -> VerifyError {
+        match e {
+            DecodeError::ParentHashMismatch(node) => {
+                VerifyError::Corrupt(format!("parent hash mismatch at {node:?}"))
+            }
+            DecodeError::LeafHashMismatch(chunk) => {
+                VerifyError::Corrupt(format!("leaf hash mismatch at {chunk:?}"))
+            }
+            DecodeError::ParentNotFound(_) | DecodeError::LeafNotFound(_) => VerifyError::Truncated,
+            DecodeError::Io(io) if io.kind() == io::ErrorKind::UnexpectedEof => {
+                VerifyError::Truncated
+            }
+            DecodeError::Io(io) => VerifyError::Io(io.to_string()),
+        }
+    }
+}
+
+/// Post-order outboard and root hash of in-memory bytes.
+pub fn outboard_of(data: &[u8]) -> (Hash32, Vec<u8>) {
+    let ob = PostOrderMemOutboard::create(data, block_size());
+    (Hash32(*ob.root.as_bytes()), ob.data)
+}
+
+/// Writes a range response for `ranges` of a blob, validating every group against the outboard as it goes
+/// (so a store never serves bytes that rotted on its disk).
+pub fn encode_range_response(
+    data: impl ReadAt,
+    outboard: impl Outboard,
+    ranges: &ChunkRanges,
+    mut out: impl Write,
+) -> Result<(), EncodeError> {
+    out.write_all(&outboard.tree().size().to_le_bytes())?;
+    bao_tree::io::sync::encode_ranges_validated(data, outboard, ranges, out)
+}
+
+/// Reads and verifies a range response for blob `hash`, streaming: each verified leaf goes to `on_leaf(offset, bytes)`
+/// before the next is read. `expected_size`, when known (e.g. from a manifest), must equal the claimed size.
+/// Returns the (proven, if the ranges include the last chunk) size.
+pub fn decode_range_response(
+    hash: Hash32,
+    expected_size: Option<u64>,
+    ranges: &ChunkRanges,
+    reader: impl Read,
+    mut on_leaf: impl FnMut(u64, &[u8]) -> io::Result<()>,
+) -> Result<u64, VerifyError> {
+    // No read limit is needed: the iterator reads exactly what the tree of `size` needs, and no more.
+    let mut reader = reader;
+    let mut size_bytes = [0u8; 8];
+    reader
+        .read_exact(&mut size_bytes)
+        .map_err(|_| VerifyError::Truncated)?;
+    let size = u64::from_le_bytes(size_bytes);
+    if size > BLOB_BYTES_MAX {
+        return Err(VerifyError::Oversized {
+            size,
+            max: BLOB_BYTES_MAX,
+        });
+    }
+    if let Some(expected) = expected_size {
+        if expected != size {
+            return Err(VerifyError::SizeMismatch {
+                claimed: size,
+                expected,
+            });
+        }
+    }
+    let root = blake3::Hash::from_bytes(hash.0);
+    let mut iter = DecodeResponseIter::new(root, tree(size), &mut reader, ranges);
+    for item in &mut iter {
+        match item? {
+            BaoContentItem::Parent(_) => {}
+            BaoContentItem::Leaf(leaf) => {
+                on_leaf(leaf.offset, &leaf.data).map_err(|e| VerifyError::Io(e.to_string()))?
+            }
+        }
+    }
+    drop(iter);
+    let mut probe = [0u8; 1];
+    match reader.read(&mut probe) {
+        Ok(0) => Ok(size),
+        Ok(n) => Err(VerifyError::TrailingBytes(n as u64)),
+        Err(e) => Err(VerifyError::Io(e.to_string())),
+    }
+}
+
+/// Decodes a whole-blob response into `target` (any `WriteAt`, e.g. a file) while filling a post-order outboard
+/// file, so a blob fetched from a peer is verified and indexed in one pass.
+pub fn decode_full_into(
+    hash: Hash32,
+    expected_size: Option<u64>,
+    reader: impl Read,
+    mut target: impl WriteAt,
+) -> Result<u64, VerifyError> {
+    decode_range_response(
+        hash,
+        expected_size,
+        &all_chunks(),
+        reader,
+        |offset, bytes| target.write_all_at(offset, bytes),
+    )
+}
+
+/// Verifies an in-memory range response and returns the verified (offset, bytes) leaves.
+pub fn verify_range_response(
+    hash: Hash32,
+    expected_size: u64,
+    ranges: &ChunkRanges,
+    response: &[u8],
+) -> Result<Vec<(u64, Vec<u8>)>, VerifyError> {
+    let mut leaves = Vec::new();
+    decode_range_response(
+        hash,
+        Some(expected_size),
+        ranges,
+        response,
+        |offset, bytes| {
+            leaves.push((offset, bytes.to_vec()));
+            Ok(())
+        },
+    )?;
+    Ok(leaves)
+}
+
+/// An outboard that stores nothing; used when only verification is wanted.
+pub fn empty_outboard(hash: Hash32, size: u64) -> EmptyOutboard {
+    EmptyOutboard {
+        tree: tree(size),
+        root: blake3::Hash::from_bytes(hash.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bao_tree::io::outboard::PostOrderMemOutboard;
+
+    fn sample(len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i.wrapping_mul(31) ^ (i >> 7)) as u8)
+            .collect()
+    }
+
+    fn response(data: &[u8], ranges: &ChunkRanges) -> Vec<u8> {
+        let ob = PostOrderMemOutboard::create(data, block_size());
+        let mut out = Vec::new();
+        encode_range_response(data, &ob, ranges, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn root_is_plain_blake3() {
+        for len in [0, 1, 1024, 16 * 1024, 16 * 1024 + 1, 300_000] {
+            let data = sample(len);
+            assert_eq!(outboard_of(&data).0, Hash32::of(&data), "len {len}");
+        }
+    }
+
+    #[test]
+    fn any_range_verifies_on_its_own() {
+        let data = sample(200_000);
+        let hash = Hash32::of(&data);
+        for (start, end) in [(0, 1), (50_000, 70_000), (199_000, 200_000), (0, 200_000)] {
+            let ranges = byte_range_to_chunks(start, end);
+            let resp = response(&data, &ranges);
+            let leaves = verify_range_response(hash, data.len() as u64, &ranges, &resp).unwrap();
+            for (offset, bytes) in leaves {
+                assert_eq!(
+                    &data[offset as usize..offset as usize + bytes.len()],
+                    &bytes[..]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn flipped_byte_truncation_and_wrong_size_are_rejected() {
+        let data = sample(100_000);
+        let hash = Hash32::of(&data);
+        let ranges = all_chunks();
+        let resp = response(&data, &ranges);
+        let mut bad = resp.clone();
+        bad[8 + 40_000] ^= 1;
+        assert!(matches!(
+            verify_range_response(hash, 100_000, &ranges, &bad),
+            Err(VerifyError::Corrupt(_))
+        ));
+        assert!(matches!(
+            verify_range_response(hash, 100_000, &ranges, &resp[..resp.len() - 1]),
+            Err(VerifyError::Truncated)
+        ));
+        assert!(matches!(
+            verify_range_response(hash, 99_999, &ranges, &resp),
+            Err(VerifyError::SizeMismatch { .. })
+        ));
+        let mut lying = resp.clone();
+        lying[..8].copy_from_slice(&99_000u64.to_le_bytes());
+        assert!(decode_range_response(hash, None, &ranges, &lying[..], |_, _| Ok(())).is_err());
+        let mut extra = resp.clone();
+        extra.push(0);
+        assert!(matches!(
+            verify_range_response(hash, 100_000, &ranges, &extra),
+            Err(VerifyError::TrailingBytes(_))
+        ));
+        let other = Hash32::of(b"other");
+        assert!(verify_range_response(other, 100_000, &ranges, &resp).is_err());
+    }
+}
