@@ -1,16 +1,14 @@
 //! `commonweight data add|get|ls`: publish a dataset as an erasure-coded collection, fetch one back, list them.
 //!
-//! `data add` stores the input files as they are (raw bytes, not tokenized): the tokenizing path through
-//! `data::prepare` is written but was not compiled in time (see the store report). The tokenizer spec is recorded in
-//! the manifest.
-//!
+//! `data add` tokenizes the input with `data::prepare` (train and val token shards, `tokenizer.json`, `dataset.json`
+//! in `<data-dir>/prepared/<name>`), then publishes that folder as a dataset collection.
 //! Until the node runs storage over `net`, `data get` fetches from this node's store plus any `--from DIR` store
 //! directories (other nodes' stores on this machine), through the same verified `PieceProvider` path.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use store::collection::{self, InputFile};
 use store::erasure::ErasureParams;
 use store::fetch::{self, ProviderLookup};
@@ -33,9 +31,15 @@ enum DataCommand {
     /// Ingest a file or folder as a dataset collection; prints its root CID.
     Add {
         path: PathBuf,
-        /// Tokenizer spec recorded in the manifest: "bytes" | "gpt2" | "bpe:N".
+        /// Tokenizer: "bytes" | "gpt2" | "bpe:N".
         #[arg(long)]
         tokenizer: String,
+        /// Fraction of documents held out for validation.
+        #[arg(long, default_value_t = 0.1)]
+        val_fraction: f64,
+        /// Seed for the train/val split (and BPE training).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
         /// Pieces needed to decode.
         #[arg(long, default_value_t = ERASURE_DATA_PIECES_DEFAULT)]
         k: u16,
@@ -78,11 +82,20 @@ pub fn run(args: DataArgs) -> Result<()> {
         DataCommand::Add {
             path,
             tokenizer,
+            val_fraction,
+            seed,
             k,
             n,
             shard_bytes,
             dir,
-        } => add(&dir.resolve()?, &path, &tokenizer, k, n, shard_bytes),
+        } => {
+            let prep = Prep {
+                tokenizer,
+                val_fraction,
+                seed,
+            };
+            add(&dir.resolve()?, &path, &prep, k, n, shard_bytes)
+        }
         DataCommand::Get {
             cid,
             out,
@@ -93,18 +106,55 @@ pub fn run(args: DataArgs) -> Result<()> {
     }
 }
 
+struct Prep {
+    tokenizer: String,
+    val_fraction: f64,
+    seed: u64,
+}
+
 fn add(
     data_dir: &Path,
     path: &Path,
-    tokenizer: &str,
+    prep: &Prep,
     k: u16,
     n: u16,
     shard_bytes: Option<u32>,
 ) -> Result<()> {
-    let files = input_files(path)?;
-    if files.is_empty() {
-        bail!("{} holds no files", path.display());
+    let spec: data::TokenizerSpec = prep
+        .tokenizer
+        .parse()
+        .with_context(|| format!("bad --tokenizer {:?}", prep.tokenizer))?;
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("dataset")
+        .to_string();
+    let prepared_dir = data_dir.join("prepared").join(&name);
+    let prepared = data::prepare(
+        &[path.to_path_buf()],
+        spec,
+        &prepared_dir,
+        prep.val_fraction,
+        prep.seed,
+    )
+    .with_context(|| format!("preparing {}", path.display()))?;
+    let m = &prepared.manifest;
+    let mut files = Vec::new();
+    let mut add_file = |file: &str, role| {
+        files.push(InputFile {
+            path: prepared_dir.join(file),
+            name: file.into(),
+            role,
+        })
+    };
+    for shard in &m.train.shards {
+        add_file(&shard.file, FileRole::TrainShard);
     }
+    for shard in &m.val.shards {
+        add_file(&shard.file, FileRole::ValShard);
+    }
+    add_file(data::prepare::TOKENIZER_JSON, FileRole::Tokenizer);
+    add_file(data::prepare::DATASET_JSON, FileRole::Stats);
     let total: u64 = files
         .iter()
         .map(|f| std::fs::metadata(&f.path).map(|m| m.len()).unwrap_or(0))
@@ -114,23 +164,25 @@ fn add(
         None => ErasureParams::for_payload(k, n, total),
     }
     .context("bad --k/--n/--shard-bytes")?;
-    let store = open_store(data_dir)?;
     let stats = vec![
-        ("files".to_string(), files.len() as u64),
-        ("bytes".to_string(), total),
+        ("train_tokens".to_string(), m.train.tokens),
+        ("val_tokens".to_string(), m.val.tokens),
+        ("train_text_bytes".to_string(), m.train.bytes),
+        ("val_text_bytes".to_string(), m.val.bytes),
+        ("vocab_size".to_string(), m.vocab_size as u64),
+        ("documents".to_string(), m.documents),
     ];
     let kind = CollectionKind::Dataset {
-        tokenizer: tokenizer.to_string(),
+        tokenizer: m.tokenizer_spec.clone(),
         stats,
     };
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("dataset")
-        .to_string();
+    let store = open_store(data_dir)?;
     let manifest = collection::publish(&store, kind, &name, &files, params)?;
     eprintln!(
-        "{} files, {} bytes, coded {}-of-{} into pieces of {} bytes (files stored as raw bytes, not tokenized)",
+        "{} train + {} val tokens (vocab {}), {} files, {} bytes, coded {}-of-{} into pieces of {} bytes",
+        m.train.tokens,
+        m.val.tokens,
+        m.vocab_size,
         files.len(),
         total,
         k,
@@ -139,54 +191,6 @@ fn add(
     );
     println!("{}", manifest.cid());
     Ok(())
-}
-
-/// The files under `path` (or `path` itself), sorted by relative name so the same folder gives the same manifest.
-fn input_files(path: &Path) -> Result<Vec<InputFile>> {
-    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
-    if meta.is_file() {
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .context("file name is not UTF-8")?
-            .to_string();
-        let role = role_of(&name);
-        return Ok(vec![InputFile {
-            path: path.to_path_buf(),
-            name,
-            role,
-        }]);
-    }
-    let mut out = Vec::new();
-    walk(path, path, &mut out)?;
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(out)
-}
-
-fn walk(root: &Path, dir: &Path, out: &mut Vec<InputFile>) -> Result<()> {
-    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-        let path = entry?.path();
-        if path.is_dir() {
-            walk(root, &path, out)?;
-        } else if path.is_file() {
-            let rel = path.strip_prefix(root).expect("under root");
-            let name = rel
-                .to_str()
-                .with_context(|| format!("{} is not UTF-8", rel.display()))?
-                .replace('\\', "/");
-            let role = role_of(&name);
-            out.push(InputFile { path, name, role });
-        }
-    }
-    Ok(())
-}
-
-fn role_of(name: &str) -> FileRole {
-    if name.ends_with("tokenizer.json") {
-        FileRole::Tokenizer
-    } else {
-        FileRole::Raw
-    }
 }
 
 /// This node's store and each `--from` store, as providers of everything they hold.
