@@ -154,21 +154,24 @@ pub fn decode_shard(bytes: &[u8]) -> Result<TokenShard, ShardError> {
         });
     }
     // Allocation is bounded by the payload actually present, which was just length-checked.
-    let mut tokens = Vec::with_capacity(header.token_count as usize);
-    for (index, chunk) in payload.chunks_exact(header.dtype as usize).enumerate() {
-        let token = match chunk {
-            [a, b] => u32::from(u16::from_le_bytes([*a, *b])),
-            [a, b, c, d] => u32::from_le_bytes([*a, *b, *c, *d]),
-            _ => unreachable!("dtype is 2 or 4"),
-        };
-        if token >= header.vocab_size {
-            return Err(ShardError::TokenOutOfRange {
-                index: index as u64,
-                token,
-                vocab_size: header.vocab_size,
-            });
-        }
-        tokens.push(token);
+    let tokens: Vec<u32> = if header.dtype == 2 {
+        payload
+            .chunks_exact(2)
+            .map(|c| u32::from(u16::from_le_bytes([c[0], c[1]])))
+            .collect()
+    } else {
+        payload
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    };
+    // Range-checked after decoding, so the decode loop above stays simple enough to vectorize.
+    if let Some(index) = tokens.iter().position(|&t| t >= header.vocab_size) {
+        return Err(ShardError::TokenOutOfRange {
+            index: index as u64,
+            token: tokens[index],
+            vocab_size: header.vocab_size,
+        });
     }
     Ok(TokenShard {
         vocab_size: header.vocab_size,

@@ -130,6 +130,9 @@ pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     vocab_size: u32,
     end_of_text: Option<u32>,
+    /// True when `inner` is exactly the `bytes` pipeline, whose ids are the UTF-8 bytes (tested
+    /// against the pipeline): encode and decode then skip the pipeline.
+    byte_identity: bool,
 }
 
 impl fmt::Debug for Tokenizer {
@@ -154,24 +157,11 @@ impl Tokenizer {
         }
     }
 
-    /// Byte-level: id = byte value. A BPE model with the 256 byte symbols and no merges, and no
-    /// regex split, so the pipeline maps each UTF-8 byte to one token.
+    /// Byte-level: id = byte value (see `bytes_pipeline`).
     pub fn bytes() -> Result<Tokenizer, TokenizerError> {
-        let symbols = byte_symbols();
-        let vocab: Vocab = symbols
-            .iter()
-            .enumerate()
-            .map(|(byte, c)| (c.to_string(), byte as u32))
-            .collect();
-        let model = BPE::builder()
-            .vocab_and_merges(vocab, Vec::new())
-            .build()
-            .map_err(library_error)?;
-        let mut inner = tokenizers::Tokenizer::new(model);
-        let byte_level = ByteLevel::new(false, true, false);
-        inner.with_pre_tokenizer(Some(byte_level));
-        inner.with_decoder(Some(byte_level));
-        Tokenizer::from_inner(inner)
+        let mut tokenizer = Tokenizer::from_inner(bytes_pipeline()?)?;
+        tokenizer.byte_identity = true;
+        Ok(tokenizer)
     }
 
     /// GPT-2 BPE from the `encoder.json` and `vocab.bpe` shipped in the `tiktoken-rs` crate.
@@ -245,7 +235,13 @@ impl Tokenizer {
             });
         }
         let inner = tokenizers::Tokenizer::from_str(json).map_err(library_error)?;
-        Tokenizer::from_inner(inner)
+        let mut tokenizer = Tokenizer::from_inner(inner)?;
+        // Canonical serializations compared, so whitespace or key order in the file do not matter.
+        if tokenizer.vocab_size == 256 {
+            let canonical = bytes_pipeline()?.to_string(false).map_err(library_error)?;
+            tokenizer.byte_identity = tokenizer.to_json()? == canonical;
+        }
+        Ok(tokenizer)
     }
 
     /// Reads a `tokenizer.json` file (size-checked before reading).
@@ -286,17 +282,27 @@ impl Tokenizer {
             inner,
             vocab_size: vocab_size as u32,
             end_of_text,
+            byte_identity: false,
         })
     }
 
     /// Token ids for `text`, with no special tokens added.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
+        if self.byte_identity {
+            return Ok(text.bytes().map(u32::from).collect());
+        }
         let encoding = self.inner.encode_fast(text, false).map_err(library_error)?;
         Ok(encoding.get_ids().to_vec())
     }
 
     /// Encodes many texts on the `tokenizers` thread pool (rayon). Output order = input order.
     pub fn encode_batch(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>, TokenizerError> {
+        if self.byte_identity {
+            return Ok(texts
+                .iter()
+                .map(|t| t.bytes().map(u32::from).collect())
+                .collect());
+        }
         let encodings = self
             .inner
             .encode_batch_fast(texts.to_vec(), false)
@@ -309,6 +315,10 @@ impl Tokenizer {
 
     /// Text for `ids`. Ids outside the vocabulary are skipped; invalid UTF-8 becomes U+FFFD.
     pub fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
+        if self.byte_identity {
+            let bytes: Vec<u8> = ids.iter().filter_map(|&id| u8::try_from(id).ok()).collect();
+            return Ok(String::from_utf8_lossy(&bytes).into_owned());
+        }
         self.inner.decode(ids, false).map_err(library_error)
     }
 
@@ -340,6 +350,26 @@ impl Tokenizer {
     pub fn hf(&self) -> &tokenizers::Tokenizer {
         &self.inner
     }
+}
+
+/// The `bytes` pipeline: a BPE model with the 256 byte symbols and no merges, and no regex split,
+/// so each UTF-8 byte becomes one token whose id is the byte value.
+fn bytes_pipeline() -> Result<tokenizers::Tokenizer, TokenizerError> {
+    let symbols = byte_symbols();
+    let vocab: Vocab = symbols
+        .iter()
+        .enumerate()
+        .map(|(byte, c)| (c.to_string(), byte as u32))
+        .collect();
+    let model = BPE::builder()
+        .vocab_and_merges(vocab, Vec::new())
+        .build()
+        .map_err(library_error)?;
+    let mut inner = tokenizers::Tokenizer::new(model);
+    let byte_level = ByteLevel::new(false, true, false);
+    inner.with_pre_tokenizer(Some(byte_level));
+    inner.with_decoder(Some(byte_level));
+    Ok(inner)
 }
 
 /// GPT-2's byte → printable-char table (`bytes_to_unicode`): printable Latin-1 bytes map to

@@ -60,6 +60,23 @@ fn bytes_ids_are_the_utf8_bytes() {
     let expected: Vec<u32> = SAMPLE.bytes().map(u32::from).collect();
     assert_eq!(ids, expected);
     assert_eq!(tokenizer.decode(&ids).unwrap(), SAMPLE);
+    // The fast path must agree with the Hugging Face pipeline it stands for, before and after a
+    // save/load round trip.
+    let pipeline = tokenizer
+        .hf()
+        .encode_fast(SAMPLE, false)
+        .unwrap()
+        .get_ids()
+        .to_vec();
+    assert_eq!(pipeline, expected);
+    assert_eq!(tokenizer.hf().decode(&ids, false).unwrap(), SAMPLE);
+    let loaded = Tokenizer::from_json(&tokenizer.to_json().unwrap()).unwrap();
+    assert_eq!(loaded.encode(SAMPLE).unwrap(), expected);
+    let invalid_utf8 = [0x66, 0xff, 0x6f];
+    assert_eq!(
+        tokenizer.decode(&invalid_utf8).unwrap(),
+        tokenizer.hf().decode(&invalid_utf8, false).unwrap()
+    );
     let all_bytes: Vec<u32> = (0..256).collect();
     // Every id decodes (lone high bytes become U+FFFD, as UTF-8 requires).
     assert!(!tokenizer.decode(&all_bytes).unwrap().is_empty());
