@@ -1,5 +1,7 @@
 //! The `commonweight` command line: one binary for every role and tool.
 
+mod cmd_node;
+mod cmd_peers;
 mod data_dir;
 
 use anyhow::Result;
@@ -16,6 +18,10 @@ struct Cli {
 enum Command {
     /// Print where this node keeps its state.
     Home(data_dir::DataDirArgs),
+    /// Run a node until Ctrl-C or SIGTERM.
+    Node(cmd_node::NodeArgs),
+    /// List the peers of a running node.
+    Peers(cmd_peers::PeersArgs),
 }
 
 fn main() {
@@ -31,5 +37,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", args.resolve()?.display());
             Ok(())
         }
+        Command::Node(args) => cmd_node::run(args),
+        Command::Peers(args) => cmd_peers::run(args),
     }
 }
