@@ -23,12 +23,7 @@ pub struct NodeArgs {
 }
 
 pub fn run(args: NodeArgs) -> Result<()> {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,libp2p=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    let _ = tracing_subscriber::fmt().with_max_level(tracing_subscriber::filter::LevelFilter::INFO).with_writer(std::io::stderr).try_init();
     let data_dir = args.data_dir.resolve()?;
     let mut net = node::shell::default_net_config();
     if !args.listen.is_empty() {

@@ -125,9 +125,19 @@ fn new_gossipsub(key: &Keypair) -> Result<gossipsub::Behaviour, BehaviourError> 
     Ok(gossipsub)
 }
 
-/// Score parameters for one topic: rejected messages cost a peer heavily.
+/// Score parameters for one topic. Rejected messages cost a peer heavily (one puts it at the
+/// publish threshold). Mesh delivery-rate penalties (P3, P3b) are off: round traffic is bursty, and
+/// a quiet topic between rounds would otherwise graylist honest peers.
 pub(crate) fn topic_score_params() -> gossipsub::TopicScoreParams {
     gossipsub::TopicScoreParams {
+        topic_weight: 0.5,
+        time_in_mesh_weight: 0.01,
+        time_in_mesh_quantum: Duration::from_secs(1),
+        time_in_mesh_cap: 100.0,
+        first_message_deliveries_weight: 1.0,
+        first_message_deliveries_cap: 100.0,
+        mesh_message_deliveries_weight: 0.0,
+        mesh_failure_penalty_weight: 0.0,
         invalid_message_deliveries_weight: -100.0,
         invalid_message_deliveries_decay: 0.5,
         ..gossipsub::TopicScoreParams::default()

@@ -33,7 +33,8 @@ async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, body: &[u8]) -> i
     let len = u32::try_from(body.len()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
     io.write_all(&len.to_le_bytes()).await?;
     io.write_all(body).await?;
-    io.close().await
+    // request-response closes the stream after this returns.
+    io.flush().await
 }
 
 fn invalid(err: crate::wire::WireError) -> io::Error {

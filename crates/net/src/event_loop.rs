@@ -104,11 +104,13 @@ fn transport_error(e: impl std::fmt::Display) -> NetError {
 
 /// TCP (noise + yamux), QUIC, the in-process memory transport (tests), and relayed circuits.
 fn build_swarm(identity: &Identity, config: &NetConfig) -> Result<Swarm<Behaviour>, NetError> {
-    let swarm = libp2p::SwarmBuilder::with_existing_identity(identity.keypair.clone())
+    let builder = libp2p::SwarmBuilder::with_existing_identity(identity.keypair.clone())
         .with_tokio()
         .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
-        .map_err(transport_error)?
-        .with_quic()
+        .map_err(transport_error)?;
+    #[cfg(feature = "quic")]
+    let builder = builder.with_quic();
+    let swarm = builder
         .with_other_transport(|key| {
             Ok::<_, noise::Error>(
                 MemoryTransport::default()

@@ -81,7 +81,7 @@ pub async fn run(config: ShellConfig, shutdown: impl std::future::Future<Output 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(ShellError::Control)?;
     let control_addr = listener.local_addr().map_err(ShellError::Control)?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(control::serve(listener, shared.clone(), async {
+    let server = tokio::spawn(control::serve(listener, shared.clone(), async move {
         let _ = stop_rx.await;
     }));
     // The address file appears only once everything is up: it is the readiness signal.
