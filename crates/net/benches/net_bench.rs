@@ -25,7 +25,13 @@ fn main() {
     let raw = raw_tcp_gib_s(blob_mib << 20);
     println!("reference raw TCP loopback copy: {raw:.3} GiB/s ({blob_mib} MiB)");
     let blob = pseudo_random_bytes(blob_mib << 20, 3);
-    for (name, listen) in [("QUIC", "/ip4/127.0.0.1/udp/0/quic-v1"), ("TCP", "/ip4/127.0.0.1/tcp/0")] {
+    let mut transports = vec![("TCP", "/ip4/127.0.0.1/tcp/0")];
+    if cfg!(feature = "quic") {
+        transports.insert(0, ("QUIC", "/ip4/127.0.0.1/udp/0/quic-v1"));
+    } else {
+        println!("built without the quic feature: QUIC not measured");
+    }
+    for (name, listen) in transports {
         for providers in [1, 3] {
             let gib_s = runtime.block_on(blob_fetch_gib_s(listen, providers, &blob));
             println!(

@@ -23,7 +23,7 @@ pub struct NetConfig {
 impl Default for NetConfig {
     fn default() -> NetConfig {
         NetConfig {
-            listen: vec!["/ip4/0.0.0.0/udp/0/quic-v1".into(), "/ip4/0.0.0.0/tcp/0".into()],
+            listen: with_quic("/ip4/0.0.0.0/udp/0/quic-v1", "/ip4/0.0.0.0/tcp/0"),
             bootstrap: Vec::new(),
             mdns: false,
             relay_server: false,
@@ -46,7 +46,7 @@ impl NetConfig {
     /// A config that listens on 127.0.0.1 with QUIC and TCP on free ports.
     pub fn loopback() -> NetConfig {
         NetConfig {
-            listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".into(), "/ip4/127.0.0.1/tcp/0".into()],
+            listen: with_quic("/ip4/127.0.0.1/udp/0/quic-v1", "/ip4/127.0.0.1/tcp/0"),
             autonat_only_global_ips: false,
             ..NetConfig::default()
         }
@@ -60,5 +60,14 @@ impl NetConfig {
             return Err(crate::NetError::TooMany { what: "bootstrap addresses", max: limits::BOOTSTRAP_ADDRS_MAX });
         }
         Ok(())
+    }
+}
+
+/// The QUIC and TCP listen addresses, or TCP alone when built without the `quic` feature.
+fn with_quic(quic: &str, tcp: &str) -> Vec<String> {
+    if cfg!(feature = "quic") {
+        vec![quic.to_owned(), tcp.to_owned()]
+    } else {
+        vec![tcp.to_owned()]
     }
 }

@@ -111,13 +111,11 @@ fn build_swarm(identity: &Identity, config: &NetConfig) -> Result<Swarm<Behaviou
     #[cfg(feature = "quic")]
     let builder = builder.with_quic();
     let swarm = builder
-        .with_other_transport(|key| {
-            Ok::<_, noise::Error>(
-                MemoryTransport::default()
-                    .upgrade(upgrade::Version::V1)
-                    .authenticate(noise::Config::new(key)?)
-                    .multiplex(yamux::Config::default()),
-            )
+        .with_other_transport(|key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
+            Ok(MemoryTransport::default()
+                .upgrade(upgrade::Version::V1)
+                .authenticate(noise::Config::new(key)?)
+                .multiplex(yamux::Config::default()))
         })
         .map_err(transport_error)?
         .with_relay_client(noise::Config::new, yamux::Config::default)
