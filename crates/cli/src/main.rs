@@ -6,6 +6,8 @@ mod cmd_train;
 mod cmd_ledger;
 mod cmd_data;
 mod cmd_store;
+mod cmd_node;
+mod cmd_peers;
 mod data_dir;
 
 use anyhow::Result;
@@ -39,6 +41,10 @@ enum Command {
     Data(cmd_data::DataArgs),
     /// The local content-addressed store.
     Store(cmd_store::StoreArgs),
+    /// Run a node until Ctrl-C or SIGTERM.
+    Node(cmd_node::NodeArgs),
+    /// List the peers of a running node.
+    Peers(cmd_peers::PeersArgs),
 }
 
 fn main() {
@@ -60,5 +66,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Ledger(args) => cmd_ledger::run(args),
         Command::Data(args) => cmd_data::run(args),
         Command::Store(args) => cmd_store::run(args),
+        Command::Node(args) => cmd_node::run(args),
+        Command::Peers(args) => cmd_peers::run(args),
     }
 }

@@ -1,0 +1,250 @@
+//! Network-namespace tests (root only, behind `COMMONWEIGHT_NETNS_TESTS=1`):
+//! 1. a blob fetched across a veth pair shaped to 100 Mbit/s (plus 50 ms each way with netem, when
+//!    the kernel has it) must reach at least 80% of the shaped rate, over QUIC and over TCP;
+//! 2. a node behind a namespace NAT (iptables MASQUERADE) is reached through a relay node.
+//!
+//! Every node is a real `commonweight node` process run with `ip netns exec`; the control API is
+//! reached with `curl` inside the same namespace.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_commonweight");
+const SHAPED_MBIT: f64 = 100.0;
+
+fn enabled() -> bool {
+    std::env::var("COMMONWEIGHT_NETNS_TESTS").as_deref() == Ok("1")
+}
+
+fn sh(cmd: &str) -> bool {
+    Command::new("sh").arg("-c").arg(cmd).status().map(|s| s.success()).unwrap_or(false)
+}
+
+fn must(cmd: &str) {
+    assert!(sh(cmd), "command failed: {cmd}");
+}
+
+/// Namespaces made by a test, deleted on drop (which also removes their veths).
+struct Namespaces(Vec<String>);
+
+impl Namespaces {
+    fn new(names: &[&str]) -> Namespaces {
+        for n in names {
+            let _ = sh(&format!("ip netns del {n} 2>/dev/null"));
+            must(&format!("ip netns add {n} && ip -n {n} link set lo up"));
+        }
+        Namespaces(names.iter().map(|s| s.to_string()).collect())
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = sh(&format!("ip netns del {n}"));
+        }
+    }
+}
+
+fn veth(a_ns: &str, a_dev: &str, a_ip: &str, b_ns: &str, b_dev: &str, b_ip: &str) {
+    must(&format!("ip link add {a_dev} type veth peer name {b_dev}"));
+    must(&format!("ip link set {a_dev} netns {a_ns} && ip link set {b_dev} netns {b_ns}"));
+    must(&format!("ip -n {a_ns} addr add {a_ip} dev {a_dev} && ip -n {a_ns} link set {a_dev} up"));
+    must(&format!("ip -n {b_ns} addr add {b_ip} dev {b_dev} && ip -n {b_ns} link set {b_dev} up"));
+}
+
+/// Shapes egress of `dev`: netem (delay + rate) if the kernel has it, else tbf (rate only).
+/// Returns a description of what was applied.
+fn shape(ns: &str, dev: &str) -> String {
+    let netem = format!("ip netns exec {ns} tc qdisc add dev {dev} root netem delay 50ms rate 100mbit limit 100000");
+    if sh(&format!("{netem} 2>/dev/null")) {
+        return "netem delay 50ms each way (100 ms RTT), rate 100mbit".into();
+    }
+    must(&format!("ip netns exec {ns} tc qdisc add dev {dev} root tbf rate 100mbit burst 128kb latency 100ms"));
+    "tbf rate 100mbit, NO delay (this kernel has no sch_netem)".into()
+}
+
+struct NodeProcess {
+    child: Child,
+    ns: String,
+    dir: PathBuf,
+    control: String,
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(ns: &str, dir: &Path, args: &[String]) -> NodeProcess {
+    let log = std::fs::File::create(dir.with_extension("log")).unwrap();
+    let child = Command::new("ip")
+        .args(["netns", "exec", ns, BIN, "node", "--data-dir"])
+        .arg(dir)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut node = NodeProcess { child, ns: ns.to_owned(), dir: dir.to_owned(), control: String::new() };
+    let file = dir.join("control.addr");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !file.exists() {
+        assert!(Instant::now() < deadline && node.child.try_wait().unwrap().is_none(), "node in {ns} did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    node.control = std::fs::read_to_string(file).unwrap().trim().to_owned();
+    node
+}
+
+/// curl inside the node's namespace: (HTTP code, body).
+fn curl(node: &NodeProcess, method: &str, path: &str, body_file: Option<&Path>) -> (u16, String) {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &node.ns, "curl", "-s", "-m", "300", "-o", "-", "-w", "\n%{http_code}", "-X", method]);
+    if let Some(f) = body_file {
+        cmd.arg("--data-binary").arg(format!("@{}", f.display()));
+    }
+    cmd.arg(format!("http://{}{}", node.control, path));
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+fn json(node: &NodeProcess, path: &str) -> serde_json::Value {
+    let (code, body) = curl(node, "GET", path, None);
+    assert_eq!(code, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+fn peer_id(node: &NodeProcess) -> String {
+    json(node, "/status")["peer_id"].as_str().unwrap().to_owned()
+}
+
+fn listen_addr(node: &NodeProcess, needle: &str) -> String {
+    let status = json(node, "/status");
+    status["listen_addrs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a.as_str())
+        .find(|a| a.contains(needle))
+        .unwrap_or_else(|| panic!("no address with {needle} in {status}"))
+        .to_owned()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn shaped_link_blob_transfer_reaches_80_percent() {
+    if !enabled() {
+        eprintln!("skipped: set COMMONWEIGHT_NETNS_TESTS=1 (needs root, ip, tc, curl)");
+        return;
+    }
+    let _ns = Namespaces::new(&["cwt_a", "cwt_b"]);
+    veth("cwt_a", "cwta0", "10.99.1.1/24", "cwt_b", "cwtb0", "10.99.1.2/24");
+    let shaping = shape("cwt_a", "cwta0");
+    shape("cwt_b", "cwtb0");
+    eprintln!("link shaping: {shaping}");
+    let root = tempfile::tempdir().unwrap();
+    let a_args = ["--listen", "/ip4/10.99.1.1/udp/4001/quic-v1", "--listen", "/ip4/10.99.1.1/tcp/4001"];
+    let a = start("cwt_a", &root.path().join("a"), &a_args.map(String::from));
+    let a_id = peer_id(&a);
+    let blob_path = root.path().join("blob");
+    let blob: Vec<u8> = (0..64u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    std::fs::write(&blob_path, &blob).unwrap();
+    let (code, hash) = curl(&a, "POST", "/blobs", Some(&blob_path));
+    assert_eq!(code, 200, "{hash}");
+    let hash: String = serde_json::from_str(&hash).unwrap();
+
+    let mut failures = Vec::new();
+    for (name, listen, boot) in [
+        ("QUIC", "/ip4/10.99.1.2/udp/0/quic-v1", format!("/ip4/10.99.1.1/udp/4001/quic-v1/p2p/{a_id}")),
+        ("TCP", "/ip4/10.99.1.2/tcp/0", format!("/ip4/10.99.1.1/tcp/4001/p2p/{a_id}")),
+    ] {
+        let dir = root.path().join(format!("b-{name}"));
+        let args = ["--listen".to_owned(), listen.to_owned(), "--bootstrap".to_owned(), boot];
+        let b = start("cwt_b", &dir, &args);
+        wait_until("b to connect", Duration::from_secs(30), || json(&b, "/peers").as_array().unwrap().len() == 1);
+        let mut fetched = serde_json::Value::Null;
+        wait_until("the fetch", Duration::from_secs(120), || {
+            let (code, body) = curl(&b, "POST", &format!("/fetch/{hash}"), None);
+            if code == 200 {
+                fetched = serde_json::from_str(&body).unwrap();
+            }
+            code == 200
+        });
+        let secs = fetched["secs"].as_f64().unwrap();
+        let mbit = blob.len() as f64 * 8.0 / secs / 1e6;
+        let share = mbit / SHAPED_MBIT;
+        eprintln!("NETNS {name}: 64 MiB in {secs:.2} s = {mbit:.1} Mbit/s = {:.0}% of {SHAPED_MBIT} Mbit/s ({shaping})", share * 100.0);
+        assert_eq!(std::fs::read(dir.join("blobs").join(&hash)).unwrap(), blob);
+        if share < 0.8 {
+            failures.push(format!("{name}: {:.0}%", share * 100.0));
+        }
+    }
+    assert!(failures.is_empty(), "below 80% of the shaped rate: {failures:?}");
+}
+
+#[test]
+fn node_behind_nat_is_reached_through_a_relay() {
+    if !enabled() {
+        eprintln!("skipped: set COMMONWEIGHT_NETNS_TESTS=1 (needs root, ip, iptables, curl)");
+        return;
+    }
+    // cwt_pub: relay R and client C (public side, 10.99.2.0/24).
+    // cwt_gw: NAT gateway (10.99.2.2 public, 192.168.77.1 private), MASQUERADE.
+    // cwt_priv: node N (192.168.77.2), default route through the gateway; nobody can dial it.
+    let _ns = Namespaces::new(&["cwt_pub", "cwt_gw", "cwt_priv"]);
+    veth("cwt_pub", "cwtp0", "10.99.2.1/24", "cwt_gw", "cwtg0", "10.99.2.2/24");
+    veth("cwt_priv", "cwtn0", "192.168.77.2/24", "cwt_gw", "cwtg1", "192.168.77.1/24");
+    must("ip -n cwt_priv route add default via 192.168.77.1");
+    must("ip netns exec cwt_gw sysctl -qw net.ipv4.ip_forward=1");
+    must("ip netns exec cwt_gw iptables -t nat -A POSTROUTING -o cwtg0 -j MASQUERADE");
+    // The private node cannot be reached from the public side.
+    assert!(!sh("ip netns exec cwt_pub curl -s -m 2 http://192.168.77.2:1 2>/dev/null"));
+
+    let root = tempfile::tempdir().unwrap();
+    let r_args = ["--listen", "/ip4/10.99.2.1/tcp/4002", "--relay-server"].map(String::from);
+    let r = start("cwt_pub", &root.path().join("r"), &r_args);
+    let r_id = peer_id(&r);
+    let relay = format!("/ip4/10.99.2.1/tcp/4002/p2p/{r_id}");
+    let n_args = [
+        "--listen".to_owned(),
+        "/ip4/192.168.77.2/tcp/0".to_owned(),
+        "--listen".to_owned(),
+        format!("{relay}/p2p-circuit"),
+        "--bootstrap".to_owned(),
+        relay.clone(),
+    ];
+    let n = start("cwt_priv", &root.path().join("n"), &n_args);
+    let n_id = peer_id(&n);
+    wait_until("the relay reservation", Duration::from_secs(30), || {
+        json(&n, "/status")["listen_addrs"].as_array().unwrap().iter().any(|a| a.as_str().unwrap().contains("p2p-circuit"))
+    });
+    let c_args = ["--listen".to_owned(), "/ip4/10.99.2.1/tcp/0".to_owned(), "--bootstrap".to_owned(), relay];
+    let c = start("cwt_pub", &root.path().join("c"), &c_args);
+    // C learns N from the DHT (via R) and can only reach it through the relay.
+    wait_until("C to connect to N", Duration::from_secs(60), || {
+        json(&c, "/peers").as_array().unwrap().iter().any(|p| p["peer"] == n_id.as_str())
+    });
+    let row = json(&c, "/peers").as_array().unwrap().iter().find(|p| p["peer"] == n_id.as_str()).cloned().unwrap();
+    eprintln!("NETNS relay: C sees N as {row}");
+    assert_eq!(row["relayed"], true, "{row}");
+    // Gossip crosses the relayed connection.
+    let msg = root.path().join("msg");
+    std::fs::write(&msg, b"through the relay").unwrap();
+    wait_until("gossip publish", Duration::from_secs(30), || curl(&c, "POST", "/gossip", Some(&msg)).0 == 200);
+    let want: String = b"through the relay".iter().map(|b| format!("{b:02x}")).collect();
+    wait_until("gossip at N", Duration::from_secs(30), || {
+        json(&n, "/gossip").as_array().unwrap().iter().any(|m| m["data_hex"] == want.as_str())
+    });
+}
