@@ -1,7 +1,7 @@
 //! Bounds for the `round` crate.
 
 /// Largest encoded round message (commitment, commit set, proposal, vote, join, leave).
-pub const MESSAGE_BYTES_MAX: usize = 64 * 1024;
+pub const MESSAGE_BYTES_MAX: usize = 256 * 1024;
 /// Largest encoded genesis config (it lists the founding members).
 pub const GENESIS_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Run name and model preset name lengths.
@@ -41,3 +41,5 @@ pub const DEADLINE_MAD_K_MILLIS_MAX: u32 = 100_000;
 pub const RESYNC_PEERS_MAX: usize = 16;
 /// Rounds after which a stalled round lets a voter vote again for a later proposer rank.
 pub const REVOTE_AFTER_RANKS: u32 = 2;
+/// Top proposer ranks of the current round that a join or leave announcement is sent to directly.
+pub const ANNOUNCE_TARGET_PEERS: usize = 3;
