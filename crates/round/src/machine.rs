@@ -22,8 +22,8 @@ pub struct Snapshot {
     /// The round about to run.
     pub next_round: RoundNumber,
     pub model_hash: Hash32,
-    /// Sorted, unique.
-    pub members: Vec<PeerId>,
+    /// Sorted, unique. Shared: nodes that agree hold one copy.
+    pub members: Arc<Vec<PeerId>>,
 }
 
 impl Snapshot {
@@ -199,7 +199,7 @@ struct RoundState {
     /// Proposals whose commit set we have not seen yet, by rank.
     orphans: BTreeMap<u32, Signed<Proposal>>,
     /// (proposal digest, model hash, state digest, next members).
-    computed: Option<(Hash32, Hash32, Hash32, Vec<PeerId>)>,
+    computed: Option<(Hash32, Hash32, Hash32, Arc<Vec<PeerId>>)>,
     voted_rank: Option<u32>,
     votes: BTreeMap<PeerId, (u32, Hash32)>,
 }
@@ -219,7 +219,7 @@ pub struct RoundMachine {
     status: Status,
     round: RoundNumber,
     model_hash: Hash32,
-    members: Vec<PeerId>,
+    members: Arc<Vec<PeerId>>,
     state: Option<RoundState>,
     awaiting: Option<Awaiting>,
     future: Vec<Input>,
@@ -243,7 +243,7 @@ impl RoundMachine {
             status: Status::Syncing,
             round: RoundNumber(0),
             model_hash: Hash32::ZERO,
-            members: Vec::new(),
+            members: Arc::new(Vec::new()),
             state: None,
             awaiting: None,
             future: Vec::new(),
@@ -260,7 +260,7 @@ impl RoundMachine {
                 let snapshot = Snapshot {
                     next_round: RoundNumber(0),
                     model_hash: machine.config.genesis_model_hash,
-                    members: machine.config.founders.clone(),
+                    members: Arc::new(machine.config.founders.clone()),
                 };
                 machine.adopt(snapshot, &mut out);
             }
@@ -300,7 +300,7 @@ impl RoundMachine {
         (self.status == Status::Synced).then(|| Snapshot {
             next_round: self.round,
             model_hash: self.model_hash,
-            members: self.members.clone(),
+            members: Arc::clone(&self.members),
         })
     }
 
@@ -335,10 +335,13 @@ impl RoundMachine {
     }
 
     fn leave(&mut self, out: &mut Vec<Action>) {
-        if self.status == Status::Synced && self.members.binary_search(&self.me).is_ok() {
+        let ranks = self.state.as_ref().map(|s| s.ranks.clone()).unwrap_or_default();
+        if self.status == Status::Synced && self.members.binary_search(&self.me).is_ok() && !ranks.is_empty() {
+            // Told to this round's first proposers only, like a join, so that churn costs other nodes nothing.
             let body = Announce { run_id: self.run_id, round: self.round };
-            let message = Message::Leave(sign_announce(&self.key, body, true));
-            out.push(Action::Broadcast { kind: MessageKind::Leave, bytes: message.encode() });
+            let bytes = Message::Leave(sign_announce(&self.key, body, true)).encode();
+            let peers = ranks.iter().take(limits::ANNOUNCE_TARGET_PEERS).copied().collect();
+            out.push(Action::SendTo { peers, kind: MessageKind::Leave, bytes });
         }
         self.status = Status::Left;
         self.state = None;
@@ -816,11 +819,16 @@ impl RoundMachine {
             self.stats.stale_or_far += 1;
             return;
         }
-        let mut next_members: Vec<PeerId> =
-            self.members.iter().copied().filter(|m| adopted.body.leaves.binary_search(m).is_err()).collect();
-        next_members.extend(adopted.body.joins.iter().copied());
-        next_members.sort_unstable();
-        next_members.dedup();
+        let next_members = if adopted.body.leaves.is_empty() && adopted.body.joins.is_empty() {
+            Arc::clone(&self.members)
+        } else {
+            let mut next: Vec<PeerId> =
+                self.members.iter().copied().filter(|m| adopted.body.leaves.binary_search(m).is_err()).collect();
+            next.extend(adopted.body.joins.iter().copied());
+            next.sort_unstable();
+            next.dedup();
+            Arc::new(next)
+        };
         let digest = state_digest(self.run_id, self.round.next(), model_hash, &next_members);
         let rank = adopted.body.rank;
         let vote_allowed = state.committee.binary_search(&self.me).is_ok()
