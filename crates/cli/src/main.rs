@@ -1,5 +1,6 @@
 //! The `commonweight` command line: one binary for every role and tool.
 
+mod cmd_sim;
 mod data_dir;
 
 use anyhow::Result;
@@ -16,6 +17,8 @@ struct Cli {
 enum Command {
     /// Print where this node keeps its state.
     Home(data_dir::DataDirArgs),
+    /// Run the deterministic whole-network simulator.
+    Sim(cmd_sim::SimArgs),
 }
 
 fn main() {
@@ -31,5 +34,6 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", args.resolve()?.display());
             Ok(())
         }
+        Command::Sim(args) => cmd_sim::run(args),
     }
 }

@@ -119,6 +119,9 @@ pub enum Action {
     PublishUpdate { round: RoundNumber, update_cid: Hash32 },
     /// Aggregate these updates (sorted by trainer) onto the base model, then report `Input::Aggregated`.
     Aggregate { round: RoundNumber, proposal_digest: Hash32, base_model_hash: Hash32, updates: Vec<(PeerId, Hash32)> },
+    /// An adopted proposal includes updates we never received: fetch these blobs from these peers, then report
+    /// each with `Input::UpdateReceived`.
+    FetchUpdates { round: RoundNumber, updates: Vec<(PeerId, Hash32)>, peers: Vec<PeerId> },
     /// The round is final: persist it, credit contributors, move the model forward.
     Settled(Settled),
     /// Our state is missing or disagrees with a quorum: fetch the snapshot with this digest from these peers,
@@ -176,6 +179,7 @@ struct AdoptedProposal {
     body: Proposal,
     proposer: PeerId,
     aggregate_requested: bool,
+    fetch_requested: bool,
 }
 
 #[derive(Debug)]
@@ -634,7 +638,7 @@ impl RoundMachine {
             state.active_rank = rank;
             state.rank_started_ms = self.now_ms;
         }
-        state.proposal = Some(AdoptedProposal { digest, body: m.body, proposer: m.signer, aggregate_requested: false });
+        state.proposal = Some(AdoptedProposal { digest, body: m.body, proposer: m.signer, aggregate_requested: false, fetch_requested: false });
         state.computed = None;
     }
 
@@ -991,12 +995,29 @@ impl RoundMachine {
             return;
         }
         let mut updates = Vec::with_capacity(adopted.body.included.len());
+        let mut missing = Vec::new();
         for trainer in &adopted.body.included {
-            let Some(reveal) = state.reveals.get(trainer) else { return };
+            let Some(reveal) = state.reveals.get(trainer) else {
+                if let Some((c, _)) = state.commitments.get(trainer) {
+                    missing.push((*trainer, c.body.update_cid));
+                }
+                continue;
+            };
             if self.reveal_exclusion(state, *trainer, reveal).is_some() {
                 return;
             }
             updates.push((*trainer, reveal.cid));
+        }
+        if !missing.is_empty() {
+            // Gossip lost them (a partition, a restart): the proposer aggregated them, so it holds them.
+            if !adopted.fetch_requested {
+                let mut peers = vec![adopted.proposer];
+                peers.extend(adopted.body.included.iter().copied().take(limits::RESYNC_PEERS_MAX - 1));
+                out.push(Action::FetchUpdates { round: self.round, updates: missing, peers });
+                let state = self.state.as_mut().expect("round state");
+                state.proposal.as_mut().expect("adopted").fetch_requested = true;
+            }
+            return;
         }
         out.push(Action::Aggregate {
             round: self.round,
@@ -1098,6 +1119,33 @@ impl RoundMachine {
             .filter(|(_, value, max)| value > max)
             .map(|(what, value, max)| BoundViolation { what, value, max })
             .collect()
+    }
+
+    /// One line on where this machine stands, for failure reports.
+    pub fn describe(&self) -> String {
+        let mut line = format!("round {} {:?} members {}", self.round.0, self.status, self.members.len());
+        if let Some(a) = &self.awaiting {
+            line += &format!(" awaiting r{} {:?}", a.next_round.0, a.digest);
+        }
+        if let Some(s) = &self.state {
+            let mine = s.computed.as_ref().map(|c| c.2);
+            let mut tally: BTreeMap<Hash32, usize> = BTreeMap::new();
+            for (_, d) in s.votes.values() {
+                *tally.entry(*d).or_default() += 1;
+            }
+            line += &format!(
+                " committee {} rank {} commits {} sets {:?} reveals {} proposal {:?} computed {:?} votes {:?}",
+                s.committee.len(),
+                s.active_rank,
+                s.commitments.len(),
+                s.commit_sets.keys().collect::<Vec<_>>(),
+                s.reveals.len(),
+                s.proposal.as_ref().map(|p| (p.body.rank, p.body.included.len(), p.aggregate_requested)),
+                mine,
+                tally.values().collect::<Vec<_>>(),
+            );
+        }
+        line
     }
 
     /// Rough bytes of state this machine holds (members, buffered messages, round bookkeeping).

@@ -89,6 +89,8 @@ enum Wire {
     Gossip { id: u64, body: Gossip },
     Direct { bytes: Arc<Vec<u8>> },
     SnapshotRequest { digest: Hash32 },
+    BlobRequest { round: RoundNumber, trainers: Vec<PeerId> },
+    BlobResponse { round: RoundNumber, trainer: PeerId, bytes: Arc<Vec<u8>> },
     SnapshotResponse { served: Served },
 }
 
@@ -98,6 +100,8 @@ impl Wire {
             Wire::Gossip { body: Gossip::Round { bytes, .. }, .. } | Wire::Direct { bytes, .. } => bytes.len() as u64,
             Wire::Gossip { body: Gossip::Blob { bytes, .. }, .. } => bytes.len() as u64 + 48,
             Wire::SnapshotRequest { .. } => 40,
+            Wire::BlobRequest { trainers, .. } => 16 + 32 * trainers.len() as u64,
+            Wire::BlobResponse { bytes, .. } => bytes.len() as u64 + 48,
             Wire::SnapshotResponse { served } => {
                 (served.snapshot.members.len() * 32 + served.theta.len() * 4 + served.credits.len() * 40 + 80) as u64
             }
@@ -168,6 +172,9 @@ pub struct World {
     counts: BTreeMap<&'static str, u64>,
     kind_messages: BTreeMap<String, u64>,
     genesis_theta: Arc<Vec<f32>>,
+    /// Nodes online, and nodes not departed: recounted whenever a fault changes them.
+    online_count: usize,
+    alive_count: usize,
 }
 
 fn peer_key(seed: u64, index: u64) -> SigningKey {
@@ -237,6 +244,8 @@ impl World {
             counts: BTreeMap::new(),
             kind_messages: BTreeMap::new(),
             genesis_theta,
+            online_count: 0,
+            alive_count: 0,
         };
         let shared_members = Arc::new(founders);
         let genesis = Snapshot {
@@ -392,6 +401,7 @@ impl World {
 
     /// Runs until an honest node settles `scenario.rounds` rounds, or a checker fails.
     pub fn run(mut self) -> Result<Summary, SimFailure> {
+        self.recount();
         for id in 0..self.nodes.len() as u32 {
             self.schedule(0, Event::Wake { node: id, incarnation: 0 })?;
         }
@@ -414,15 +424,19 @@ impl World {
     }
 
     fn check_progress(&mut self, stall_ms: u64) -> Result<(), SimFailure> {
-        let online = self.nodes.iter().filter(|n| n.online).count();
-        let alive = self.nodes.iter().filter(|n| !n.departed).count();
-        let quorum_connected = self.partition.is_none() && online * 10 >= alive * 7;
+        let quorum_connected = self.partition.is_none() && self.online_count * 10 >= self.alive_count * 7;
         if !quorum_connected {
             self.healthy_since_ms = self.now;
             return Ok(());
         }
         let since = self.last_progress_ms.max(self.healthy_since_ms);
         if self.now > since + stall_ms {
+            if std::env::var("SIM_DIAGNOSE").is_ok() {
+                for (i, n) in self.nodes.iter().enumerate().filter(|(_, n)| n.online) {
+                    let line = n.machine.as_ref().map(|m| m.describe()).unwrap_or_default();
+                    eprintln!("node {i} byz {:?}: {line}", n.attack);
+                }
+            }
             return Err(self.fail(
                 PROGRESS,
                 format!("no round settled for {} ms with a quorum connected (at round {})", self.now - since, self.max_round),
@@ -494,6 +508,14 @@ impl World {
                     self.aggregate(id, round, proposal_digest, base_model_hash, &updates, work)?
                 }
                 Action::Settled(settled) => self.on_settled(id, settled, work)?,
+                Action::FetchUpdates { round, updates, peers } => {
+                    let trainers: Vec<PeerId> = updates.iter().map(|(t, _)| *t).collect();
+                    for peer in peers.iter().take(3) {
+                        if let Some(&to) = self.index.get(peer) {
+                            self.send(id, to, Wire::BlobRequest { round, trainers: trainers.clone() })?;
+                        }
+                    }
+                }
                 Action::Resync { state_digest, peers, .. } => {
                     let node = &mut self.nodes[id as usize];
                     let candidates: Vec<u32> = peers.iter().filter_map(|p| self.index.get(p).copied()).collect();
@@ -604,6 +626,19 @@ impl World {
                 }
             }
             Wire::SnapshotResponse { served } => self.on_snapshot(to, served.clone(), work)?,
+            Wire::BlobRequest { round, trainers } => {
+                let found: Vec<(PeerId, Arc<Vec<u8>>)> = trainers
+                    .iter()
+                    .filter_map(|t| self.nodes[to as usize].blobs.get(&(round.0, *t)).map(|(b, _)| (*t, Arc::clone(b))))
+                    .collect();
+                for (trainer, bytes) in found {
+                    self.send(to, from, Wire::BlobResponse { round: *round, trainer, bytes })?;
+                }
+            }
+            Wire::BlobResponse { round, trainer, bytes } => {
+                self.count("blobs_fetched", 1);
+                self.on_blob(to, *round, *trainer, Arc::clone(bytes), work)
+            }
         }
         Ok(())
     }
@@ -1048,7 +1083,13 @@ impl World {
             self.schedule(self.now + s.partition_ms, Event::PartitionEnd)?;
         }
         self.repair_overlay();
+        self.recount();
         Ok(())
+    }
+
+    fn recount(&mut self) {
+        self.online_count = self.nodes.iter().filter(|n| n.online).count();
+        self.alive_count = self.nodes.iter().filter(|n| !n.departed).count();
     }
 
     fn restart(&mut self, id: u32) -> Result<(), SimFailure> {
@@ -1083,6 +1124,7 @@ impl World {
         self.count("restarts", 1);
         self.boot(id, boot);
         self.repair_overlay();
+        self.recount();
         self.schedule(self.now, Event::Wake { node: id, incarnation })
     }
 

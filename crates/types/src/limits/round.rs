@@ -39,7 +39,7 @@ pub const PHASE_MS_MAX: u64 = 24 * 60 * 60 * 1000;
 pub const DEADLINE_MAD_K_MILLIS_MAX: u32 = 100_000;
 /// Peers named in one resync or catch-up action.
 pub const RESYNC_PEERS_MAX: usize = 16;
-/// Rounds after which a stalled round lets a voter vote again for a later proposer rank.
-pub const REVOTE_AFTER_RANKS: u32 = 2;
+/// Proposer ranks after which a voter whose round did not settle may vote again, for a later rank's proposal.
+pub const REVOTE_AFTER_RANKS: u32 = 1;
 /// Top proposer ranks of the current round that a join or leave announcement is sent to directly.
 pub const ANNOUNCE_TARGET_PEERS: usize = 3;
