@@ -224,6 +224,8 @@ pub struct RoundMachine {
     round: RoundNumber,
     model_hash: Hash32,
     members: Arc<Vec<PeerId>>,
+    /// `state_digest` of (round, model hash, members): what we started this round from.
+    base_digest: Hash32,
     state: Option<RoundState>,
     awaiting: Option<Awaiting>,
     future: Vec<Input>,
@@ -248,6 +250,7 @@ impl RoundMachine {
             round: RoundNumber(0),
             model_hash: Hash32::ZERO,
             members: Arc::new(Vec::new()),
+            base_digest: Hash32::ZERO,
             state: None,
             awaiting: None,
             future: Vec::new(),
@@ -358,6 +361,7 @@ impl RoundMachine {
         self.round = snapshot.next_round;
         self.model_hash = snapshot.model_hash;
         self.members = snapshot.members;
+        self.base_digest = state_digest(self.run_id, self.round, self.model_hash, &self.members);
         self.status = Status::Synced;
         self.awaiting = None;
         self.ahead.retain(|&r, _| r >= self.round.0);
@@ -691,7 +695,8 @@ impl RoundMachine {
         state.votes.insert(m.signer, (m.body.rank, m.body.state_digest));
     }
 
-    /// Votes for rounds after ours tell us we fell behind; with enough agreeing signers we catch up.
+    /// Votes for rounds after ours tell us we fell behind; with enough signers agreeing on the state that round
+    /// started from (settled, so peers can serve it) we catch up to it and take part in that round.
     fn on_ahead_vote(&mut self, v: Signed<Vote>, out: &mut Vec<Action>) {
         let round = v.body.round.0;
         let synced = self.status == Status::Synced;
@@ -716,7 +721,7 @@ impl RoundMachine {
             self.stats.bad_signatures += 1;
             return;
         }
-        self.ahead.entry(round).or_default().insert(v.signer, v.body.state_digest);
+        self.ahead.entry(round).or_default().insert(v.signer, v.body.base_digest);
         self.consider_catch_up(round, out);
     }
 
@@ -731,7 +736,7 @@ impl RoundMachine {
         if voters.len() < limits::CATCH_UP_VOTES_MIN || voters.len() * 3 < tally.len() * 2 {
             return;
         }
-        let next_round = RoundNumber(round + 1);
+        let next_round = RoundNumber(round);
         if self.awaiting.as_ref().is_some_and(|a| a.next_round >= next_round) {
             return;
         }
@@ -841,7 +846,8 @@ impl RoundMachine {
         state.computed = Some((proposal_digest, model_hash, digest, next_members));
         if vote_allowed {
             state.voted_rank = Some(rank);
-            let body = Vote { run_id: self.run_id, round, rank, proposal_digest, state_digest: digest };
+            let body =
+                Vote { run_id: self.run_id, round, rank, proposal_digest, state_digest: digest, base_digest: self.base_digest };
             let signed = sign(&self.key, body);
             out.push(Action::Broadcast { kind: MessageKind::Vote, bytes: Message::Vote(signed.clone()).encode() });
             state.votes.insert(self.me, (rank, digest));
@@ -1062,6 +1068,7 @@ impl RoundMachine {
         self.round = self.round.next();
         self.model_hash = model_hash;
         self.members = next_members;
+        self.base_digest = digest;
         self.ahead.retain(|&r, _| r >= self.round.0);
         self.start_round(out);
     }

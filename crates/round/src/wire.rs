@@ -88,6 +88,8 @@ pub struct Vote {
     pub rank: u32,
     pub proposal_digest: Hash32,
     pub state_digest: Hash32,
+    /// The state this round started from: already settled, so a node that fell behind can fetch it.
+    pub base_digest: Hash32,
 }
 
 /// A membership announcement (join or leave), signed by the peer itself.
@@ -330,6 +332,7 @@ mod tests {
             rank: 0,
             proposal_digest: Hash32::of(b"p"),
             state_digest: Hash32::of(b"s"),
+            base_digest: Hash32::of(b"b"),
         }
     }
 
