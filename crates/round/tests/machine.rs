@@ -81,13 +81,14 @@ impl Cluster {
 
     fn run(&mut self, until_rounds: usize) {
         let mut now = 0;
-        for _ in 0..10_000 {
+        for _ in 0..400 {
+            // With instant delivery rounds follow each other at the same instant: stop once enough settled.
             while let Some((i, input)) = self.queue.pop_front() {
                 let actions = self.machines[i].handle(now, input);
                 self.apply(i, actions);
-            }
-            if self.settled.iter().all(|s| s.len() >= until_rounds) {
-                return;
+                if self.settled.iter().all(|s| s.len() >= until_rounds) {
+                    return;
+                }
             }
             now += 50;
             for i in 0..self.machines.len() {
@@ -95,7 +96,8 @@ impl Cluster {
                 self.apply(i, actions);
             }
         }
-        panic!("rounds did not settle: {:?}", self.settled.iter().map(|s| s.len()).collect::<Vec<_>>());
+        let states: Vec<String> = self.machines.iter().map(|m| m.describe()).collect();
+        panic!("rounds did not settle: {:?} {states:#?}", self.settled.iter().map(|s| s.len()).collect::<Vec<_>>());
     }
 }
 
