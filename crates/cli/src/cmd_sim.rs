@@ -31,21 +31,28 @@ pub struct SimArgs {
 pub fn run(args: SimArgs) -> Result<()> {
     let mut scenario = match &args.scenario {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading scenario {}", path.display()))?;
-            sim::Scenario::from_toml(&text).with_context(|| format!("scenario {}", path.display()))?
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading scenario {}", path.display()))?;
+            sim::Scenario::from_toml(&text)
+                .with_context(|| format!("scenario {}", path.display()))?
         }
         None => sim::Scenario::default(),
     };
     scenario.nodes = args.nodes.unwrap_or(scenario.nodes);
     scenario.rounds = args.rounds.unwrap_or(scenario.rounds);
     scenario.churn_permille = args.churn_permille.unwrap_or(scenario.churn_permille);
-    scenario.validate().context("scenario after command-line overrides")?;
+    scenario
+        .validate()
+        .context("scenario after command-line overrides")?;
     let started = Instant::now();
     let summary = match sim::run(&scenario, args.seed) {
         Ok(summary) => summary,
         Err(failure) => {
             println!("{failure}");
-            bail!("simulation failed; rerun with --seed {} to replay it", failure.seed);
+            bail!(
+                "simulation failed; rerun with --seed {} to replay it",
+                failure.seed
+            );
         }
     };
     let wall_s = started.elapsed().as_secs_f64();
@@ -60,7 +67,14 @@ pub fn run(args: SimArgs) -> Result<()> {
 }
 
 fn print_summary(s: &sim::Summary, wall_s: f64) {
-    println!("seed {}: {} rounds completed in {:.1} s virtual ({:.0} ms per round), {:.1} s wall", s.seed, s.rounds_completed, s.virtual_ms as f64 / 1000.0, s.virtual_ms_per_round, wall_s);
+    println!(
+        "seed {}: {} rounds completed in {:.1} s virtual ({:.0} ms per round), {:.1} s wall",
+        s.seed,
+        s.rounds_completed,
+        s.virtual_ms as f64 / 1000.0,
+        s.virtual_ms_per_round,
+        wall_s
+    );
     println!(
         "nodes: {} at start, {} ever, {} online at end, {} Byzantine",
         s.nodes_start, s.nodes_ever, s.nodes_online_end, s.byzantine_nodes
@@ -73,10 +87,21 @@ fn print_summary(s: &sim::Summary, wall_s: f64) {
         s.bytes_per_node_per_round_mean,
         s.bytes_per_node_per_round_max
     );
-    println!("memory per node (estimate): {:.0} bytes mean, {} max", s.memory_per_node_bytes_mean, s.memory_per_node_bytes_max);
-    println!("global loss: {:.4} -> {:.4}", s.global_loss_start, s.global_loss_end);
+    println!(
+        "memory per node (estimate): {:.0} bytes mean, {} max",
+        s.memory_per_node_bytes_mean, s.memory_per_node_bytes_max
+    );
+    println!(
+        "global loss: {:.4} -> {:.4}",
+        s.global_loss_start, s.global_loss_end
+    );
     for c in &s.checkers {
-        println!("checker {:<15} {} ({} checks)", c.name, if c.passed { "held" } else { "FAILED" }, c.checks);
+        println!(
+            "checker {:<15} {} ({} checks)",
+            c.name,
+            if c.passed { "held" } else { "FAILED" },
+            c.checks
+        );
     }
     let counts: Vec<String> = s.counts.iter().map(|(k, v)| format!("{k}={v}")).collect();
     println!("events: {}", counts.join(" "));

@@ -19,7 +19,8 @@ impl DataDirArgs {
         if let Some(home) = std::env::var_os("COMMONWEIGHT_HOME") {
             return Ok(PathBuf::from(home));
         }
-        platform_data_dir().context("no --data-dir given, COMMONWEIGHT_HOME unset, and no platform data directory")
+        platform_data_dir()
+            .context("no --data-dir given, COMMONWEIGHT_HOME unset, and no platform data directory")
     }
 }
 

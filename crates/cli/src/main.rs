@@ -7,7 +7,11 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "commonweight", version, about = "Train one model together, with no one in charge.")]
+#[command(
+    name = "commonweight",
+    version,
+    about = "Train one model together, with no one in charge."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -15,14 +15,29 @@ fn hash_parts(domain: &[u8], parts: &[&[u8]]) -> Hash32 {
 /// The seed of a round: fixed by the run, the round number and the agreed base model, so no one can grind it
 /// without changing the model everyone agreed on.
 pub fn round_seed(run_id: RunId, round: RoundNumber, base_model_hash: Hash32) -> Hash32 {
-    hash_parts(b"commonweight/round-seed", &[&run_id.0 .0, &round.0.to_le_bytes(), &base_model_hash.0])
+    hash_parts(
+        b"commonweight/round-seed",
+        &[&run_id.0 .0, &round.0.to_le_bytes(), &base_model_hash.0],
+    )
 }
 
 /// The shard ids `peer` trains on in the round with `seed`: `count` distinct ids in `0..shards`, sorted.
 /// Pure: a verifier recomputes it from public inputs. `dataset_cid` ties the draw to the manifest.
-pub fn assign_data(seed: Hash32, peer: PeerId, dataset_cid: Hash32, shards: u32, count: u32) -> Vec<u32> {
-    assert!(shards > 0 && count <= shards, "assign_data: count {count} must not exceed shards {shards}");
-    let key = hash_parts(b"commonweight/assign-data", &[&seed.0, &peer.0, &dataset_cid.0]);
+pub fn assign_data(
+    seed: Hash32,
+    peer: PeerId,
+    dataset_cid: Hash32,
+    shards: u32,
+    count: u32,
+) -> Vec<u32> {
+    assert!(
+        shards > 0 && count <= shards,
+        "assign_data: count {count} must not exceed shards {shards}"
+    );
+    let key = hash_parts(
+        b"commonweight/assign-data",
+        &[&seed.0, &peer.0, &dataset_cid.0],
+    );
     let mut reader = blake3::Hasher::new_keyed(&key.0).finalize_xof();
     let mut ids: Vec<u32> = Vec::with_capacity(count as usize);
     // Rejection sampling on a 64-bit draw: the modulo bias is below 2^-32 for any shard count we allow.
@@ -44,8 +59,10 @@ fn rank_key(domain: &[u8], seed: Hash32, peer: PeerId) -> Hash32 {
 
 /// The round's trainers (and voters): the `size` members with the smallest `H(seed, peer)`. Sorted by peer id.
 pub fn committee(seed: Hash32, members: &[PeerId], size: usize) -> Vec<PeerId> {
-    let mut keyed: Vec<(Hash32, PeerId)> =
-        members.iter().map(|&p| (rank_key(b"commonweight/committee", seed, p), p)).collect();
+    let mut keyed: Vec<(Hash32, PeerId)> = members
+        .iter()
+        .map(|&p| (rank_key(b"commonweight/committee", seed, p), p))
+        .collect();
     let size = size.min(keyed.len());
     if size < keyed.len() {
         keyed.select_nth_unstable(size);
@@ -58,8 +75,10 @@ pub fn committee(seed: Hash32, members: &[PeerId], size: usize) -> Vec<PeerId> {
 
 /// The order in which committee members act as proposer: rank 0 first, then rank 1 if rank 0 stays silent, ...
 pub fn proposer_ranks(seed: Hash32, committee: &[PeerId]) -> Vec<PeerId> {
-    let mut keyed: Vec<(Hash32, PeerId)> =
-        committee.iter().map(|&p| (rank_key(b"commonweight/proposer", seed, p), p)).collect();
+    let mut keyed: Vec<(Hash32, PeerId)> = committee
+        .iter()
+        .map(|&p| (rank_key(b"commonweight/proposer", seed, p), p))
+        .collect();
     keyed.sort_unstable();
     keyed.into_iter().map(|(_, p)| p).collect()
 }
@@ -76,10 +95,20 @@ pub fn members_digest(members: &[PeerId]) -> Hash32 {
 }
 
 /// What votes agree on: the run, the round about to start, its model and its members.
-pub fn state_digest(run_id: RunId, next_round: RoundNumber, model_hash: Hash32, members: &[PeerId]) -> Hash32 {
+pub fn state_digest(
+    run_id: RunId,
+    next_round: RoundNumber,
+    model_hash: Hash32,
+    members: &[PeerId],
+) -> Hash32 {
     hash_parts(
         b"commonweight/state",
-        &[&run_id.0 .0, &next_round.0.to_le_bytes(), &model_hash.0, &members_digest(members).0],
+        &[
+            &run_id.0 .0,
+            &next_round.0.to_le_bytes(),
+            &model_hash.0,
+            &members_digest(members).0,
+        ],
     )
 }
 
@@ -99,7 +128,10 @@ mod tests {
         assert_eq!(a, assign_data(seed, PeerId([1; 32]), cid, 100, 8));
         assert!(a.windows(2).all(|w| w[0] < w[1]) && a.len() == 8 && a.iter().all(|&i| i < 100));
         assert_ne!(a, assign_data(seed, PeerId([2; 32]), cid, 100, 8));
-        assert_eq!(assign_data(seed, PeerId([1; 32]), cid, 4, 4), vec![0, 1, 2, 3]);
+        assert_eq!(
+            assign_data(seed, PeerId([1; 32]), cid, 4, 4),
+            vec![0, 1, 2, 3]
+        );
     }
 
     #[test]

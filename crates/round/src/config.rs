@@ -55,30 +55,48 @@ pub enum ConfigError {
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { field, reason: reason.into() }
+    ConfigError::Invalid {
+        field,
+        reason: reason.into(),
+    }
 }
 
 impl GenesisConfig {
     /// Checks every field against `limits::round`. Called by `decode` and by `RoundMachine` constructors.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.run_name.is_empty() || self.run_name.len() > limits::NAME_BYTES_MAX {
-            return Err(invalid("run_name", format!("must be 1..={} bytes", limits::NAME_BYTES_MAX)));
+            return Err(invalid(
+                "run_name",
+                format!("must be 1..={} bytes", limits::NAME_BYTES_MAX),
+            ));
         }
         if self.model_preset.is_empty() || self.model_preset.len() > limits::NAME_BYTES_MAX {
-            return Err(invalid("model_preset", format!("must be 1..={} bytes", limits::NAME_BYTES_MAX)));
+            return Err(invalid(
+                "model_preset",
+                format!("must be 1..={} bytes", limits::NAME_BYTES_MAX),
+            ));
         }
         if self.dataset_shards == 0 || self.dataset_shards > limits::DATASET_SHARDS_MAX {
-            return Err(invalid("dataset_shards", format!("must be 1..={}", limits::DATASET_SHARDS_MAX)));
+            return Err(invalid(
+                "dataset_shards",
+                format!("must be 1..={}", limits::DATASET_SHARDS_MAX),
+            ));
         }
         let per_trainer_max = (limits::DATA_IDS_PER_TRAINER_MAX as u32).min(self.dataset_shards);
         if self.shards_per_trainer == 0 || self.shards_per_trainer > per_trainer_max {
-            return Err(invalid("shards_per_trainer", format!("must be 1..={per_trainer_max}")));
+            return Err(invalid(
+                "shards_per_trainer",
+                format!("must be 1..={per_trainer_max}"),
+            ));
         }
         if self.inner_steps == 0 {
             return Err(invalid("inner_steps", "must be at least 1"));
         }
         if self.committee_size == 0 || self.committee_size as usize > limits::COMMITTEE_PEERS_MAX {
-            return Err(invalid("committee_size", format!("must be 1..={}", limits::COMMITTEE_PEERS_MAX)));
+            return Err(invalid(
+                "committee_size",
+                format!("must be 1..={}", limits::COMMITTEE_PEERS_MAX),
+            ));
         }
         if self.quorum_permille == 0 || self.quorum_permille > 1000 {
             return Err(invalid("quorum_permille", "must be 1..=1000"));
@@ -86,17 +104,27 @@ impl GenesisConfig {
         if self.phase_min_ms < limits::PHASE_MS_MIN || self.phase_max_ms > limits::PHASE_MS_MAX {
             return Err(invalid(
                 "phase_min_ms/phase_max_ms",
-                format!("must lie in {}..={} ms", limits::PHASE_MS_MIN, limits::PHASE_MS_MAX),
+                format!(
+                    "must lie in {}..={} ms",
+                    limits::PHASE_MS_MIN,
+                    limits::PHASE_MS_MAX
+                ),
             ));
         }
         if self.phase_min_ms > self.phase_max_ms {
             return Err(invalid("phase_min_ms", "must not exceed phase_max_ms"));
         }
         if self.deadline_mad_k_millis > limits::DEADLINE_MAD_K_MILLIS_MAX {
-            return Err(invalid("deadline_mad_k_millis", format!("must be at most {}", limits::DEADLINE_MAD_K_MILLIS_MAX)));
+            return Err(invalid(
+                "deadline_mad_k_millis",
+                format!("must be at most {}", limits::DEADLINE_MAD_K_MILLIS_MAX),
+            ));
         }
         if self.founders.is_empty() || self.founders.len() > limits::MEMBERS_MAX {
-            return Err(invalid("founders", format!("must list 1..={} peers", limits::MEMBERS_MAX)));
+            return Err(invalid(
+                "founders",
+                format!("must list 1..={} peers", limits::MEMBERS_MAX),
+            ));
         }
         if !self.founders.windows(2).all(|w| w[0] < w[1]) {
             return Err(invalid("founders", "must be sorted and unique"));
@@ -182,7 +210,10 @@ mod tests {
         unsorted.founders = vec![PeerId([2; 32]), PeerId([1; 32])];
         assert!(matches!(
             GenesisConfig::decode(&unsorted.encode()),
-            Err(ConfigError::Invalid { field: "founders", .. })
+            Err(ConfigError::Invalid {
+                field: "founders",
+                ..
+            })
         ));
     }
 }

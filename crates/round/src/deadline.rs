@@ -2,8 +2,17 @@
 
 /// When a phase that started at `start_ms` may close, given arrival offsets (ms after `start_ms`) so far.
 /// With no arrivals yet the phase waits for its maximum.
-pub fn adaptive_deadline_ms(start_ms: u64, arrivals_ms: &[u64], min_ms: u64, max_ms: u64, k_millis: u32) -> u64 {
-    assert!(min_ms <= max_ms, "adaptive_deadline_ms: min {min_ms} > max {max_ms}");
+pub fn adaptive_deadline_ms(
+    start_ms: u64,
+    arrivals_ms: &[u64],
+    min_ms: u64,
+    max_ms: u64,
+    k_millis: u32,
+) -> u64 {
+    assert!(
+        min_ms <= max_ms,
+        "adaptive_deadline_ms: min {min_ms} > max {max_ms}"
+    );
     if arrivals_ms.is_empty() {
         return start_ms.saturating_add(max_ms);
     }
@@ -36,9 +45,15 @@ mod tests {
     fn deadline_tracks_arrivals_within_bounds() {
         assert_eq!(adaptive_deadline_ms(1000, &[], 10, 500, 3000), 1500);
         // median 100, MAD 10, k = 3 -> 130
-        assert_eq!(adaptive_deadline_ms(1000, &[90, 100, 110, 100, 120], 10, 500, 3000), 1130);
+        assert_eq!(
+            adaptive_deadline_ms(1000, &[90, 100, 110, 100, 120], 10, 500, 3000),
+            1130
+        );
         assert_eq!(adaptive_deadline_ms(0, &[1, 1, 1], 50, 500, 3000), 50);
-        assert_eq!(adaptive_deadline_ms(0, &[400, 900, 2000], 50, 500, 3000), 500);
+        assert_eq!(
+            adaptive_deadline_ms(0, &[400, 900, 2000], 50, 500, 3000),
+            500
+        );
     }
 
     #[test]

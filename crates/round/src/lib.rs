@@ -10,7 +10,12 @@ pub mod deadline;
 pub mod machine;
 pub mod wire;
 
-pub use assign::{assign_data, committee, members_digest, proposer_ranks, round_seed, state_digest};
+pub use assign::{
+    assign_data, committee, members_digest, proposer_ranks, round_seed, state_digest,
+};
 pub use config::{ConfigError, GenesisConfig};
-pub use machine::{Action, Boot, BoundViolation, Input, MessageKind, RoundMachine, Settled, Snapshot, Stats, Status, Verdict};
+pub use machine::{
+    Action, Boot, BoundViolation, Input, MessageKind, RoundMachine, Settled, Snapshot, Stats,
+    Status, Verdict,
+};
 pub use wire::{DecodeError, Exclusion, Message};

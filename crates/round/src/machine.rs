@@ -12,8 +12,8 @@ use crate::assign::{assign_data, committee, proposer_ranks, round_seed, state_di
 use crate::config::{ConfigError, GenesisConfig};
 use crate::deadline::{adaptive_deadline_ms, quorum_count};
 use crate::wire::{
-    self, sign, sign_announce, verify, verify_leave, Announce, CommitSet, Commitment, Exclusion, Message, Proposal,
-    Signed, Vote,
+    self, sign, sign_announce, verify, verify_leave, Announce, CommitSet, Commitment, Exclusion,
+    Message, Proposal, Signed, Vote,
 };
 
 /// The agreed state at a round boundary: enough to resume, to serve a catching-up peer, or to restart.
@@ -57,11 +57,27 @@ pub enum Input {
     /// Bytes of a round message from the network (gossip or direct).
     Message(Vec<u8>),
     /// This node finished training for `round` from `base_model_hash`.
-    Trained { round: RoundNumber, base_model_hash: Hash32, update_cid: Hash32, update_bytes: u64, claimed_loss: f32 },
+    Trained {
+        round: RoundNumber,
+        base_model_hash: Hash32,
+        update_cid: Hash32,
+        update_bytes: u64,
+        claimed_loss: f32,
+    },
     /// An update blob arrived (or was produced locally) and the caller verified it.
-    UpdateReceived { round: RoundNumber, trainer: PeerId, update_cid: Hash32, update_bytes: u64, verdict: Verdict },
+    UpdateReceived {
+        round: RoundNumber,
+        trainer: PeerId,
+        update_cid: Hash32,
+        update_bytes: u64,
+        verdict: Verdict,
+    },
     /// The caller aggregated the updates named by `Action::Aggregate` on top of the base model.
-    Aggregated { round: RoundNumber, proposal_digest: Hash32, model_hash: Hash32 },
+    Aggregated {
+        round: RoundNumber,
+        proposal_digest: Hash32,
+        model_hash: Hash32,
+    },
     /// A snapshot fetched after `Action::Resync`.
     Snapshot(Snapshot),
     /// Leave the run gracefully.
@@ -112,21 +128,46 @@ pub enum Action {
     /// Gossip to every node of the run.
     Broadcast { kind: MessageKind, bytes: Vec<u8> },
     /// Send to these peers only.
-    SendTo { peers: Vec<PeerId>, kind: MessageKind, bytes: Vec<u8> },
+    SendTo {
+        peers: Vec<PeerId>,
+        kind: MessageKind,
+        bytes: Vec<u8>,
+    },
     /// Train H inner steps from the base model on these shards, then report `Input::Trained`.
-    Train { round: RoundNumber, base_model_hash: Hash32, seed: Hash32, data_ids: Vec<u32> },
+    Train {
+        round: RoundNumber,
+        base_model_hash: Hash32,
+        seed: Hash32,
+        data_ids: Vec<u32>,
+    },
     /// The commit phase closed with our commitment in it: publish the update blob now.
-    PublishUpdate { round: RoundNumber, update_cid: Hash32 },
+    PublishUpdate {
+        round: RoundNumber,
+        update_cid: Hash32,
+    },
     /// Aggregate these updates (sorted by trainer) onto the base model, then report `Input::Aggregated`.
-    Aggregate { round: RoundNumber, proposal_digest: Hash32, base_model_hash: Hash32, updates: Vec<(PeerId, Hash32)> },
+    Aggregate {
+        round: RoundNumber,
+        proposal_digest: Hash32,
+        base_model_hash: Hash32,
+        updates: Vec<(PeerId, Hash32)>,
+    },
     /// An adopted proposal includes updates we never received: fetch these blobs from these peers, then report
     /// each with `Input::UpdateReceived`.
-    FetchUpdates { round: RoundNumber, updates: Vec<(PeerId, Hash32)>, peers: Vec<PeerId> },
+    FetchUpdates {
+        round: RoundNumber,
+        updates: Vec<(PeerId, Hash32)>,
+        peers: Vec<PeerId>,
+    },
     /// The round is final: persist it, credit contributors, move the model forward.
     Settled(Settled),
     /// Our state is missing or disagrees with a quorum: fetch the snapshot with this digest from these peers,
     /// then report `Input::Snapshot`.
-    Resync { next_round: RoundNumber, state_digest: Hash32, peers: Vec<PeerId> },
+    Resync {
+        next_round: RoundNumber,
+        state_digest: Hash32,
+        peers: Vec<PeerId>,
+    },
     /// Call `handle(Input::Tick)` at this local time (or earlier).
     WakeAt(u64),
 }
@@ -238,7 +279,12 @@ pub struct RoundMachine {
 }
 
 impl RoundMachine {
-    pub fn new(config: Arc<GenesisConfig>, key: SigningKey, now_ms: u64, boot: Boot) -> Result<(RoundMachine, Vec<Action>), ConfigError> {
+    pub fn new(
+        config: Arc<GenesisConfig>,
+        key: SigningKey,
+        now_ms: u64,
+        boot: Boot,
+    ) -> Result<(RoundMachine, Vec<Action>), ConfigError> {
         config.validate()?;
         let me = wire::peer_id_of(&key);
         let mut machine = RoundMachine {
@@ -321,15 +367,32 @@ impl RoundMachine {
         match input {
             Input::Tick => {}
             Input::Message(bytes) => self.on_bytes(&bytes, &mut out),
-            Input::Trained { round, base_model_hash, update_cid, update_bytes, claimed_loss } => {
-                self.on_trained(round, base_model_hash, update_cid, update_bytes, claimed_loss, &mut out)
-            }
-            Input::UpdateReceived { round, trainer, update_cid, update_bytes, verdict } => {
-                self.on_update(round, trainer, update_cid, update_bytes, verdict)
-            }
-            Input::Aggregated { round, proposal_digest, model_hash } => {
-                self.on_aggregated(round, proposal_digest, model_hash, &mut out)
-            }
+            Input::Trained {
+                round,
+                base_model_hash,
+                update_cid,
+                update_bytes,
+                claimed_loss,
+            } => self.on_trained(
+                round,
+                base_model_hash,
+                update_cid,
+                update_bytes,
+                claimed_loss,
+                &mut out,
+            ),
+            Input::UpdateReceived {
+                round,
+                trainer,
+                update_cid,
+                update_bytes,
+                verdict,
+            } => self.on_update(round, trainer, update_cid, update_bytes, verdict),
+            Input::Aggregated {
+                round,
+                proposal_digest,
+                model_hash,
+            } => self.on_aggregated(round, proposal_digest, model_hash, &mut out),
             Input::Snapshot(snapshot) => self.on_snapshot(snapshot, &mut out),
             Input::Leave => {
                 self.leave(&mut out);
@@ -342,13 +405,31 @@ impl RoundMachine {
     }
 
     fn leave(&mut self, out: &mut Vec<Action>) {
-        let ranks = self.state.as_ref().map(|s| s.ranks.clone()).unwrap_or_default();
-        if self.status == Status::Synced && self.members.binary_search(&self.me).is_ok() && !ranks.is_empty() {
+        let ranks = self
+            .state
+            .as_ref()
+            .map(|s| s.ranks.clone())
+            .unwrap_or_default();
+        if self.status == Status::Synced
+            && self.members.binary_search(&self.me).is_ok()
+            && !ranks.is_empty()
+        {
             // Told to this round's first proposers only, like a join, so that churn costs other nodes nothing.
-            let body = Announce { run_id: self.run_id, round: self.round };
+            let body = Announce {
+                run_id: self.run_id,
+                round: self.round,
+            };
             let bytes = Message::Leave(sign_announce(&self.key, body, true)).encode();
-            let peers = ranks.iter().take(limits::ANNOUNCE_TARGET_PEERS).copied().collect();
-            out.push(Action::SendTo { peers, kind: MessageKind::Leave, bytes });
+            let peers = ranks
+                .iter()
+                .take(limits::ANNOUNCE_TARGET_PEERS)
+                .copied()
+                .collect();
+            out.push(Action::SendTo {
+                peers,
+                kind: MessageKind::Leave,
+                bytes,
+            });
         }
         self.status = Status::Left;
         self.state = None;
@@ -357,7 +438,10 @@ impl RoundMachine {
     // ---- state transitions -------------------------------------------------------------------------------
 
     fn adopt(&mut self, snapshot: Snapshot, out: &mut Vec<Action>) {
-        assert!(snapshot.members.windows(2).all(|w| w[0] < w[1]), "snapshot members must be sorted");
+        assert!(
+            snapshot.members.windows(2).all(|w| w[0] < w[1]),
+            "snapshot members must be sorted"
+        );
         self.round = snapshot.next_round;
         self.model_hash = snapshot.model_hash;
         self.members = snapshot.members;
@@ -373,8 +457,10 @@ impl RoundMachine {
         let committee = committee(seed, &self.members, self.config.committee_size as usize);
         let ranks = proposer_ranks(seed, &committee);
         let now = self.now_ms;
-        self.pending_joins.retain(|p, _| self.members.binary_search(p).is_err());
-        self.pending_leaves.retain(|p, _| self.members.binary_search(p).is_ok());
+        self.pending_joins
+            .retain(|p, _| self.members.binary_search(p).is_err());
+        self.pending_leaves
+            .retain(|p, _| self.members.binary_search(p).is_ok());
         if committee.binary_search(&self.me).is_ok() {
             out.push(Action::Train {
                 round: self.round,
@@ -385,10 +471,21 @@ impl RoundMachine {
         }
         if self.members.binary_search(&self.me).is_err() && !ranks.is_empty() {
             // Not a member (new, or removed as a no-show): ask this round's first proposers to admit us.
-            let body = Announce { run_id: self.run_id, round: self.round };
+            let body = Announce {
+                run_id: self.run_id,
+                round: self.round,
+            };
             let bytes = Message::Join(sign_announce(&self.key, body, false)).encode();
-            let peers = ranks.iter().take(limits::ANNOUNCE_TARGET_PEERS).copied().collect();
-            out.push(Action::SendTo { peers, kind: MessageKind::Join, bytes });
+            let peers = ranks
+                .iter()
+                .take(limits::ANNOUNCE_TARGET_PEERS)
+                .copied()
+                .collect();
+            out.push(Action::SendTo {
+                peers,
+                kind: MessageKind::Join,
+                bytes,
+            });
         }
         self.state = Some(RoundState {
             started_ms: now,
@@ -413,16 +510,26 @@ impl RoundMachine {
         for input in std::mem::take(&mut self.future) {
             match input {
                 Input::Message(bytes) => self.on_bytes(&bytes, out),
-                Input::UpdateReceived { round, trainer, update_cid, update_bytes, verdict } => {
-                    self.on_update(round, trainer, update_cid, update_bytes, verdict)
-                }
+                Input::UpdateReceived {
+                    round,
+                    trainer,
+                    update_cid,
+                    update_bytes,
+                    verdict,
+                } => self.on_update(round, trainer, update_cid, update_bytes, verdict),
                 _ => {}
             }
         }
     }
 
     fn my_data_ids(&self, seed: Hash32) -> Vec<u32> {
-        assign_data(seed, self.me, self.config.dataset_cid, self.config.dataset_shards, self.config.shards_per_trainer)
+        assign_data(
+            seed,
+            self.me,
+            self.config.dataset_cid,
+            self.config.dataset_shards,
+            self.config.shards_per_trainer,
+        )
     }
 
     fn buffer_future(&mut self, input: Input) {
@@ -481,7 +588,8 @@ impl RoundMachine {
     }
 
     fn on_join(&mut self, m: Signed<Announce>) {
-        let known = self.members.binary_search(&m.signer).is_ok() || self.pending_joins.contains_key(&m.signer);
+        let known = self.members.binary_search(&m.signer).is_ok()
+            || self.pending_joins.contains_key(&m.signer);
         if self.status != Status::Synced || known {
             self.stats.duplicates += 1;
             return;
@@ -517,7 +625,12 @@ impl RoundMachine {
     }
 
     /// Checks a commitment's binding to this round: signer on the committee, base model, data, codec, signature.
-    fn commitment_valid(&self, state: &RoundState, c: &Signed<Commitment>, check_signature: bool) -> bool {
+    fn commitment_valid(
+        &self,
+        state: &RoundState,
+        c: &Signed<Commitment>,
+        check_signature: bool,
+    ) -> bool {
         let body = &c.body;
         state.committee.binary_search(&c.signer).is_ok()
             && body.base_model_hash == self.model_hash
@@ -534,7 +647,10 @@ impl RoundMachine {
     }
 
     fn on_commit(&mut self, m: Signed<Commitment>) {
-        let state = self.state.as_ref().expect("synced machine has a round state");
+        let state = self
+            .state
+            .as_ref()
+            .expect("synced machine has a round state");
         if state.commitments.contains_key(&m.signer) {
             self.stats.duplicates += 1;
             return;
@@ -557,7 +673,8 @@ impl RoundMachine {
     }
 
     fn rank_acceptable(state: &RoundState, rank: u32, signer: PeerId) -> bool {
-        rank <= state.active_rank.saturating_add(2) && Self::proposer_at(state, rank) == Some(signer)
+        rank <= state.active_rank.saturating_add(2)
+            && Self::proposer_at(state, rank) == Some(signer)
     }
 
     fn on_commit_set(&mut self, m: Signed<CommitSet>, out: &mut Vec<Action>) {
@@ -567,7 +684,9 @@ impl RoundMachine {
             self.stats.duplicates += 1;
             return;
         }
-        if !Self::rank_acceptable(state, m.body.rank, m.signer) || m.body.base_model_hash != self.model_hash {
+        if !Self::rank_acceptable(state, m.body.rank, m.signer)
+            || m.body.base_model_hash != self.model_hash
+        {
             self.stats.not_eligible += 1;
             return;
         }
@@ -577,7 +696,10 @@ impl RoundMachine {
         }
         for c in &m.body.commitments {
             // A commitment we already verified as a standalone message need not be verified again.
-            let known = state.commitments.get(&c.signer).is_some_and(|(k, _)| k == c);
+            let known = state
+                .commitments
+                .get(&c.signer)
+                .is_some_and(|(k, _)| k == c);
             if !self.commitment_valid(state, c, !known) {
                 self.stats.invalid += 1;
                 return;
@@ -588,18 +710,26 @@ impl RoundMachine {
         let me = self.me;
         let state = self.state.as_mut().expect("round state");
         for c in &m.body.commitments {
-            state.commitments.entry(c.signer).or_insert_with(|| (c.clone(), now));
+            state
+                .commitments
+                .entry(c.signer)
+                .or_insert_with(|| (c.clone(), now));
         }
         if m.body.rank > state.active_rank {
             state.active_rank = m.body.rank;
             state.rank_started_ms = now;
         }
         let mine = m.body.commitments.iter().any(|c| c.signer == me);
-        state.commit_sets.insert(m.body.rank, (digest, m.body.commitments));
+        state
+            .commit_sets
+            .insert(m.body.rank, (digest, m.body.commitments));
         if mine && !state.published {
             if let Some((cid, _)) = state.my_update {
                 state.published = true;
-                out.push(Action::PublishUpdate { round: self.round, update_cid: cid });
+                out.push(Action::PublishUpdate {
+                    round: self.round,
+                    update_cid: cid,
+                });
             }
         }
         if let Some(orphan) = state.orphans.remove(&m.body.rank) {
@@ -610,14 +740,20 @@ impl RoundMachine {
     fn on_proposal(&mut self, m: Signed<Proposal>) {
         let state = self.state.as_ref().expect("round state");
         let rank = m.body.rank;
-        if !Self::rank_acceptable(state, rank, m.signer) || m.body.base_model_hash != self.model_hash {
+        if !Self::rank_acceptable(state, rank, m.signer)
+            || m.body.base_model_hash != self.model_hash
+        {
             self.stats.not_eligible += 1;
             return;
         }
         let Some((set_digest, set)) = state.commit_sets.get(&rank) else {
             // The commit set may still be on its way; keep one proposal per rank until it arrives.
             if state.orphans.len() < limits::PROPOSER_RANKS_MAX as usize && verify(&m) {
-                self.state.as_mut().expect("round state").orphans.insert(rank, m);
+                self.state
+                    .as_mut()
+                    .expect("round state")
+                    .orphans
+                    .insert(rank, m);
             } else {
                 self.stats.dropped_over_limit += 1;
             }
@@ -625,13 +761,18 @@ impl RoundMachine {
         };
         if let Some(adopted) = &state.proposal {
             let may_switch = rank < adopted.body.rank && state.voted_rank.is_none();
-            let may_revote = state.voted_rank.is_some_and(|v| rank >= v + limits::REVOTE_AFTER_RANKS);
+            let may_revote = state
+                .voted_rank
+                .is_some_and(|v| rank >= v + limits::REVOTE_AFTER_RANKS);
             if !(may_switch || may_revote) || rank == adopted.body.rank {
                 self.stats.duplicates += 1;
                 return;
             }
         }
-        if m.body.commit_set_digest != *set_digest || !self.proposal_consistent(state, &m.body, set) || !verify(&m) {
+        if m.body.commit_set_digest != *set_digest
+            || !self.proposal_consistent(state, &m.body, set)
+            || !verify(&m)
+        {
             self.stats.invalid += 1;
             return;
         }
@@ -642,14 +783,30 @@ impl RoundMachine {
             state.active_rank = rank;
             state.rank_started_ms = self.now_ms;
         }
-        state.proposal = Some(AdoptedProposal { digest, body: m.body, proposer: m.signer, aggregate_requested: false, fetch_requested: false });
+        state.proposal = Some(AdoptedProposal {
+            digest,
+            body: m.body,
+            proposer: m.signer,
+            aggregate_requested: false,
+            fetch_requested: false,
+        });
         state.computed = None;
     }
 
     /// A proposal must account for every commitment of its commit set exactly once, only include updates we
     /// have not seen fail, and change membership only in ways the membership allows.
-    fn proposal_consistent(&self, state: &RoundState, p: &Proposal, set: &[Signed<Commitment>]) -> bool {
-        let mut accounted: Vec<PeerId> = p.included.iter().copied().chain(p.excluded.iter().map(|e| e.0)).collect();
+    fn proposal_consistent(
+        &self,
+        state: &RoundState,
+        p: &Proposal,
+        set: &[Signed<Commitment>],
+    ) -> bool {
+        let mut accounted: Vec<PeerId> = p
+            .included
+            .iter()
+            .copied()
+            .chain(p.excluded.iter().map(|e| e.0))
+            .collect();
         accounted.sort_unstable();
         let signers: Vec<PeerId> = set.iter().map(|c| c.signer).collect();
         if accounted != signers {
@@ -662,15 +819,27 @@ impl RoundMachine {
                 }
             }
         }
-        let members_ok = p.leaves.iter().all(|l| self.members.binary_search(l).is_ok());
-        let joins_ok = p.joins.iter().all(|j| self.members.binary_search(j).is_err());
+        let members_ok = p
+            .leaves
+            .iter()
+            .all(|l| self.members.binary_search(l).is_ok());
+        let joins_ok = p
+            .joins
+            .iter()
+            .all(|j| self.members.binary_search(j).is_err());
         let size_ok = self.members.len() + p.joins.len() <= limits::MEMBERS_MAX;
         members_ok && joins_ok && size_ok
     }
 
-    fn reveal_exclusion(&self, state: &RoundState, trainer: PeerId, reveal: &Reveal) -> Option<Exclusion> {
+    fn reveal_exclusion(
+        &self,
+        state: &RoundState,
+        trainer: PeerId,
+        reveal: &Reveal,
+    ) -> Option<Exclusion> {
         let (commitment, _) = state.commitments.get(&trainer)?;
-        if commitment.body.update_cid != reveal.cid || commitment.body.update_bytes != reveal.bytes {
+        if commitment.body.update_cid != reveal.cid || commitment.body.update_bytes != reveal.bytes
+        {
             return Some(Exclusion::BindingMismatch);
         }
         (reveal.verdict == Verdict::Rejected).then_some(Exclusion::Rejected)
@@ -682,7 +851,11 @@ impl RoundMachine {
             self.stats.not_eligible += 1;
             return;
         }
-        if state.votes.get(&m.signer).is_some_and(|(rank, _)| *rank >= m.body.rank) {
+        if state
+            .votes
+            .get(&m.signer)
+            .is_some_and(|(rank, _)| *rank >= m.body.rank)
+        {
             self.stats.duplicates += 1;
             return;
         }
@@ -692,7 +865,9 @@ impl RoundMachine {
         }
         self.stats.messages_accepted += 1;
         let state = self.state.as_mut().expect("round state");
-        state.votes.insert(m.signer, (m.body.rank, m.body.state_digest));
+        state
+            .votes
+            .insert(m.signer, (m.body.rank, m.body.state_digest));
     }
 
     /// Votes for rounds after ours tell us we fell behind; with enough signers agreeing on the state that round
@@ -705,11 +880,17 @@ impl RoundMachine {
             return;
         }
         let tracked = self.ahead.get(&round).map_or(0, |t| t.len());
-        if tracked >= limits::AHEAD_VOTERS_PER_ROUND_MAX || self.ahead.get(&round).is_some_and(|t| t.contains_key(&v.signer)) {
+        if tracked >= limits::AHEAD_VOTERS_PER_ROUND_MAX
+            || self
+                .ahead
+                .get(&round)
+                .is_some_and(|t| t.contains_key(&v.signer))
+        {
             self.stats.duplicates += 1;
             return;
         }
-        if !self.ahead.contains_key(&round) && self.ahead.len() >= limits::AHEAD_ROUNDS_TRACKED_MAX {
+        if !self.ahead.contains_key(&round) && self.ahead.len() >= limits::AHEAD_ROUNDS_TRACKED_MAX
+        {
             let lowest = *self.ahead.keys().next().expect("non-empty");
             if lowest > round {
                 self.stats.dropped_over_limit += 1;
@@ -721,23 +902,34 @@ impl RoundMachine {
             self.stats.bad_signatures += 1;
             return;
         }
-        self.ahead.entry(round).or_default().insert(v.signer, v.body.base_digest);
+        self.ahead
+            .entry(round)
+            .or_default()
+            .insert(v.signer, v.body.base_digest);
         self.consider_catch_up(round, out);
     }
 
     fn consider_catch_up(&mut self, round: u64, out: &mut Vec<Action>) {
-        let Some(tally) = self.ahead.get(&round) else { return };
+        let Some(tally) = self.ahead.get(&round) else {
+            return;
+        };
         let mut counts: BTreeMap<Hash32, Vec<PeerId>> = BTreeMap::new();
         for (peer, digest) in tally {
             counts.entry(*digest).or_default().push(*peer);
         }
-        let Some((digest, voters)) = counts.into_iter().max_by_key(|(_, v)| v.len()) else { return };
+        let Some((digest, voters)) = counts.into_iter().max_by_key(|(_, v)| v.len()) else {
+            return;
+        };
         // A clear two-thirds majority among at least CATCH_UP_VOTES_MIN signers.
         if voters.len() < limits::CATCH_UP_VOTES_MIN || voters.len() * 3 < tally.len() * 2 {
             return;
         }
         let next_round = RoundNumber(round);
-        if self.awaiting.as_ref().is_some_and(|a| a.next_round >= next_round) {
+        if self
+            .awaiting
+            .as_ref()
+            .is_some_and(|a| a.next_round >= next_round)
+        {
             return;
         }
         if self.status == Status::Synced && self.round >= next_round {
@@ -746,12 +938,27 @@ impl RoundMachine {
         self.request_resync(next_round, digest, voters, out);
     }
 
-    fn request_resync(&mut self, next_round: RoundNumber, digest: Hash32, mut peers: Vec<PeerId>, out: &mut Vec<Action>) {
+    fn request_resync(
+        &mut self,
+        next_round: RoundNumber,
+        digest: Hash32,
+        mut peers: Vec<PeerId>,
+        out: &mut Vec<Action>,
+    ) {
         peers.truncate(limits::RESYNC_PEERS_MAX);
         self.stats.resyncs += 1;
-        out.push(Action::Resync { next_round, state_digest: digest, peers: peers.clone() });
+        out.push(Action::Resync {
+            next_round,
+            state_digest: digest,
+            peers: peers.clone(),
+        });
         let retry_ms = self.now_ms + self.config.phase_max_ms;
-        self.awaiting = Some(Awaiting { next_round, digest, peers, retry_ms });
+        self.awaiting = Some(Awaiting {
+            next_round,
+            digest,
+            peers,
+            retry_ms,
+        });
     }
 
     fn on_snapshot(&mut self, snapshot: Snapshot, out: &mut Vec<Action>) {
@@ -759,8 +966,12 @@ impl RoundMachine {
             self.stats.stale_or_far += 1;
             return;
         };
-        let sorted = snapshot.members.windows(2).all(|w| w[0] < w[1]) && snapshot.members.len() <= limits::MEMBERS_MAX;
-        if !sorted || snapshot.next_round != awaiting.next_round || snapshot.digest(self.run_id) != awaiting.digest {
+        let sorted = snapshot.members.windows(2).all(|w| w[0] < w[1])
+            && snapshot.members.len() <= limits::MEMBERS_MAX;
+        if !sorted
+            || snapshot.next_round != awaiting.next_round
+            || snapshot.digest(self.run_id) != awaiting.digest
+        {
             self.stats.invalid += 1;
             return;
         }
@@ -768,7 +979,15 @@ impl RoundMachine {
         self.adopt(snapshot, out);
     }
 
-    fn on_trained(&mut self, round: RoundNumber, base: Hash32, cid: Hash32, bytes: u64, loss: f32, out: &mut Vec<Action>) {
+    fn on_trained(
+        &mut self,
+        round: RoundNumber,
+        base: Hash32,
+        cid: Hash32,
+        bytes: u64,
+        loss: f32,
+        out: &mut Vec<Action>,
+    ) {
         if self.status != Status::Synced || round != self.round {
             self.stats.stale_or_far += 1;
             return;
@@ -790,18 +1009,34 @@ impl RoundMachine {
         };
         let signed = sign(&self.key, body);
         let bytes_out = Message::Commit(signed.clone()).encode();
-        out.push(Action::Broadcast { kind: MessageKind::Commit, bytes: bytes_out });
+        out.push(Action::Broadcast {
+            kind: MessageKind::Commit,
+            bytes: bytes_out,
+        });
         self.state.as_mut().expect("round state").my_update = Some((cid, bytes));
         self.on_commit(signed);
     }
 
-    fn on_update(&mut self, round: RoundNumber, trainer: PeerId, cid: Hash32, bytes: u64, verdict: Verdict) {
+    fn on_update(
+        &mut self,
+        round: RoundNumber,
+        trainer: PeerId,
+        cid: Hash32,
+        bytes: u64,
+        verdict: Verdict,
+    ) {
         if self.status != Status::Synced || round < self.round {
             self.stats.stale_or_far += 1;
             return;
         }
         if round == self.round.next() {
-            self.buffer_future(Input::UpdateReceived { round, trainer, update_cid: cid, update_bytes: bytes, verdict });
+            self.buffer_future(Input::UpdateReceived {
+                round,
+                trainer,
+                update_cid: cid,
+                update_bytes: bytes,
+                verdict,
+            });
             return;
         }
         if round != self.round {
@@ -810,20 +1045,37 @@ impl RoundMachine {
         }
         let now = self.now_ms;
         let state = self.state.as_mut().expect("round state");
-        if state.committee.binary_search(&trainer).is_err() || state.reveals.contains_key(&trainer) {
+        if state.committee.binary_search(&trainer).is_err() || state.reveals.contains_key(&trainer)
+        {
             self.stats.duplicates += 1;
             return;
         }
-        state.reveals.insert(trainer, Reveal { cid, bytes, verdict, arrived_ms: now });
+        state.reveals.insert(
+            trainer,
+            Reveal {
+                cid,
+                bytes,
+                verdict,
+                arrived_ms: now,
+            },
+        );
     }
 
-    fn on_aggregated(&mut self, round: RoundNumber, proposal_digest: Hash32, model_hash: Hash32, out: &mut Vec<Action>) {
+    fn on_aggregated(
+        &mut self,
+        round: RoundNumber,
+        proposal_digest: Hash32,
+        model_hash: Hash32,
+        out: &mut Vec<Action>,
+    ) {
         if self.status != Status::Synced || round != self.round {
             self.stats.stale_or_far += 1;
             return;
         }
         let state = self.state.as_ref().expect("round state");
-        let Some(adopted) = &state.proposal else { return };
+        let Some(adopted) = &state.proposal else {
+            return;
+        };
         if adopted.digest != proposal_digest {
             self.stats.stale_or_far += 1;
             return;
@@ -831,8 +1083,12 @@ impl RoundMachine {
         let next_members = if adopted.body.leaves.is_empty() && adopted.body.joins.is_empty() {
             Arc::clone(&self.members)
         } else {
-            let mut next: Vec<PeerId> =
-                self.members.iter().copied().filter(|m| adopted.body.leaves.binary_search(m).is_err()).collect();
+            let mut next: Vec<PeerId> = self
+                .members
+                .iter()
+                .copied()
+                .filter(|m| adopted.body.leaves.binary_search(m).is_err())
+                .collect();
             next.extend(adopted.body.joins.iter().copied());
             next.sort_unstable();
             next.dedup();
@@ -841,15 +1097,26 @@ impl RoundMachine {
         let digest = state_digest(self.run_id, self.round.next(), model_hash, &next_members);
         let rank = adopted.body.rank;
         let vote_allowed = state.committee.binary_search(&self.me).is_ok()
-            && state.voted_rank.is_none_or(|v| rank >= v + limits::REVOTE_AFTER_RANKS);
+            && state
+                .voted_rank
+                .is_none_or(|v| rank >= v + limits::REVOTE_AFTER_RANKS);
         let state = self.state.as_mut().expect("round state");
         state.computed = Some((proposal_digest, model_hash, digest, next_members));
         if vote_allowed {
             state.voted_rank = Some(rank);
-            let body =
-                Vote { run_id: self.run_id, round, rank, proposal_digest, state_digest: digest, base_digest: self.base_digest };
+            let body = Vote {
+                run_id: self.run_id,
+                round,
+                rank,
+                proposal_digest,
+                state_digest: digest,
+                base_digest: self.base_digest,
+            };
             let signed = sign(&self.key, body);
-            out.push(Action::Broadcast { kind: MessageKind::Vote, bytes: Message::Vote(signed.clone()).encode() });
+            out.push(Action::Broadcast {
+                kind: MessageKind::Vote,
+                bytes: Message::Vote(signed.clone()).encode(),
+            });
             state.votes.insert(self.me, (rank, digest));
         }
     }
@@ -901,7 +1168,8 @@ impl RoundMachine {
         }
         match state.my_commit_set {
             Some((r, sent_ms, _)) if r == rank => {
-                if state.my_proposal_rank != Some(rank) && self.reveal_phase_closed(state, sent_ms) {
+                if state.my_proposal_rank != Some(rank) && self.reveal_phase_closed(state, sent_ms)
+                {
                     self.send_proposal(out);
                 }
             }
@@ -918,18 +1186,30 @@ impl RoundMachine {
             return true;
         }
         let c = &self.config;
-        let deadline = adaptive_deadline_ms(start_ms, arrivals, c.phase_min_ms, c.phase_max_ms, c.deadline_mad_k_millis);
+        let deadline = adaptive_deadline_ms(
+            start_ms,
+            arrivals,
+            c.phase_min_ms,
+            c.phase_max_ms,
+            c.deadline_mad_k_millis,
+        );
         let quorum = arrivals.len() >= quorum_count(expected, c.quorum_permille);
         self.now_ms >= start_ms + c.phase_max_ms || (quorum && self.now_ms >= deadline)
     }
 
     fn commit_phase_closed(&self, state: &RoundState) -> bool {
-        let arrivals: Vec<u64> = state.commitments.values().map(|(_, t)| t.saturating_sub(state.started_ms)).collect();
+        let arrivals: Vec<u64> = state
+            .commitments
+            .values()
+            .map(|(_, t)| t.saturating_sub(state.started_ms))
+            .collect();
         self.phase_closed(state.started_ms, &arrivals, state.committee.len())
     }
 
     fn reveal_phase_closed(&self, state: &RoundState, sent_ms: u64) -> bool {
-        let Some((_, set)) = state.commit_sets.get(&state.active_rank) else { return false };
+        let Some((_, set)) = state.commit_sets.get(&state.active_rank) else {
+            return false;
+        };
         let arrivals: Vec<u64> = set
             .iter()
             .filter_map(|c| state.reveals.get(&c.signer))
@@ -941,11 +1221,21 @@ impl RoundMachine {
     fn send_commit_set(&mut self, out: &mut Vec<Action>) {
         let state = self.state.as_ref().expect("round state");
         let rank = state.active_rank;
-        let commitments: Vec<Signed<Commitment>> = state.commitments.values().map(|(c, _)| c.clone()).collect();
-        let body = CommitSet { run_id: self.run_id, round: self.round, rank, base_model_hash: self.model_hash, commitments };
+        let commitments: Vec<Signed<Commitment>> =
+            state.commitments.values().map(|(c, _)| c.clone()).collect();
+        let body = CommitSet {
+            run_id: self.run_id,
+            round: self.round,
+            rank,
+            base_model_hash: self.model_hash,
+            commitments,
+        };
         let message = Message::CommitSet(sign(&self.key, body));
         let digest = message.digest();
-        out.push(Action::Broadcast { kind: MessageKind::CommitSet, bytes: message.encode() });
+        out.push(Action::Broadcast {
+            kind: MessageKind::CommitSet,
+            bytes: message.encode(),
+        });
         let now = self.now_ms;
         self.state.as_mut().expect("round state").my_commit_set = Some((rank, now, digest));
         if let Message::CommitSet(m) = message {
@@ -956,7 +1246,10 @@ impl RoundMachine {
     fn send_proposal(&mut self, out: &mut Vec<Action>) {
         let state = self.state.as_ref().expect("round state");
         let rank = state.active_rank;
-        let (set_digest, set) = state.commit_sets.get(&rank).expect("own commit set recorded");
+        let (set_digest, set) = state
+            .commit_sets
+            .get(&rank)
+            .expect("own commit set recorded");
         let mut included = Vec::new();
         let mut excluded = Vec::new();
         for c in set {
@@ -970,13 +1263,29 @@ impl RoundMachine {
             }
         }
         let room = limits::MEMBERS_MAX.saturating_sub(self.members.len());
-        let joins: Vec<PeerId> =
-            self.pending_joins.keys().copied().take(limits::JOINS_PER_ROUND_MAX.min(room)).collect();
+        let joins: Vec<PeerId> = self
+            .pending_joins
+            .keys()
+            .copied()
+            .take(limits::JOINS_PER_ROUND_MAX.min(room))
+            .collect();
         // Committee members that did not commit are removed; they rejoin with an announcement when back.
-        let no_shows = state.committee.iter().filter(|p| !set.iter().any(|c| c.signer == **p)).copied();
-        let mut leaves: BTreeSet<PeerId> = self.pending_leaves.keys().copied().chain(no_shows).collect();
+        let no_shows = state
+            .committee
+            .iter()
+            .filter(|p| !set.iter().any(|c| c.signer == **p))
+            .copied();
+        let mut leaves: BTreeSet<PeerId> = self
+            .pending_leaves
+            .keys()
+            .copied()
+            .chain(no_shows)
+            .collect();
         leaves.retain(|l| self.members.binary_search(l).is_ok());
-        let leaves: Vec<PeerId> = leaves.into_iter().take(limits::LEAVES_PER_ROUND_MAX).collect();
+        let leaves: Vec<PeerId> = leaves
+            .into_iter()
+            .take(limits::LEAVES_PER_ROUND_MAX)
+            .collect();
         let body = Proposal {
             run_id: self.run_id,
             round: self.round,
@@ -989,14 +1298,19 @@ impl RoundMachine {
             leaves,
         };
         let signed = sign(&self.key, body);
-        out.push(Action::Broadcast { kind: MessageKind::Proposal, bytes: Message::Proposal(signed.clone()).encode() });
+        out.push(Action::Broadcast {
+            kind: MessageKind::Proposal,
+            bytes: Message::Proposal(signed.clone()).encode(),
+        });
         self.state.as_mut().expect("round state").my_proposal_rank = Some(rank);
         self.on_proposal(signed);
     }
 
     fn request_aggregate(&mut self, out: &mut Vec<Action>) {
         let state = self.state.as_ref().expect("round state");
-        let Some(adopted) = &state.proposal else { return };
+        let Some(adopted) = &state.proposal else {
+            return;
+        };
         if adopted.aggregate_requested {
             return;
         }
@@ -1018,8 +1332,19 @@ impl RoundMachine {
             // Gossip lost them (a partition, a restart): the proposer aggregated them, so it holds them.
             if !adopted.fetch_requested {
                 let mut peers = vec![adopted.proposer];
-                peers.extend(adopted.body.included.iter().copied().take(limits::RESYNC_PEERS_MAX - 1));
-                out.push(Action::FetchUpdates { round: self.round, updates: missing, peers });
+                peers.extend(
+                    adopted
+                        .body
+                        .included
+                        .iter()
+                        .copied()
+                        .take(limits::RESYNC_PEERS_MAX - 1),
+                );
+                out.push(Action::FetchUpdates {
+                    round: self.round,
+                    updates: missing,
+                    peers,
+                });
                 let state = self.state.as_mut().expect("round state");
                 state.proposal.as_mut().expect("adopted").fetch_requested = true;
             }
@@ -1032,7 +1357,11 @@ impl RoundMachine {
             updates,
         });
         let state = self.state.as_mut().expect("round state");
-        state.proposal.as_mut().expect("adopted").aggregate_requested = true;
+        state
+            .proposal
+            .as_mut()
+            .expect("adopted")
+            .aggregate_requested = true;
     }
 
     fn tally(&mut self, out: &mut Vec<Action>) {
@@ -1042,7 +1371,9 @@ impl RoundMachine {
         for (peer, (_, digest)) in &state.votes {
             counts.entry(*digest).or_default().push(*peer);
         }
-        let Some((digest, voters)) = counts.into_iter().find(|(_, v)| v.len() >= quorum) else { return };
+        let Some((digest, voters)) = counts.into_iter().find(|(_, v)| v.len() >= quorum) else {
+            return;
+        };
         match &state.computed {
             Some((_, _, mine, _)) if *mine == digest => self.settle(out),
             _ => self.request_resync(self.round.next(), digest, voters, out),
@@ -1052,7 +1383,8 @@ impl RoundMachine {
     fn settle(&mut self, out: &mut Vec<Action>) {
         let state = self.state.take().expect("round state");
         let adopted = state.proposal.expect("settling needs a proposal");
-        let (_, model_hash, digest, next_members) = state.computed.expect("settling needs a result");
+        let (_, model_hash, digest, next_members) =
+            state.computed.expect("settling needs a result");
         out.push(Action::Settled(Settled {
             round: self.round,
             model_hash,
@@ -1084,10 +1416,30 @@ impl RoundMachine {
         let mut next = state.rank_started_ms + self.rank_timeout_ms();
         if Self::proposer_at(state, state.active_rank) == Some(self.me) {
             let (start, arrivals): (u64, Vec<u64>) = match state.my_commit_set {
-                Some((_, sent, _)) => (sent, state.reveals.values().map(|r| r.arrived_ms.saturating_sub(sent)).collect()),
-                None => (state.started_ms, state.commitments.values().map(|(_, t)| t.saturating_sub(state.started_ms)).collect()),
+                Some((_, sent, _)) => (
+                    sent,
+                    state
+                        .reveals
+                        .values()
+                        .map(|r| r.arrived_ms.saturating_sub(sent))
+                        .collect(),
+                ),
+                None => (
+                    state.started_ms,
+                    state
+                        .commitments
+                        .values()
+                        .map(|(_, t)| t.saturating_sub(state.started_ms))
+                        .collect(),
+                ),
             };
-            let adaptive = adaptive_deadline_ms(start, &arrivals, c.phase_min_ms, c.phase_max_ms, c.deadline_mad_k_millis);
+            let adaptive = adaptive_deadline_ms(
+                start,
+                &arrivals,
+                c.phase_min_ms,
+                c.phase_max_ms,
+                c.deadline_mad_k_millis,
+            );
             next = next.min(adaptive.max(self.now_ms + 1));
         }
         Some(next)
@@ -1105,21 +1457,53 @@ impl RoundMachine {
     pub fn bound_violations(&self) -> Vec<BoundViolation> {
         let mut checks = vec![
             ("members", self.members.len(), limits::MEMBERS_MAX),
-            ("future buffer", self.future.len(), limits::FUTURE_MESSAGES_MAX),
-            ("ahead rounds", self.ahead.len(), limits::AHEAD_ROUNDS_TRACKED_MAX),
-            ("pending joins", self.pending_joins.len(), limits::PENDING_JOINS_MAX),
-            ("pending leaves", self.pending_leaves.len(), limits::PENDING_JOINS_MAX),
+            (
+                "future buffer",
+                self.future.len(),
+                limits::FUTURE_MESSAGES_MAX,
+            ),
+            (
+                "ahead rounds",
+                self.ahead.len(),
+                limits::AHEAD_ROUNDS_TRACKED_MAX,
+            ),
+            (
+                "pending joins",
+                self.pending_joins.len(),
+                limits::PENDING_JOINS_MAX,
+            ),
+            (
+                "pending leaves",
+                self.pending_leaves.len(),
+                limits::PENDING_JOINS_MAX,
+            ),
         ];
         for tally in self.ahead.values() {
-            checks.push(("ahead voters", tally.len(), limits::AHEAD_VOTERS_PER_ROUND_MAX));
+            checks.push((
+                "ahead voters",
+                tally.len(),
+                limits::AHEAD_VOTERS_PER_ROUND_MAX,
+            ));
         }
         if let Some(s) = &self.state {
             checks.push(("committee", s.committee.len(), limits::COMMITTEE_PEERS_MAX));
-            checks.push(("commitments", s.commitments.len(), limits::COMMITTEE_PEERS_MAX));
+            checks.push((
+                "commitments",
+                s.commitments.len(),
+                limits::COMMITTEE_PEERS_MAX,
+            ));
             checks.push(("reveals", s.reveals.len(), limits::COMMITTEE_PEERS_MAX));
             checks.push(("votes", s.votes.len(), limits::COMMITTEE_PEERS_MAX));
-            checks.push(("commit sets", s.commit_sets.len(), limits::PROPOSER_RANKS_MAX as usize));
-            checks.push(("orphan proposals", s.orphans.len(), limits::PROPOSER_RANKS_MAX as usize));
+            checks.push((
+                "commit sets",
+                s.commit_sets.len(),
+                limits::PROPOSER_RANKS_MAX as usize,
+            ));
+            checks.push((
+                "orphan proposals",
+                s.orphans.len(),
+                limits::PROPOSER_RANKS_MAX as usize,
+            ));
         }
         checks
             .into_iter()
@@ -1130,7 +1514,12 @@ impl RoundMachine {
 
     /// One line on where this machine stands, for failure reports.
     pub fn describe(&self) -> String {
-        let mut line = format!("round {} {:?} members {}", self.round.0, self.status, self.members.len());
+        let mut line = format!(
+            "round {} {:?} members {}",
+            self.round.0,
+            self.status,
+            self.members.len()
+        );
         if let Some(a) = &self.awaiting {
             line += &format!(" awaiting r{} {:?}", a.next_round.0, a.digest);
         }
@@ -1164,7 +1553,11 @@ impl RoundMachine {
         bytes += (self.pending_joins.len() + self.pending_leaves.len()) * 200;
         if let Some(s) = &self.state {
             bytes += (s.committee.len() + s.ranks.len()) * peer;
-            bytes += s.commitments.len() * 400 + s.commit_sets.values().map(|(_, c)| c.len() * 400).sum::<usize>();
+            bytes += s.commitments.len() * 400
+                + s.commit_sets
+                    .values()
+                    .map(|(_, c)| c.len() * 400)
+                    .sum::<usize>();
             bytes += s.reveals.len() * 96 + s.votes.len() * 72;
             bytes += s.computed.as_ref().map_or(0, |c| c.3.len() * peer);
         }

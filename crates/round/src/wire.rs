@@ -122,7 +122,11 @@ pub enum DecodeError {
     #[error("message has {0} trailing bytes")]
     Trailing(usize),
     #[error("{what} has {count} entries, above the limit of {max}")]
-    TooMany { what: &'static str, count: usize, max: usize },
+    TooMany {
+        what: &'static str,
+        count: usize,
+        max: usize,
+    },
     #[error("{0} must be sorted and unique")]
     NotSorted(&'static str),
 }
@@ -134,7 +138,10 @@ fn check_count(what: &'static str, count: usize, max: usize) -> Result<(), Decod
     Ok(())
 }
 
-fn check_sorted<T: Ord>(what: &'static str, items: impl Iterator<Item = T>) -> Result<(), DecodeError> {
+fn check_sorted<T: Ord>(
+    what: &'static str,
+    items: impl Iterator<Item = T>,
+) -> Result<(), DecodeError> {
     let items: Vec<T> = items.collect();
     if !items.windows(2).all(|w| w[0] < w[1]) {
         return Err(DecodeError::NotSorted(what));
@@ -143,7 +150,11 @@ fn check_sorted<T: Ord>(what: &'static str, items: impl Iterator<Item = T>) -> R
 }
 
 fn check_commitment(c: &Commitment) -> Result<(), DecodeError> {
-    check_count("commitment data ids", c.data_ids.len(), limits::DATA_IDS_PER_TRAINER_MAX)?;
+    check_count(
+        "commitment data ids",
+        c.data_ids.len(),
+        limits::DATA_IDS_PER_TRAINER_MAX,
+    )?;
     check_sorted("commitment data ids", c.data_ids.iter())
 }
 
@@ -181,7 +192,10 @@ impl Message {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = vec![WIRE_VERSION];
         out.extend(postcard::to_allocvec(self).expect("round message serializes"));
-        debug_assert!(out.len() <= limits::MESSAGE_BYTES_MAX, "encoded message over MESSAGE_BYTES_MAX");
+        debug_assert!(
+            out.len() <= limits::MESSAGE_BYTES_MAX,
+            "encoded message over MESSAGE_BYTES_MAX"
+        );
         out
     }
 
@@ -208,16 +222,38 @@ impl Message {
         match self {
             Message::Commit(m) => check_commitment(&m.body),
             Message::CommitSet(m) => {
-                check_count("commit set", m.body.commitments.len(), limits::COMMITTEE_PEERS_MAX)?;
-                check_sorted("commit set signers", m.body.commitments.iter().map(|c| c.signer))?;
-                m.body.commitments.iter().try_for_each(|c| check_commitment(&c.body))
+                check_count(
+                    "commit set",
+                    m.body.commitments.len(),
+                    limits::COMMITTEE_PEERS_MAX,
+                )?;
+                check_sorted(
+                    "commit set signers",
+                    m.body.commitments.iter().map(|c| c.signer),
+                )?;
+                m.body
+                    .commitments
+                    .iter()
+                    .try_for_each(|c| check_commitment(&c.body))
             }
             Message::Proposal(m) => {
                 let p = &m.body;
-                check_count("proposal included", p.included.len(), limits::COMMITTEE_PEERS_MAX)?;
-                check_count("proposal excluded", p.excluded.len(), limits::COMMITTEE_PEERS_MAX)?;
+                check_count(
+                    "proposal included",
+                    p.included.len(),
+                    limits::COMMITTEE_PEERS_MAX,
+                )?;
+                check_count(
+                    "proposal excluded",
+                    p.excluded.len(),
+                    limits::COMMITTEE_PEERS_MAX,
+                )?;
                 check_count("proposal joins", p.joins.len(), limits::JOINS_PER_ROUND_MAX)?;
-                check_count("proposal leaves", p.leaves.len(), limits::LEAVES_PER_ROUND_MAX)?;
+                check_count(
+                    "proposal leaves",
+                    p.leaves.len(),
+                    limits::LEAVES_PER_ROUND_MAX,
+                )?;
                 check_sorted("proposal included", p.included.iter())?;
                 check_sorted("proposal excluded", p.excluded.iter().map(|e| e.0))?;
                 check_sorted("proposal joins", p.joins.iter())?;
@@ -272,7 +308,11 @@ pub fn sign<T: Body>(key: &SigningKey, body: T) -> Signed<T> {
     let mut s = [0u8; 32];
     r.copy_from_slice(&sig[..32]);
     s.copy_from_slice(&sig[32..]);
-    Signed { body, signer: peer_id_of(key), signature: Signature { r, s } }
+    Signed {
+        body,
+        signer: peer_id_of(key),
+        signature: Signature { r, s },
+    }
 }
 
 /// Join and Leave share a body type; their signatures are separated by this extra domain byte.
@@ -296,7 +336,11 @@ fn sign_leave(key: &SigningKey, body: Announce) -> Signed<Announce> {
     let mut s = [0u8; 32];
     r.copy_from_slice(&sig[..32]);
     s.copy_from_slice(&sig[32..]);
-    Signed { body, signer: peer_id_of(key), signature: Signature { r, s } }
+    Signed {
+        body,
+        signer: peer_id_of(key),
+        signature: Signature { r, s },
+    }
 }
 
 fn verify_bytes(signer: PeerId, signature: &Signature, bytes: &[u8]) -> bool {
@@ -306,11 +350,16 @@ fn verify_bytes(signer: PeerId, signature: &Signature, bytes: &[u8]) -> bool {
     let mut sig = [0u8; 64];
     sig[..32].copy_from_slice(&signature.r);
     sig[32..].copy_from_slice(&signature.s);
-    key.verify(&bytes, &ed25519_dalek::Signature::from_bytes(&sig)).is_ok()
+    key.verify(&bytes, &ed25519_dalek::Signature::from_bytes(&sig))
+        .is_ok()
 }
 
 pub fn verify<T: Body>(signed: &Signed<T>) -> bool {
-    verify_bytes(signed.signer, &signed.signature, &signing_bytes(T::DOMAIN, &signed.body))
+    verify_bytes(
+        signed.signer,
+        &signed.signature,
+        &signing_bytes(T::DOMAIN, &signed.body),
+    )
 }
 
 pub fn verify_leave(signed: &Signed<Announce>) -> bool {
@@ -349,7 +398,10 @@ mod tests {
 
     #[test]
     fn join_signature_does_not_verify_as_leave() {
-        let body = Announce { run_id: RunId(Hash32::of(b"run")), round: RoundNumber(1) };
+        let body = Announce {
+            run_id: RunId(Hash32::of(b"run")),
+            round: RoundNumber(1),
+        };
         let join = sign_announce(&key(2), body.clone(), false);
         let leave = sign_announce(&key(2), body, true);
         assert!(verify(&join) && !verify_leave(&join));
@@ -360,7 +412,10 @@ mod tests {
     fn decoder_rejects_hostile_bytes_with_typed_errors() {
         assert_eq!(Message::decode(&[]), Err(DecodeError::Empty));
         assert_eq!(Message::decode(&[7, 0]), Err(DecodeError::Version(7)));
-        assert!(matches!(Message::decode(&[WIRE_VERSION, 200]), Err(DecodeError::Malformed(_))));
+        assert!(matches!(
+            Message::decode(&[WIRE_VERSION, 200]),
+            Err(DecodeError::Malformed(_))
+        ));
         let big = vec![WIRE_VERSION; limits::MESSAGE_BYTES_MAX + 1];
         assert_eq!(Message::decode(&big), Err(DecodeError::TooLarge(big.len())));
         let mut bytes = Message::Vote(sign(&key(1), vote())).encode();
@@ -377,6 +432,9 @@ mod tests {
             codec_id: 0,
         };
         let bytes = Message::Commit(sign(&key(1), commit)).encode();
-        assert_eq!(Message::decode(&bytes), Err(DecodeError::NotSorted("commitment data ids")));
+        assert_eq!(
+            Message::decode(&bytes),
+            Err(DecodeError::NotSorted("commitment data ids"))
+        );
     }
 }

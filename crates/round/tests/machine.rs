@@ -39,9 +39,14 @@ impl Cluster {
         let mut founders: Vec<PeerId> = keys.iter().map(round::wire::peer_id_of).collect();
         founders.sort();
         let config = Arc::new(config(founders));
-        let mut cluster = Cluster { machines: Vec::new(), queue: VecDeque::new(), settled: vec![Vec::new(); n as usize] };
+        let mut cluster = Cluster {
+            machines: Vec::new(),
+            queue: VecDeque::new(),
+            settled: vec![Vec::new(); n as usize],
+        };
         for (i, key) in keys.into_iter().enumerate() {
-            let (machine, actions) = RoundMachine::new(Arc::clone(&config), key, 0, Boot::Genesis).unwrap();
+            let (machine, actions) =
+                RoundMachine::new(Arc::clone(&config), key, 0, Boot::Genesis).unwrap();
             cluster.machines.push(machine);
             cluster.apply(i, actions);
         }
@@ -52,26 +57,62 @@ impl Cluster {
         let n = self.machines.len();
         for action in actions {
             match action {
-                Action::Broadcast { bytes, .. } => {
-                    (0..n).filter(|&j| j != from).for_each(|j| self.queue.push_back((j, Input::Message(bytes.clone()))))
-                }
-                Action::SendTo { .. } | Action::Resync { .. } | Action::FetchUpdates { .. } | Action::WakeAt(_) => {}
-                Action::Train { round, base_model_hash, .. } => {
-                    let cid = Hash32::of(&[self.machines[from].peer_id().0.as_slice(), &round.0.to_le_bytes()].concat());
-                    let input = Input::Trained { round, base_model_hash, update_cid: cid, update_bytes: 100, claimed_loss: 1.0 };
+                Action::Broadcast { bytes, .. } => (0..n)
+                    .filter(|&j| j != from)
+                    .for_each(|j| self.queue.push_back((j, Input::Message(bytes.clone())))),
+                Action::SendTo { .. }
+                | Action::Resync { .. }
+                | Action::FetchUpdates { .. }
+                | Action::WakeAt(_) => {}
+                Action::Train {
+                    round,
+                    base_model_hash,
+                    ..
+                } => {
+                    let cid = Hash32::of(
+                        &[
+                            self.machines[from].peer_id().0.as_slice(),
+                            &round.0.to_le_bytes(),
+                        ]
+                        .concat(),
+                    );
+                    let input = Input::Trained {
+                        round,
+                        base_model_hash,
+                        update_cid: cid,
+                        update_bytes: 100,
+                        claimed_loss: 1.0,
+                    };
                     self.queue.push_back((from, input));
                 }
                 Action::PublishUpdate { round, update_cid } => {
                     let trainer = self.machines[from].peer_id();
                     for j in 0..n {
-                        let input = Input::UpdateReceived { round, trainer, update_cid, update_bytes: 100, verdict: Verdict::Accepted };
+                        let input = Input::UpdateReceived {
+                            round,
+                            trainer,
+                            update_cid,
+                            update_bytes: 100,
+                            verdict: Verdict::Accepted,
+                        };
                         self.queue.push_back((j, input));
                     }
                 }
-                Action::Aggregate { round, proposal_digest, base_model_hash, updates } => {
+                Action::Aggregate {
+                    round,
+                    proposal_digest,
+                    base_model_hash,
+                    updates,
+                } => {
                     let mut bytes = base_model_hash.0.to_vec();
-                    updates.iter().for_each(|(p, c)| bytes.extend_from_slice(&[p.0, c.0].concat()));
-                    let input = Input::Aggregated { round, proposal_digest, model_hash: Hash32::of(&bytes) };
+                    updates
+                        .iter()
+                        .for_each(|(p, c)| bytes.extend_from_slice(&[p.0, c.0].concat()));
+                    let input = Input::Aggregated {
+                        round,
+                        proposal_digest,
+                        model_hash: Hash32::of(&bytes),
+                    };
                     self.queue.push_back((from, input));
                 }
                 Action::Settled(s) => self.settled[from].push(s.model_hash),
@@ -97,7 +138,10 @@ impl Cluster {
             }
         }
         let states: Vec<String> = self.machines.iter().map(|m| m.describe()).collect();
-        panic!("rounds did not settle: {:?} {states:#?}", self.settled.iter().map(|s| s.len()).collect::<Vec<_>>());
+        panic!(
+            "rounds did not settle: {:?} {states:#?}",
+            self.settled.iter().map(|s| s.len()).collect::<Vec<_>>()
+        );
     }
 }
 
@@ -109,7 +153,10 @@ fn four_machines_settle_rounds_with_equal_hashes() {
     for other in &cluster.settled {
         assert_eq!(&other[..5], first);
     }
-    assert!(first.windows(2).all(|w| w[0] != w[1]), "each round moves the model");
+    assert!(
+        first.windows(2).all(|w| w[0] != w[1]),
+        "each round moves the model"
+    );
 }
 
 #[test]
@@ -123,7 +170,9 @@ fn hostile_bytes_are_counted_not_fatal() {
         vec![round::wire::WIRE_VERSION, 3, 1, 2, 3]
     };
     for i in 0..2_000 {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let len = (state >> 40) as usize % 300;
         let mut bytes: Vec<u8> = (0..len).map(|k| (state >> (k % 56)) as u8).collect();
         if i % 2 == 0 && !bytes.is_empty() {

@@ -71,6 +71,10 @@ pub struct SimFailure {
 
 impl fmt::Display for SimFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SIM_SEED={} checker {} failed at {} ms: {}", self.seed, self.checker, self.virtual_ms, self.detail)
+        write!(
+            f,
+            "SIM_SEED={} checker {} failed at {} ms: {}",
+            self.seed, self.checker, self.virtual_ms, self.detail
+        )
     }
 }

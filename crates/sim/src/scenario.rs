@@ -126,7 +126,10 @@ pub enum ScenarioError {
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> ScenarioError {
-    ScenarioError::Invalid { field, reason: reason.into() }
+    ScenarioError::Invalid {
+        field,
+        reason: reason.into(),
+    }
 }
 
 impl Scenario {
@@ -141,41 +144,80 @@ impl Scenario {
 
     pub fn validate(&self) -> Result<(), ScenarioError> {
         if self.nodes == 0 || self.nodes > limits::NODES_MAX {
-            return Err(invalid("nodes", format!("must be 1..={}", limits::NODES_MAX)));
+            return Err(invalid(
+                "nodes",
+                format!("must be 1..={}", limits::NODES_MAX),
+            ));
         }
         if self.rounds == 0 || self.rounds > limits::ROUNDS_MAX {
-            return Err(invalid("rounds", format!("must be 1..={}", limits::ROUNDS_MAX)));
+            return Err(invalid(
+                "rounds",
+                format!("must be 1..={}", limits::ROUNDS_MAX),
+            ));
         }
         if self.params == 0 || self.params > limits::STANDIN_PARAMS_MAX {
-            return Err(invalid("params", format!("must be 1..={}", limits::STANDIN_PARAMS_MAX)));
+            return Err(invalid(
+                "params",
+                format!("must be 1..={}", limits::STANDIN_PARAMS_MAX),
+            ));
         }
-        if self.committee_size == 0 || self.committee_size as usize > round_limits::COMMITTEE_PEERS_MAX {
-            return Err(invalid("committee_size", format!("must be 1..={}", round_limits::COMMITTEE_PEERS_MAX)));
+        if self.committee_size == 0
+            || self.committee_size as usize > round_limits::COMMITTEE_PEERS_MAX
+        {
+            return Err(invalid(
+                "committee_size",
+                format!("must be 1..={}", round_limits::COMMITTEE_PEERS_MAX),
+            ));
         }
         if self.gossip_degree == 0 || self.gossip_degree > limits::GOSSIP_DEGREE_PEERS_MAX {
-            return Err(invalid("gossip_degree", format!("must be 1..={}", limits::GOSSIP_DEGREE_PEERS_MAX)));
+            return Err(invalid(
+                "gossip_degree",
+                format!("must be 1..={}", limits::GOSSIP_DEGREE_PEERS_MAX),
+            ));
         }
         if self.train_ms_min > self.train_ms_max || self.train_ms_max >= self.phase_max_ms {
-            return Err(invalid("train_ms_max", "must be at least train_ms_min and below phase_max_ms"));
+            return Err(invalid(
+                "train_ms_max",
+                "must be at least train_ms_min and below phase_max_ms",
+            ));
         }
         if self.link.regions == 0 || self.link.bandwidth_bytes_per_ms == 0 {
-            return Err(invalid("link", "regions and bandwidth_bytes_per_ms must be positive"));
+            return Err(invalid(
+                "link",
+                "regions and bandwidth_bytes_per_ms must be positive",
+            ));
         }
-        if !(self.inner_lr > 0.0 && self.inner_lr < 1.0 && self.outer_lr > 0.0 && self.outer_lr <= 2.0) {
-            return Err(invalid("inner_lr/outer_lr", "need 0 < inner_lr < 1 and 0 < outer_lr <= 2"));
+        if !(self.inner_lr > 0.0
+            && self.inner_lr < 1.0
+            && self.outer_lr > 0.0
+            && self.outer_lr <= 2.0)
+        {
+            return Err(invalid(
+                "inner_lr/outer_lr",
+                "need 0 < inner_lr < 1 and 0 < outer_lr <= 2",
+            ));
         }
         let permilles = [
             ("churn_permille", self.churn_permille),
             ("crash_permille", self.crash_permille),
             ("corrupt_store_permille", self.corrupt_store_permille),
-            ("partition_minority_permille", self.partition_minority_permille),
+            (
+                "partition_minority_permille",
+                self.partition_minority_permille,
+            ),
             ("byzantine_permille", self.byzantine_permille),
-            ("trim_permille", self.trim_permille.min(499) + u32::from(self.trim_permille >= 500) * 1001),
+            (
+                "trim_permille",
+                self.trim_permille.min(499) + u32::from(self.trim_permille >= 500) * 1001,
+            ),
             ("link.loss_permille", self.link.loss_permille),
         ];
         for (field, value) in permilles {
             if value > 1000 {
-                return Err(invalid(field, "must be at most 1000 (trim_permille below 500)"));
+                return Err(invalid(
+                    field,
+                    "must be at most 1000 (trim_permille below 500)",
+                ));
             }
         }
         Ok(())
@@ -189,8 +231,17 @@ mod tests {
     #[test]
     fn toml_overrides_defaults_and_names_bad_fields() {
         let s = Scenario::from_toml("nodes = 7\n[link]\nloss_permille = 5\n").unwrap();
-        assert_eq!((s.nodes, s.link.loss_permille, s.rounds), (7, 5, Scenario::default().rounds));
-        assert!(matches!(Scenario::from_toml("nodes = 0"), Err(ScenarioError::Invalid { field: "nodes", .. })));
-        assert!(matches!(Scenario::from_toml("bogus = 1"), Err(ScenarioError::Parse(_))));
+        assert_eq!(
+            (s.nodes, s.link.loss_permille, s.rounds),
+            (7, 5, Scenario::default().rounds)
+        );
+        assert!(matches!(
+            Scenario::from_toml("nodes = 0"),
+            Err(ScenarioError::Invalid { field: "nodes", .. })
+        ));
+        assert!(matches!(
+            Scenario::from_toml("bogus = 1"),
+            Err(ScenarioError::Parse(_))
+        ));
     }
 }

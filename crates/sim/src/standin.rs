@@ -28,7 +28,11 @@ impl StandIn {
     pub fn new(scenario: &Scenario, seed: u64) -> StandIn {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_7a12_6e75);
         let targets = (0..scenario.shards)
-            .map(|_| (0..scenario.params).map(|_| rng.gen_range(-1.0f32..1.0)).collect())
+            .map(|_| {
+                (0..scenario.params)
+                    .map(|_| rng.gen_range(-1.0f32..1.0))
+                    .collect()
+            })
             .collect();
         StandIn {
             params: scenario.params,
@@ -59,7 +63,11 @@ impl StandIn {
     }
 
     fn loss(x: &[f32], target: &[f32]) -> f32 {
-        0.5 * x.iter().zip(target).map(|(a, b)| (a - b) * (a - b)).sum::<f32>()
+        0.5 * x
+            .iter()
+            .zip(target)
+            .map(|(a, b)| (a - b) * (a - b))
+            .sum::<f32>()
     }
 
     /// Honest training: H gradient steps on the assigned shards. Returns (Δ, final local loss).
@@ -94,7 +102,12 @@ impl StandIn {
     }
 
     /// Parses a blob. `None` for anything malformed: wrong magic, round, trainer or length.
-    pub fn decode_blob(&self, bytes: &[u8], round: RoundNumber, trainer: PeerId) -> Option<Vec<f32>> {
+    pub fn decode_blob(
+        &self,
+        bytes: &[u8],
+        round: RoundNumber,
+        trainer: PeerId,
+    ) -> Option<Vec<f32>> {
         if bytes.len() != BLOB_HEADER_BYTES + self.params * 4 || &bytes[..4] != BLOB_MAGIC {
             return None;
         }
@@ -104,7 +117,12 @@ impl StandIn {
         if blob_round != round.0 || blob_trainer != trainer || len != self.params {
             return None;
         }
-        Some(bytes[48..].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect())
+        Some(
+            bytes[48..]
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+                .collect(),
+        )
     }
 
     /// The sanity-gate verifier: finite values and at least a halving of the loss on the assigned data.
@@ -129,7 +147,11 @@ impl StandIn {
             Aggregation::Mean => mean(deltas, self.params),
             Aggregation::TrimmedMean => trimmed_mean(deltas, self.params, self.trim_permille),
         };
-        theta.iter().zip(&aggregate).map(|(t, a)| t - self.outer_lr * a).collect()
+        theta
+            .iter()
+            .zip(&aggregate)
+            .map(|(t, a)| t - self.outer_lr * a)
+            .collect()
     }
 }
 
@@ -190,12 +212,24 @@ mod tests {
 
     #[test]
     fn blob_round_trip_checks_header() {
-        let scenario = Scenario { params: 4, ..Scenario::default() };
+        let scenario = Scenario {
+            params: 4,
+            ..Scenario::default()
+        };
         let model = StandIn::new(&scenario, 1);
         let blob = StandIn::encode_blob(RoundNumber(2), PeerId([1; 32]), &[1.0, 2.0, 3.0, 4.0]);
-        assert_eq!(model.decode_blob(&blob, RoundNumber(2), PeerId([1; 32])), Some(vec![1.0, 2.0, 3.0, 4.0]));
-        assert_eq!(model.decode_blob(&blob, RoundNumber(3), PeerId([1; 32])), None);
-        assert_eq!(model.decode_blob(&blob[..10], RoundNumber(2), PeerId([1; 32])), None);
+        assert_eq!(
+            model.decode_blob(&blob, RoundNumber(2), PeerId([1; 32])),
+            Some(vec![1.0, 2.0, 3.0, 4.0])
+        );
+        assert_eq!(
+            model.decode_blob(&blob, RoundNumber(3), PeerId([1; 32])),
+            None
+        );
+        assert_eq!(
+            model.decode_blob(&blob[..10], RoundNumber(2), PeerId([1; 32])),
+            None
+        );
     }
 
     #[test]

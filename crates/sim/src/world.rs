@@ -9,7 +9,10 @@ use ed25519_dalek::SigningKey;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use round::wire::{Message, Signed};
-use round::{Action, Boot, GenesisConfig, Input, MessageKind, RoundMachine, Settled, Snapshot, Status, Verdict};
+use round::{
+    Action, Boot, GenesisConfig, Input, MessageKind, RoundMachine, Settled, Snapshot, Status,
+    Verdict,
+};
 use types::limits::{round as round_limits, sim as limits};
 use types::{Hash32, PeerId, RoundNumber, RunId};
 
@@ -29,12 +32,25 @@ pub enum Attack {
     NaN,
 }
 
-const ATTACKS: [Attack; 7] =
-    [Attack::Noise, Attack::SignFlip, Attack::Scale, Attack::FreeRide, Attack::Copy, Attack::StaleBase, Attack::NaN];
+const ATTACKS: [Attack; 7] = [
+    Attack::Noise,
+    Attack::SignFlip,
+    Attack::Scale,
+    Attack::FreeRide,
+    Attack::Copy,
+    Attack::StaleBase,
+    Attack::NaN,
+];
 
 /// Checker names, in the order they are reported.
-pub const CHECKERS: [&str; 6] =
-    ["agreement", "determinism", "verification", "no_lost_update", "ledger", "limits"];
+pub const CHECKERS: [&str; 6] = [
+    "agreement",
+    "determinism",
+    "verification",
+    "no_lost_update",
+    "ledger",
+    "limits",
+];
 const PROGRESS: &str = "progress";
 
 #[derive(Clone)]
@@ -81,39 +97,85 @@ struct Node {
 
 #[derive(Clone)]
 enum Gossip {
-    Round { bytes: Arc<Vec<u8>> },
-    Blob { round: RoundNumber, trainer: PeerId, bytes: Arc<Vec<u8>> },
+    Round {
+        bytes: Arc<Vec<u8>>,
+    },
+    Blob {
+        round: RoundNumber,
+        trainer: PeerId,
+        bytes: Arc<Vec<u8>>,
+    },
 }
 
 enum Wire {
-    Gossip { id: u64, body: Gossip },
-    Direct { bytes: Arc<Vec<u8>> },
-    SnapshotRequest { digest: Hash32 },
-    BlobRequest { round: RoundNumber, trainers: Vec<PeerId> },
-    BlobResponse { round: RoundNumber, trainer: PeerId, bytes: Arc<Vec<u8>> },
-    SnapshotResponse { served: Served },
+    Gossip {
+        id: u64,
+        body: Gossip,
+    },
+    Direct {
+        bytes: Arc<Vec<u8>>,
+    },
+    SnapshotRequest {
+        digest: Hash32,
+    },
+    BlobRequest {
+        round: RoundNumber,
+        trainers: Vec<PeerId>,
+    },
+    BlobResponse {
+        round: RoundNumber,
+        trainer: PeerId,
+        bytes: Arc<Vec<u8>>,
+    },
+    SnapshotResponse {
+        served: Served,
+    },
 }
 
 impl Wire {
     fn bytes(&self) -> u64 {
         match self {
-            Wire::Gossip { body: Gossip::Round { bytes, .. }, .. } | Wire::Direct { bytes, .. } => bytes.len() as u64,
-            Wire::Gossip { body: Gossip::Blob { bytes, .. }, .. } => bytes.len() as u64 + 48,
+            Wire::Gossip {
+                body: Gossip::Round { bytes, .. },
+                ..
+            }
+            | Wire::Direct { bytes, .. } => bytes.len() as u64,
+            Wire::Gossip {
+                body: Gossip::Blob { bytes, .. },
+                ..
+            } => bytes.len() as u64 + 48,
             Wire::SnapshotRequest { .. } => 40,
             Wire::BlobRequest { trainers, .. } => 16 + 32 * trainers.len() as u64,
             Wire::BlobResponse { bytes, .. } => bytes.len() as u64 + 48,
             Wire::SnapshotResponse { served } => {
-                (served.snapshot.members.len() * 32 + served.theta.len() * 4 + served.credits.len() * 40 + 80) as u64
+                (served.snapshot.members.len() * 32
+                    + served.theta.len() * 4
+                    + served.credits.len() * 40
+                    + 80) as u64
             }
         }
     }
 }
 
 enum Event {
-    Deliver { to: u32, from: u32, wire: Arc<Wire> },
-    Wake { node: u32, incarnation: u64 },
-    TrainDone { node: u32, incarnation: u64, round: RoundNumber, data_ids: Vec<u32> },
-    Restart { node: u32 },
+    Deliver {
+        to: u32,
+        from: u32,
+        wire: Arc<Wire>,
+    },
+    Wake {
+        node: u32,
+        incarnation: u64,
+    },
+    TrainDone {
+        node: u32,
+        incarnation: u64,
+        round: RoundNumber,
+        data_ids: Vec<u32>,
+    },
+    Restart {
+        node: u32,
+    },
     PartitionEnd,
 }
 
@@ -196,11 +258,15 @@ fn ledger_digest(credits: &BTreeMap<PeerId, u64>) -> Hash32 {
 
 impl World {
     pub fn new(scenario: &Scenario, seed: u64) -> World {
-        scenario.validate().expect("scenario validated by the caller");
+        scenario
+            .validate()
+            .expect("scenario validated by the caller");
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let model = StandIn::new(scenario, seed);
         let genesis_theta = Arc::new(model.genesis());
-        let keys: Vec<SigningKey> = (0..scenario.nodes as u64).map(|i| peer_key(seed, i)).collect();
+        let keys: Vec<SigningKey> = (0..scenario.nodes as u64)
+            .map(|i| peer_key(seed, i))
+            .collect();
         let mut founders: Vec<PeerId> = keys.iter().map(round::wire::peer_id_of).collect();
         founders.sort_unstable();
         let config = Arc::new(GenesisConfig {
@@ -266,15 +332,27 @@ impl World {
 
     fn schedule(&mut self, time: u64, event: Event) -> Result<(), SimFailure> {
         if self.queue.len() >= limits::EVENTS_QUEUE_MAX {
-            return Err(self.fail("limits", format!("event queue over {}", limits::EVENTS_QUEUE_MAX)));
+            return Err(self.fail(
+                "limits",
+                format!("event queue over {}", limits::EVENTS_QUEUE_MAX),
+            ));
         }
         self.seq += 1;
-        self.queue.push(Queued { time, seq: self.seq, event });
+        self.queue.push(Queued {
+            time,
+            seq: self.seq,
+            event,
+        });
         Ok(())
     }
 
     fn fail(&self, checker: &str, detail: String) -> SimFailure {
-        SimFailure { seed: self.seed, checker: checker.to_string(), detail, virtual_ms: self.now }
+        SimFailure {
+            seed: self.seed,
+            checker: checker.to_string(),
+            detail,
+            virtual_ms: self.now,
+        }
     }
 
     fn pass(&mut self, checker: &'static str) {
@@ -293,7 +371,11 @@ impl World {
             key,
             peer,
             region: self.rng.gen_range(0..self.scenario.link.regions),
-            drift_ppm: if drift_max == 0 { 0 } else { self.rng.gen_range(-drift_max..=drift_max) },
+            drift_ppm: if drift_max == 0 {
+                0
+            } else {
+                self.rng.gen_range(-drift_max..=drift_max)
+            },
             attack,
             incarnation: 0,
             online: true,
@@ -327,20 +409,22 @@ impl World {
         let node = &mut self.nodes[id as usize];
         let key = node.key.clone();
         let local = local_time(self.now, node.drift_ppm);
-        let (machine, actions) =
-            RoundMachine::new(Arc::clone(&self.config), key, local, boot).expect("simulator builds valid configs");
+        let (machine, actions) = RoundMachine::new(Arc::clone(&self.config), key, local, boot)
+            .expect("simulator builds valid configs");
         node.machine = Some(machine);
         // A booted node serves its starting state too.
         self.remember_state(id);
         let mut work = VecDeque::new();
-        self.process(id, actions, &mut work).expect("boot actions never fail a checker");
+        self.process(id, actions, &mut work)
+            .expect("boot actions never fail a checker");
         let _ = self.drain(&mut work);
     }
 
     /// Links a node to `gossip_degree` random online nodes (both directions).
     fn connect(&mut self, id: u32) {
-        let online: Vec<u32> =
-            (0..self.nodes.len() as u32).filter(|&j| j != id && self.nodes[j as usize].online).collect();
+        let online: Vec<u32> = (0..self.nodes.len() as u32)
+            .filter(|&j| j != id && self.nodes[j as usize].online)
+            .collect();
         if online.is_empty() {
             return;
         }
@@ -366,10 +450,18 @@ impl World {
             if !node.online {
                 continue;
             }
-            let alive = node.neighbors.iter().filter(|&&j| self.nodes[j as usize].online).count();
+            let alive = node
+                .neighbors
+                .iter()
+                .filter(|&&j| self.nodes[j as usize].online)
+                .count();
             if alive * 2 < self.scenario.gossip_degree * 2 {
-                let keep: Vec<u32> =
-                    node.neighbors.iter().copied().filter(|&j| !self.nodes[j as usize].departed).collect();
+                let keep: Vec<u32> = node
+                    .neighbors
+                    .iter()
+                    .copied()
+                    .filter(|&j| !self.nodes[j as usize].departed)
+                    .collect();
                 self.nodes[id as usize].neighbors = keep;
                 self.connect(id);
             }
@@ -382,7 +474,9 @@ impl World {
 
     fn remember_state(&mut self, id: u32) {
         let node = &mut self.nodes[id as usize];
-        let Some(snapshot) = node.machine.as_ref().and_then(|m| m.snapshot()) else { return };
+        let Some(snapshot) = node.machine.as_ref().and_then(|m| m.snapshot()) else {
+            return;
+        };
         let served = Served {
             digest: snapshot.digest(self.run_id),
             snapshot,
@@ -403,7 +497,13 @@ impl World {
     pub fn run(mut self) -> Result<Summary, SimFailure> {
         self.recount();
         for id in 0..self.nodes.len() as u32 {
-            self.schedule(0, Event::Wake { node: id, incarnation: 0 })?;
+            self.schedule(
+                0,
+                Event::Wake {
+                    node: id,
+                    incarnation: 0,
+                },
+            )?;
         }
         let time_cap = (self.scenario.rounds + 10)
             .saturating_mul(20 * self.scenario.phase_max_ms)
@@ -412,7 +512,13 @@ impl World {
         while let Some(queued) = self.queue.pop() {
             self.now = queued.time;
             if self.now > time_cap {
-                return Err(self.fail(PROGRESS, format!("virtual time cap {time_cap} ms reached at round {}", self.max_round)));
+                return Err(self.fail(
+                    PROGRESS,
+                    format!(
+                        "virtual time cap {time_cap} ms reached at round {}",
+                        self.max_round
+                    ),
+                ));
             }
             self.step(queued.event)?;
             self.check_progress(stall_ms)?;
@@ -424,7 +530,8 @@ impl World {
     }
 
     fn check_progress(&mut self, stall_ms: u64) -> Result<(), SimFailure> {
-        let quorum_connected = self.partition.is_none() && self.online_count * 10 >= self.alive_count * 7;
+        let quorum_connected =
+            self.partition.is_none() && self.online_count * 10 >= self.alive_count * 7;
         if !quorum_connected {
             self.healthy_since_ms = self.now;
             return Ok(());
@@ -439,7 +546,11 @@ impl World {
             }
             return Err(self.fail(
                 PROGRESS,
-                format!("no round settled for {} ms with a quorum connected (at round {})", self.now - since, self.max_round),
+                format!(
+                    "no round settled for {} ms with a quorum connected (at round {})",
+                    self.now - since,
+                    self.max_round
+                ),
             ));
         }
         Ok(())
@@ -450,13 +561,18 @@ impl World {
         match event {
             Event::Deliver { to, from, wire } => self.deliver(to, from, wire, &mut work)?,
             Event::Wake { node, incarnation } => {
-                if self.nodes[node as usize].online && self.nodes[node as usize].incarnation == incarnation {
+                if self.nodes[node as usize].online
+                    && self.nodes[node as usize].incarnation == incarnation
+                {
                     work.push_back((node, Input::Tick));
                 }
             }
-            Event::TrainDone { node, incarnation, round, data_ids } => {
-                self.train_done(node, incarnation, round, &data_ids, &mut work)
-            }
+            Event::TrainDone {
+                node,
+                incarnation,
+                round,
+                data_ids,
+            } => self.train_done(node, incarnation, round, &data_ids, &mut work),
             Event::Restart { node } => self.restart(node)?,
             Event::PartitionEnd => {
                 self.partition = None;
@@ -473,11 +589,16 @@ impl World {
             if !node.online {
                 continue;
             }
-            let Some(machine) = node.machine.as_mut() else { continue };
+            let Some(machine) = node.machine.as_mut() else {
+                continue;
+            };
             let actions = machine.handle(local_time(self.now, node.drift_ppm), input);
             let violations = machine.bound_violations();
             if let Some(v) = violations.first() {
-                return Err(self.fail("limits", format!("node {id}: {} = {} > {}", v.what, v.value, v.max)));
+                return Err(self.fail(
+                    "limits",
+                    format!("node {id}: {} = {} > {}", v.what, v.value, v.max),
+                ));
             }
             self.pass("limits");
             self.process(id, actions, work)?;
@@ -485,7 +606,12 @@ impl World {
         Ok(())
     }
 
-    fn process(&mut self, id: u32, actions: Vec<Action>, work: &mut VecDeque<(u32, Input)>) -> Result<(), SimFailure> {
+    fn process(
+        &mut self,
+        id: u32,
+        actions: Vec<Action>,
+        work: &mut VecDeque<(u32, Input)>,
+    ) -> Result<(), SimFailure> {
         for action in actions {
             match action {
                 Action::Broadcast { kind, bytes } => self.on_broadcast(id, kind, bytes)?,
@@ -493,42 +619,92 @@ impl World {
                     let bytes = Arc::new(bytes);
                     for peer in peers {
                         if let Some(&to) = self.index.get(&peer) {
-                            self.send(id, to, Wire::Direct { bytes: Arc::clone(&bytes) })?;
+                            self.send(
+                                id,
+                                to,
+                                Wire::Direct {
+                                    bytes: Arc::clone(&bytes),
+                                },
+                            )?;
                         }
                     }
                 }
-                Action::Train { round, data_ids, .. } => {
+                Action::Train {
+                    round, data_ids, ..
+                } => {
                     let node = &self.nodes[id as usize];
-                    let train_ms = self.rng.gen_range(self.scenario.train_ms_min..=self.scenario.train_ms_max);
-                    let event = Event::TrainDone { node: id, incarnation: node.incarnation, round, data_ids };
+                    let train_ms = self
+                        .rng
+                        .gen_range(self.scenario.train_ms_min..=self.scenario.train_ms_max);
+                    let event = Event::TrainDone {
+                        node: id,
+                        incarnation: node.incarnation,
+                        round,
+                        data_ids,
+                    };
                     self.schedule(self.now + train_ms, event)?;
                 }
-                Action::PublishUpdate { round, update_cid } => self.publish(id, round, update_cid, work)?,
-                Action::Aggregate { round, proposal_digest, base_model_hash, updates } => {
-                    self.aggregate(id, round, proposal_digest, base_model_hash, &updates, work)?
+                Action::PublishUpdate { round, update_cid } => {
+                    self.publish(id, round, update_cid, work)?
                 }
+                Action::Aggregate {
+                    round,
+                    proposal_digest,
+                    base_model_hash,
+                    updates,
+                } => self.aggregate(id, round, proposal_digest, base_model_hash, &updates, work)?,
                 Action::Settled(settled) => self.on_settled(id, settled, work)?,
-                Action::FetchUpdates { round, updates, peers } => {
+                Action::FetchUpdates {
+                    round,
+                    updates,
+                    peers,
+                } => {
                     let trainers: Vec<PeerId> = updates.iter().map(|(t, _)| *t).collect();
                     for peer in peers.iter().take(3) {
                         if let Some(&to) = self.index.get(peer) {
-                            self.send(id, to, Wire::BlobRequest { round, trainers: trainers.clone() })?;
+                            self.send(
+                                id,
+                                to,
+                                Wire::BlobRequest {
+                                    round,
+                                    trainers: trainers.clone(),
+                                },
+                            )?;
                         }
                     }
                 }
-                Action::Resync { state_digest, peers, .. } => {
+                Action::Resync {
+                    state_digest,
+                    peers,
+                    ..
+                } => {
                     let node = &mut self.nodes[id as usize];
-                    let candidates: Vec<u32> = peers.iter().filter_map(|p| self.index.get(p).copied()).collect();
+                    let candidates: Vec<u32> = peers
+                        .iter()
+                        .filter_map(|p| self.index.get(p).copied())
+                        .collect();
                     if !candidates.is_empty() {
                         let to = candidates[node.resync_try % candidates.len()];
                         node.resync_try += 1;
-                        self.send(id, to, Wire::SnapshotRequest { digest: state_digest })?;
+                        self.send(
+                            id,
+                            to,
+                            Wire::SnapshotRequest {
+                                digest: state_digest,
+                            },
+                        )?;
                     }
                 }
                 Action::WakeAt(local) => {
                     let node = &self.nodes[id as usize];
                     let global = global_time(local, node.drift_ppm).max(self.now);
-                    self.schedule(global, Event::Wake { node: id, incarnation: node.incarnation })?;
+                    self.schedule(
+                        global,
+                        Event::Wake {
+                            node: id,
+                            incarnation: node.incarnation,
+                        },
+                    )?;
                 }
             }
         }
@@ -598,7 +774,13 @@ impl World {
         true
     }
 
-    fn deliver(&mut self, to: u32, from: u32, wire: Arc<Wire>, work: &mut VecDeque<(u32, Input)>) -> Result<(), SimFailure> {
+    fn deliver(
+        &mut self,
+        to: u32,
+        from: u32,
+        wire: Arc<Wire>,
+        work: &mut VecDeque<(u32, Input)>,
+    ) -> Result<(), SimFailure> {
         if !self.nodes[to as usize].online {
             return Ok(());
         }
@@ -615,12 +797,21 @@ impl World {
                 }
                 match body {
                     Gossip::Round { bytes, .. } => self.deliver_round(to, bytes, work),
-                    Gossip::Blob { round, trainer, bytes } => self.on_blob(to, *round, *trainer, Arc::clone(bytes), work),
+                    Gossip::Blob {
+                        round,
+                        trainer,
+                        bytes,
+                    } => self.on_blob(to, *round, *trainer, Arc::clone(bytes), work),
                 }
             }
             Wire::Direct { bytes, .. } => self.deliver_round(to, bytes, work),
             Wire::SnapshotRequest { digest } => {
-                let found = self.nodes[to as usize].served.iter().rev().find(|s| s.digest == *digest).cloned();
+                let found = self.nodes[to as usize]
+                    .served
+                    .iter()
+                    .rev()
+                    .find(|s| s.digest == *digest)
+                    .cloned();
                 if let Some(served) = found {
                     self.send(to, from, Wire::SnapshotResponse { served })?;
                 }
@@ -629,13 +820,30 @@ impl World {
             Wire::BlobRequest { round, trainers } => {
                 let found: Vec<(PeerId, Arc<Vec<u8>>)> = trainers
                     .iter()
-                    .filter_map(|t| self.nodes[to as usize].blobs.get(&(round.0, *t)).map(|(b, _)| (*t, Arc::clone(b))))
+                    .filter_map(|t| {
+                        self.nodes[to as usize]
+                            .blobs
+                            .get(&(round.0, *t))
+                            .map(|(b, _)| (*t, Arc::clone(b)))
+                    })
                     .collect();
                 for (trainer, bytes) in found {
-                    self.send(to, from, Wire::BlobResponse { round: *round, trainer, bytes })?;
+                    self.send(
+                        to,
+                        from,
+                        Wire::BlobResponse {
+                            round: *round,
+                            trainer,
+                            bytes,
+                        },
+                    )?;
                 }
             }
-            Wire::BlobResponse { round, trainer, bytes } => {
+            Wire::BlobResponse {
+                round,
+                trainer,
+                bytes,
+            } => {
                 self.count("blobs_fetched", 1);
                 self.on_blob(to, *round, *trainer, Arc::clone(bytes), work)
             }
@@ -645,7 +853,9 @@ impl World {
 
     fn deliver_round(&mut self, to: u32, bytes: &Arc<Vec<u8>>, work: &mut VecDeque<(u32, Input)>) {
         let node = &mut self.nodes[to as usize];
-        let Some(machine) = node.machine.as_ref() else { return };
+        let Some(machine) = node.machine.as_ref() else {
+            return;
+        };
         // Bookkeeping for the no-lost-update checker: which commitments reached this node in time to count.
         if let Ok(Message::Commit(c)) = Message::decode(bytes) {
             let round = c.body.round.0;
@@ -657,28 +867,55 @@ impl World {
         work.push_back((to, Input::Message(bytes.to_vec())));
     }
 
-    fn on_broadcast(&mut self, id: u32, kind: MessageKind, bytes: Vec<u8>) -> Result<(), SimFailure> {
+    fn on_broadcast(
+        &mut self,
+        id: u32,
+        kind: MessageKind,
+        bytes: Vec<u8>,
+    ) -> Result<(), SimFailure> {
         if bytes.len() > round_limits::MESSAGE_BYTES_MAX {
-            return Err(self.fail("limits", format!("node {id} emitted a {}-byte {kind:?}", bytes.len())));
+            return Err(self.fail(
+                "limits",
+                format!("node {id} emitted a {}-byte {kind:?}", bytes.len()),
+            ));
         }
         *self.kind_messages.entry(format!("{kind:?}")).or_default() += 1;
         match Message::decode(&bytes) {
             Ok(Message::CommitSet(set)) => self.check_commit_set(id, &set)?,
             Ok(Message::Proposal(p)) => self.check_proposal(id, &p)?,
             Ok(_) => {}
-            Err(e) => return Err(self.fail("limits", format!("node {id} emitted an undecodable {kind:?}: {e}"))),
+            Err(e) => {
+                return Err(self.fail(
+                    "limits",
+                    format!("node {id} emitted an undecodable {kind:?}: {e}"),
+                ))
+            }
         }
-        self.gossip(id, Gossip::Round { bytes: Arc::new(bytes) })
+        self.gossip(
+            id,
+            Gossip::Round {
+                bytes: Arc::new(bytes),
+            },
+        )
     }
 
     // ---- training, updates, aggregation ------------------------------------------------------------------
 
-    fn train_done(&mut self, id: u32, incarnation: u64, round: RoundNumber, data_ids: &[u32], work: &mut VecDeque<(u32, Input)>) {
+    fn train_done(
+        &mut self,
+        id: u32,
+        incarnation: u64,
+        round: RoundNumber,
+        data_ids: &[u32],
+        work: &mut VecDeque<(u32, Input)>,
+    ) {
         let node = &self.nodes[id as usize];
         if !node.online || node.incarnation != incarnation {
             return;
         }
-        let Some(machine) = node.machine.as_ref() else { return };
+        let Some(machine) = node.machine.as_ref() else {
+            return;
+        };
         if machine.round() != round || machine.status() != Status::Synced {
             return;
         }
@@ -692,13 +929,20 @@ impl World {
             // A copier does no work: it commits to an empty update and reveals someone else's if it can.
             Some(Attack::Copy) => vec![0.0; honest_delta.len()],
             Some(Attack::Noise) => {
-                let norm = honest_delta.iter().map(|v| v * v).sum::<f32>().sqrt() / (honest_delta.len() as f32).sqrt();
-                (0..honest_delta.len()).map(|_| self.rng.gen_range(-2.0f32..2.0) * norm).collect()
+                let norm = honest_delta.iter().map(|v| v * v).sum::<f32>().sqrt()
+                    / (honest_delta.len() as f32).sqrt();
+                (0..honest_delta.len())
+                    .map(|_| self.rng.gen_range(-2.0f32..2.0) * norm)
+                    .collect()
             }
             Some(Attack::SignFlip) => honest_delta.iter().map(|v| -v).collect(),
             Some(Attack::Scale) => honest_delta.iter().map(|v| v * 100.0).collect(),
             Some(Attack::FreeRide) => vec![0.0; honest_delta.len()],
-            Some(Attack::NaN) => honest_delta.iter().enumerate().map(|(i, v)| if i % 7 == 0 { f32::NAN } else { *v }).collect(),
+            Some(Attack::NaN) => honest_delta
+                .iter()
+                .enumerate()
+                .map(|(i, v)| if i % 7 == 0 { f32::NAN } else { *v })
+                .collect(),
             Some(Attack::StaleBase) => {
                 committed_base = Hash32::of(&base.0);
                 honest_delta
@@ -714,46 +958,91 @@ impl World {
         self.nodes[id as usize].my_blob = Some((round, blob));
         work.push_back((
             id,
-            Input::Trained { round, base_model_hash: committed_base, update_cid: cid, update_bytes: size, claimed_loss: loss },
+            Input::Trained {
+                round,
+                base_model_hash: committed_base,
+                update_cid: cid,
+                update_bytes: size,
+                claimed_loss: loss,
+            },
         ));
     }
 
-    fn publish(&mut self, id: u32, round: RoundNumber, cid: Hash32, work: &mut VecDeque<(u32, Input)>) -> Result<(), SimFailure> {
+    fn publish(
+        &mut self,
+        id: u32,
+        round: RoundNumber,
+        cid: Hash32,
+        work: &mut VecDeque<(u32, Input)>,
+    ) -> Result<(), SimFailure> {
         let node = &self.nodes[id as usize];
-        let Some((blob_round, blob)) = node.my_blob.clone() else { return Ok(()) };
+        let Some((blob_round, blob)) = node.my_blob.clone() else {
+            return Ok(());
+        };
         if blob_round != round || blob_cid(&blob) != cid {
             return Ok(());
         }
         let mut blob = blob;
         if node.attack == Some(Attack::Copy) {
             // Commit-reveal is what defeats this: the copy cannot match the commitment made before reveals.
-            if let Some(((_, _), (other, _))) = node.blobs.range((round.0, PeerId([0; 32]))..).find(|((r, _), _)| *r == round.0) {
+            if let Some(((_, _), (other, _))) = node
+                .blobs
+                .range((round.0, PeerId([0; 32]))..)
+                .find(|((r, _), _)| *r == round.0)
+            {
                 blob = Arc::clone(other);
             }
         }
         let peer = node.peer;
-        self.gossip(id, Gossip::Blob { round, trainer: peer, bytes: Arc::clone(&blob) })?;
+        self.gossip(
+            id,
+            Gossip::Blob {
+                round,
+                trainer: peer,
+                bytes: Arc::clone(&blob),
+            },
+        )?;
         self.on_blob(id, round, peer, blob, work);
         Ok(())
     }
 
     fn verdict(&self, id: u32, round: RoundNumber, trainer: PeerId, bytes: &[u8]) -> bool {
         let node = &self.nodes[id as usize];
-        let Some(machine) = node.machine.as_ref() else { return false };
+        let Some(machine) = node.machine.as_ref() else {
+            return false;
+        };
         let seed = round::round_seed(self.run_id, round, machine.model_hash());
         let c = &self.config;
-        let ids = round::assign_data(seed, trainer, c.dataset_cid, c.dataset_shards, c.shards_per_trainer);
+        let ids = round::assign_data(
+            seed,
+            trainer,
+            c.dataset_cid,
+            c.dataset_shards,
+            c.shards_per_trainer,
+        );
         match self.model.decode_blob(bytes, round, trainer) {
             Some(delta) => self.model.verify(&node.theta, &delta, &ids),
             None => false,
         }
     }
 
-    fn on_blob(&mut self, id: u32, round: RoundNumber, trainer: PeerId, bytes: Arc<Vec<u8>>, work: &mut VecDeque<(u32, Input)>) {
+    fn on_blob(
+        &mut self,
+        id: u32,
+        round: RoundNumber,
+        trainer: PeerId,
+        bytes: Arc<Vec<u8>>,
+        work: &mut VecDeque<(u32, Input)>,
+    ) {
         let node = &self.nodes[id as usize];
-        let Some(machine) = node.machine.as_ref() else { return };
+        let Some(machine) = node.machine.as_ref() else {
+            return;
+        };
         let current = machine.round();
-        if round < current || round.0 > current.0 + 1 || node.blobs.len() >= limits::BLOBS_PER_NODE_MAX {
+        if round < current
+            || round.0 > current.0 + 1
+            || node.blobs.len() >= limits::BLOBS_PER_NODE_MAX
+        {
             return;
         }
         if node.blobs.contains_key(&(round.0, trainer)) {
@@ -763,7 +1052,8 @@ impl World {
         let ready = round == current && machine.status() == Status::Synced;
         let accepted = ready && self.verdict(id, round, trainer, &bytes);
         let node = &mut self.nodes[id as usize];
-        node.blobs.insert((round.0, trainer), (Arc::clone(&bytes), accepted));
+        node.blobs
+            .insert((round.0, trainer), (Arc::clone(&bytes), accepted));
         node.arrival.push((round.0, trainer));
         if ready {
             work.push_back((id, Self::update_input(round, trainer, &bytes, accepted)));
@@ -776,14 +1066,20 @@ impl World {
             trainer,
             update_cid: blob_cid(bytes),
             update_bytes: bytes.len() as u64,
-            verdict: if accepted { Verdict::Accepted } else { Verdict::Rejected },
+            verdict: if accepted {
+                Verdict::Accepted
+            } else {
+                Verdict::Rejected
+            },
         }
     }
 
     /// Feeds blobs that arrived early for the round this node just entered.
     fn replay_blobs(&mut self, id: u32, work: &mut VecDeque<(u32, Input)>) {
         let node = &self.nodes[id as usize];
-        let Some(machine) = node.machine.as_ref() else { return };
+        let Some(machine) = node.machine.as_ref() else {
+            return;
+        };
         let round = machine.round();
         let early: Vec<(PeerId, Arc<Vec<u8>>)> = node
             .blobs
@@ -793,7 +1089,9 @@ impl World {
             .collect();
         for (trainer, bytes) in early {
             let accepted = self.verdict(id, round, trainer, &bytes);
-            self.nodes[id as usize].blobs.insert((round.0, trainer), (Arc::clone(&bytes), accepted));
+            self.nodes[id as usize]
+                .blobs
+                .insert((round.0, trainer), (Arc::clone(&bytes), accepted));
             work.push_back((id, Self::update_input(round, trainer, &bytes, accepted)));
         }
     }
@@ -809,20 +1107,37 @@ impl World {
     ) -> Result<(), SimFailure> {
         let node = &self.nodes[id as usize];
         if Hash32::of_f32s(&node.theta) != base {
-            return Err(self.fail("determinism", format!("node {id} holds parameters that do not hash to its base")));
+            return Err(self.fail(
+                "determinism",
+                format!("node {id} holds parameters that do not hash to its base"),
+            ));
         }
         #[allow(unused_mut)]
         let mut order: Vec<PeerId> = updates.iter().map(|(p, _)| *p).collect();
         #[cfg(feature = "inject-arrival-order-bug")]
         {
             // The injected bug: fold updates in the order their blobs arrived here, not by trainer id.
-            let arrived: Vec<PeerId> = node.arrival.iter().filter(|(r, _)| *r == round.0).map(|(_, p)| *p).collect();
-            order = arrived.into_iter().filter(|p| updates.iter().any(|(q, _)| q == p)).collect();
+            let arrived: Vec<PeerId> = node
+                .arrival
+                .iter()
+                .filter(|(r, _)| *r == round.0)
+                .map(|(_, p)| *p)
+                .collect();
+            order = arrived
+                .into_iter()
+                .filter(|p| updates.iter().any(|(q, _)| q == p))
+                .collect();
         }
         let mut deltas = Vec::with_capacity(order.len());
         for trainer in &order {
-            let (bytes, _) = node.blobs.get(&(round.0, *trainer)).expect("machine asks only for updates it has");
-            let delta = self.model.decode_blob(bytes, round, *trainer).expect("aggregated updates were verified");
+            let (bytes, _) = node
+                .blobs
+                .get(&(round.0, *trainer))
+                .expect("machine asks only for updates it has");
+            let delta = self
+                .model
+                .decode_blob(bytes, round, *trainer)
+                .expect("aggregated updates were verified");
             deltas.push(delta);
         }
         let refs: Vec<&[f32]> = deltas.iter().map(|d| d.as_slice()).collect();
@@ -843,21 +1158,38 @@ impl World {
             }
         }
         self.nodes[id as usize].pending = Some((proposal_digest, next));
-        work.push_back((id, Input::Aggregated { round, proposal_digest, model_hash: hash }));
+        work.push_back((
+            id,
+            Input::Aggregated {
+                round,
+                proposal_digest,
+                model_hash: hash,
+            },
+        ));
         Ok(())
     }
 
     // ---- checkers on proposer output ---------------------------------------------------------------------
 
-    fn check_commit_set(&mut self, id: u32, set: &Signed<round::wire::CommitSet>) -> Result<(), SimFailure> {
+    fn check_commit_set(
+        &mut self,
+        id: u32,
+        set: &Signed<round::wire::CommitSet>,
+    ) -> Result<(), SimFailure> {
         let round = set.body.round.0;
         let signers: Vec<PeerId> = set.body.commitments.iter().map(|c| c.signer).collect();
         let node = &self.nodes[id as usize];
-        let committee = node.machine.as_ref().map(|m| m.committee().to_vec()).unwrap_or_default();
+        let committee = node
+            .machine
+            .as_ref()
+            .map(|m| m.committee().to_vec())
+            .unwrap_or_default();
         let missing: Vec<PeerId> = node
             .delivered_commits
             .iter()
-            .filter(|(r, p)| *r == round && !signers.contains(p) && committee.binary_search(p).is_ok())
+            .filter(|(r, p)| {
+                *r == round && !signers.contains(p) && committee.binary_search(p).is_ok()
+            })
             .map(|(_, p)| *p)
             .filter(|p| self.index.get(p).is_some_and(|&j| self.honest(j)))
             .collect();
@@ -868,17 +1200,29 @@ impl World {
             ));
         }
         self.pass("no_lost_update");
-        self.nodes[id as usize].commit_sets.insert((round, set.body.rank), signers);
+        self.nodes[id as usize]
+            .commit_sets
+            .insert((round, set.body.rank), signers);
         Ok(())
     }
 
-    fn check_proposal(&mut self, id: u32, p: &Signed<round::wire::Proposal>) -> Result<(), SimFailure> {
+    fn check_proposal(
+        &mut self,
+        id: u32,
+        p: &Signed<round::wire::Proposal>,
+    ) -> Result<(), SimFailure> {
         let round = p.body.round.0;
         let node = &self.nodes[id as usize];
-        let set = node.commit_sets.get(&(round, p.body.rank)).cloned().unwrap_or_default();
+        let set = node
+            .commit_sets
+            .get(&(round, p.body.rank))
+            .cloned()
+            .unwrap_or_default();
         let mut rejected = 0;
         for trainer in set {
-            let Some(&j) = self.index.get(&trainer) else { continue };
+            let Some(&j) = self.index.get(&trainer) else {
+                continue;
+            };
             let delivered_ok = node.blobs.get(&(round, trainer)).is_some_and(|(_, ok)| *ok);
             if self.honest(j) && delivered_ok && !p.body.included.contains(&trainer) {
                 return Err(self.fail(
@@ -886,7 +1230,12 @@ impl World {
                     format!("round {round}: proposer {id} left out the delivered, verified update of node {j}"),
                 ));
             }
-            if self.honest(j) && node.blobs.get(&(round, trainer)).is_some_and(|(_, ok)| !*ok) {
+            if self.honest(j)
+                && node
+                    .blobs
+                    .get(&(round, trainer))
+                    .is_some_and(|(_, ok)| !*ok)
+            {
                 rejected += 1;
             }
         }
@@ -897,13 +1246,24 @@ impl World {
 
     // ---- settling, snapshots -----------------------------------------------------------------------------
 
-    fn on_settled(&mut self, id: u32, settled: Settled, work: &mut VecDeque<(u32, Input)>) -> Result<(), SimFailure> {
+    fn on_settled(
+        &mut self,
+        id: u32,
+        settled: Settled,
+        work: &mut VecDeque<(u32, Input)>,
+    ) -> Result<(), SimFailure> {
         let round = settled.round.0;
         let (digest, next) = self.nodes[id as usize].pending.take().ok_or_else(|| {
-            self.fail("determinism", format!("node {id} settled round {round} without aggregating it"))
+            self.fail(
+                "determinism",
+                format!("node {id} settled round {round} without aggregating it"),
+            )
         })?;
         if digest != settled.proposal_digest || Hash32::of_f32s(&next) != settled.model_hash {
-            return Err(self.fail("determinism", format!("node {id} settled round {round} on a result it did not compute")));
+            return Err(self.fail(
+                "determinism",
+                format!("node {id} settled round {round} on a result it did not compute"),
+            ));
         }
         self.check_included(id, &settled)?;
         // The stand-in ledger: one credit per included update, minted by every node from the agreed record.
@@ -930,9 +1290,30 @@ impl World {
             self.trace.update(&round.to_le_bytes());
             self.trace.update(&settled.model_hash.0);
             self.trace.update(&self.now.to_le_bytes());
-            self.count("excluded_not_revealed", settled.excluded.iter().filter(|e| e.1 == round::Exclusion::NotRevealed).count() as u64);
-            self.count("excluded_rejected", settled.excluded.iter().filter(|e| e.1 == round::Exclusion::Rejected).count() as u64);
-            self.count("excluded_binding", settled.excluded.iter().filter(|e| e.1 == round::Exclusion::BindingMismatch).count() as u64);
+            self.count(
+                "excluded_not_revealed",
+                settled
+                    .excluded
+                    .iter()
+                    .filter(|e| e.1 == round::Exclusion::NotRevealed)
+                    .count() as u64,
+            );
+            self.count(
+                "excluded_rejected",
+                settled
+                    .excluded
+                    .iter()
+                    .filter(|e| e.1 == round::Exclusion::Rejected)
+                    .count() as u64,
+            );
+            self.count(
+                "excluded_binding",
+                settled
+                    .excluded
+                    .iter()
+                    .filter(|e| e.1 == round::Exclusion::BindingMismatch)
+                    .count() as u64,
+            );
             self.count("updates_included", settled.included.len() as u64);
             self.faults_after_round(round + 1)?;
         }
@@ -942,19 +1323,31 @@ impl World {
 
     fn check_included(&mut self, id: u32, settled: &Settled) -> Result<(), SimFailure> {
         for trainer in &settled.included {
-            let Some(&j) = self.index.get(trainer) else { continue };
+            let Some(&j) = self.index.get(trainer) else {
+                continue;
+            };
             if !self.honest(j) {
                 let attack = self.nodes[j as usize].attack;
                 return Err(self.fail(
                     "verification",
-                    format!("round {}: node {id} accepted an update from attacker {j} ({attack:?})", settled.round.0),
+                    format!(
+                        "round {}: node {id} accepted an update from attacker {j} ({attack:?})",
+                        settled.round.0
+                    ),
                 ));
             }
             let node = &self.nodes[id as usize];
-            if !node.blobs.get(&(settled.round.0, *trainer)).is_some_and(|(_, ok)| *ok) {
+            if !node
+                .blobs
+                .get(&(settled.round.0, *trainer))
+                .is_some_and(|(_, ok)| *ok)
+            {
                 return Err(self.fail(
                     "verification",
-                    format!("round {}: node {id} accepted an update it did not verify", settled.round.0),
+                    format!(
+                        "round {}: node {id} accepted an update it did not verify",
+                        settled.round.0
+                    ),
                 ));
             }
         }
@@ -965,50 +1358,87 @@ impl World {
     fn check_ledger(&mut self, id: u32) -> Result<(), SimFailure> {
         let node = &self.nodes[id as usize];
         let total: u64 = node.credits.values().sum();
-        let minted: u64 = self.records.iter().filter(|(&r, _)| r < node.machine.as_ref().map_or(0, |m| m.round().0)).count() as u64;
+        let minted: u64 = self
+            .records
+            .iter()
+            .filter(|(&r, _)| r < node.machine.as_ref().map_or(0, |m| m.round().0))
+            .count() as u64;
         // Each credit is one included update; the sum can never exceed committee size times rounds settled.
-        if total > minted.max(1) * u64::from(self.config.committee_size) + u64::from(self.config.committee_size) {
-            return Err(self.fail("ledger", format!("node {id} holds {total} credits after {minted} rounds")));
+        if total
+            > minted.max(1) * u64::from(self.config.committee_size)
+                + u64::from(self.config.committee_size)
+        {
+            return Err(self.fail(
+                "ledger",
+                format!("node {id} holds {total} credits after {minted} rounds"),
+            ));
         }
         self.pass("ledger");
         Ok(())
     }
 
-    fn check_agreement(&mut self, id: u32, settled: &Settled, ledger: Hash32) -> Result<(), SimFailure> {
+    fn check_agreement(
+        &mut self,
+        id: u32,
+        settled: &Settled,
+        ledger: Hash32,
+    ) -> Result<(), SimFailure> {
         let round = settled.round.0;
         match self.records.get(&round) {
             Some(record) => {
-                if record.model_hash != settled.model_hash || record.state_digest != settled.state_digest {
+                if record.model_hash != settled.model_hash
+                    || record.state_digest != settled.state_digest
+                {
                     return Err(self.fail(
                         "agreement",
-                        format!("round {round}: node {id} settled {:?}, others {:?}", settled.model_hash, record.model_hash),
+                        format!(
+                            "round {round}: node {id} settled {:?}, others {:?}",
+                            settled.model_hash, record.model_hash
+                        ),
                     ));
                 }
                 if record.ledger_digest != ledger {
-                    return Err(self.fail("ledger", format!("round {round}: node {id}'s credits differ from other nodes'")));
+                    return Err(self.fail(
+                        "ledger",
+                        format!("round {round}: node {id}'s credits differ from other nodes'"),
+                    ));
                 }
                 self.pass("agreement");
             }
             None => {
                 self.records.insert(
                     round,
-                    RoundRecord { model_hash: settled.model_hash, state_digest: settled.state_digest, ledger_digest: ledger },
+                    RoundRecord {
+                        model_hash: settled.model_hash,
+                        state_digest: settled.state_digest,
+                        ledger_digest: ledger,
+                    },
                 );
             }
         }
         Ok(())
     }
 
-    fn on_snapshot(&mut self, id: u32, served: Served, work: &mut VecDeque<(u32, Input)>) -> Result<(), SimFailure> {
+    fn on_snapshot(
+        &mut self,
+        id: u32,
+        served: Served,
+        work: &mut VecDeque<(u32, Input)>,
+    ) -> Result<(), SimFailure> {
         if Hash32::of_f32s(&served.theta) != served.snapshot.model_hash {
             return Ok(()); // a corrupt download: the machine's retry fetches it again
         }
         let node = &mut self.nodes[id as usize];
-        let Some(machine) = node.machine.as_mut() else { return Ok(()) };
+        let Some(machine) = node.machine.as_mut() else {
+            return Ok(());
+        };
         let old = (Arc::clone(&node.theta), Arc::clone(&node.credits));
         node.theta = Arc::clone(&served.theta);
         node.credits = Arc::clone(&served.credits);
-        let actions = machine.handle(local_time(self.now, node.drift_ppm), Input::Snapshot(served.snapshot.clone()));
+        let actions = machine.handle(
+            local_time(self.now, node.drift_ppm),
+            Input::Snapshot(served.snapshot.clone()),
+        );
         let adopted = machine.round() == served.snapshot.next_round
             && machine.model_hash() == served.snapshot.model_hash
             && machine.status() == Status::Synced;
@@ -1025,7 +1455,10 @@ impl World {
         self.count("snapshots_adopted", 1);
         if let Some(previous) = next_round.checked_sub(1).and_then(|r| self.records.get(&r)) {
             if self.honest(id) && previous.state_digest != served.digest {
-                return Err(self.fail("agreement", format!("node {id} caught up to a state no honest node settled")));
+                return Err(self.fail(
+                    "agreement",
+                    format!("node {id} caught up to a state no honest node settled"),
+                ));
             }
         }
         self.remember_state(id);
@@ -1038,7 +1471,9 @@ impl World {
 
     fn faults_after_round(&mut self, round: u64) -> Result<(), SimFailure> {
         let s = self.scenario.clone();
-        let online: Vec<u32> = (0..self.nodes.len() as u32).filter(|&i| self.nodes[i as usize].online).collect();
+        let online: Vec<u32> = (0..self.nodes.len() as u32)
+            .filter(|&i| self.nodes[i as usize].online)
+            .collect();
         let mut leavers = 0;
         for &id in &online {
             if self.rng.gen_range(0..1000) < s.churn_permille {
@@ -1072,12 +1507,22 @@ impl World {
             }
             let key = peer_key(self.seed, index);
             let id = self.add_node(key, Boot::Join, false);
-            self.schedule(self.now, Event::Wake { node: id, incarnation: 0 })?;
+            self.schedule(
+                self.now,
+                Event::Wake {
+                    node: id,
+                    incarnation: 0,
+                },
+            )?;
             self.count("joins", 1);
         }
-        if s.partition_every_rounds > 0 && round % s.partition_every_rounds == 0 && self.partition.is_none() {
-            let groups: Vec<bool> =
-                (0..self.nodes.len()).map(|_| self.rng.gen_range(0..1000) < s.partition_minority_permille).collect();
+        if s.partition_every_rounds > 0
+            && round % s.partition_every_rounds == 0
+            && self.partition.is_none()
+        {
+            let groups: Vec<bool> = (0..self.nodes.len())
+                .map(|_| self.rng.gen_range(0..1000) < s.partition_minority_permille)
+                .collect();
             self.partition = Some(groups);
             self.count("partitions", 1);
             self.schedule(self.now + s.partition_ms, Event::PartitionEnd)?;
@@ -1125,7 +1570,13 @@ impl World {
         self.boot(id, boot);
         self.repair_overlay();
         self.recount();
-        self.schedule(self.now, Event::Wake { node: id, incarnation })
+        self.schedule(
+            self.now,
+            Event::Wake {
+                node: id,
+                incarnation,
+            },
+        )
     }
 
     // ---- summary -----------------------------------------------------------------------------------------
@@ -1137,7 +1588,10 @@ impl World {
             if steady.is_empty() {
                 return (0.0, 0.0);
             }
-            let values: Vec<f64> = steady.iter().map(|n| f(&n.meter) as f64 / rounds as f64).collect();
+            let values: Vec<f64> = steady
+                .iter()
+                .map(|n| f(&n.meter) as f64 / rounds as f64)
+                .collect();
             let mean = values.iter().sum::<f64>() / values.len() as f64;
             (mean, values.iter().cloned().fold(0.0, f64::max))
         };
@@ -1150,13 +1604,33 @@ impl World {
             .filter_map(|n| {
                 let machine = n.machine.as_ref()?;
                 let blobs: usize = n.blobs.values().map(|(b, _)| b.len()).sum();
-                Some(machine.memory_estimate_bytes() + n.theta.len() * 4 + blobs + n.seen.len() * 16 + n.neighbors.len() * 4)
+                Some(
+                    machine.memory_estimate_bytes()
+                        + n.theta.len() * 4
+                        + blobs
+                        + n.seen.len() * 16
+                        + n.neighbors.len() * 4,
+                )
             })
             .collect();
-        let mut checkers: Vec<CheckerResult> =
-            CHECKERS.iter().map(|c| CheckerResult { name: c.to_string(), checks: self.checks[c], passed: true }).collect();
-        checkers.push(CheckerResult { name: PROGRESS.into(), checks: self.max_round, passed: true });
-        let honest_online = self.nodes.iter().filter(|n| n.online && n.attack.is_none()).collect::<Vec<_>>();
+        let mut checkers: Vec<CheckerResult> = CHECKERS
+            .iter()
+            .map(|c| CheckerResult {
+                name: c.to_string(),
+                checks: self.checks[c],
+                passed: true,
+            })
+            .collect();
+        checkers.push(CheckerResult {
+            name: PROGRESS.into(),
+            checks: self.max_round,
+            passed: true,
+        });
+        let honest_online = self
+            .nodes
+            .iter()
+            .filter(|n| n.online && n.attack.is_none())
+            .collect::<Vec<_>>();
         let final_theta = honest_online
             .iter()
             .filter_map(|n| n.machine.as_ref().map(|m| (m.round(), &n.theta)))
@@ -1178,10 +1652,15 @@ impl World {
             messages_per_node_per_round_max: msgs_max,
             bytes_per_node_per_round_mean: bytes_mean,
             bytes_per_node_per_round_max: bytes_max,
-            memory_per_node_bytes_mean: memory.iter().sum::<usize>() as f64 / memory.len().max(1) as f64,
+            memory_per_node_bytes_mean: memory.iter().sum::<usize>() as f64
+                / memory.len().max(1) as f64,
             memory_per_node_bytes_max: memory.iter().copied().max().unwrap_or(0),
             checkers,
-            counts: self.counts.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            counts: self
+                .counts
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
             broadcasts_by_kind: self.kind_messages.clone(),
             global_loss_start: self.model.global_loss(&self.genesis_theta),
             global_loss_end: self.model.global_loss(&final_theta),
