@@ -8,6 +8,7 @@ mod cmd_data;
 mod cmd_store;
 mod cmd_node;
 mod cmd_peers;
+mod cmd_sim;
 mod data_dir;
 
 use anyhow::Result;
@@ -45,6 +46,8 @@ enum Command {
     Node(cmd_node::NodeArgs),
     /// List the peers of a running node.
     Peers(cmd_peers::PeersArgs),
+    /// Run the deterministic whole-network simulator.
+    Sim(cmd_sim::SimArgs),
 }
 
 fn main() {
@@ -68,5 +71,6 @@ fn run(cli: Cli) -> Result<()> {
         Command::Store(args) => cmd_store::run(args),
         Command::Node(args) => cmd_node::run(args),
         Command::Peers(args) => cmd_peers::run(args),
+        Command::Sim(args) => cmd_sim::run(args),
     }
 }
