@@ -158,7 +158,20 @@ fn count_corpus_files(dir: &Path) -> usize {
 fn cargo() -> Command {
     let mut cmd = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".to_string()));
     cmd.current_dir(root());
+    with_venv(&mut cmd);
     cmd
+}
+
+/// Puts the venv first on PATH, as `source .venv/bin/activate` does: torch-sys asks `python` on PATH
+/// where libtorch lives, and tests run the venv's Python (the PyTorch reference, transformers).
+fn with_venv(cmd: &mut Command) {
+    let venv = root().join(".venv");
+    let mut paths = vec![venv.join("bin")];
+    if let Some(path) = env::var_os("PATH") {
+        paths.extend(env::split_paths(&path));
+    }
+    let path = env::join_paths(paths).expect("PATH entries hold no separator");
+    cmd.env("PATH", path).env("VIRTUAL_ENV", venv);
 }
 
 fn target_dir() -> PathBuf {
@@ -181,7 +194,14 @@ fn test(extra: &[String]) -> Result<()> {
 
 fn bench(extra: &[String]) -> Result<()> {
     let bin = commonweight_bin();
-    run(Command::new(&bin).args(["bench", "train", "--preset", "small", "--threads", "2"]).args(extra))
+    run(with_venv_cmd(&bin).args(["bench", "train", "--preset", "small", "--threads", "2"]).args(extra))
+}
+
+fn with_venv_cmd(program: &Path) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.current_dir(root());
+    with_venv(&mut cmd);
+    cmd
 }
 
 fn demo(extra: &[String]) -> Result<()> {
