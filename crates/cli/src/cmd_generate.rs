@@ -32,13 +32,24 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     if !args.checkpoint.is_dir() {
         bail!("--checkpoint {}: not a folder", args.checkpoint.display());
     }
-    let tokenizer = data::Tokenizer::load(&tokenizer_path).with_context(|| format!("loading {}", tokenizer_path.display()))?;
+    let tokenizer = data::Tokenizer::load(&tokenizer_path)
+        .with_context(|| format!("loading {}", tokenizer_path.display()))?;
     let lm = model::load_model(&args.checkpoint)?;
     if tokenizer.vocab_size() > lm.config().vocab_size {
-        bail!("tokenizer has {} symbols but the model only {}", tokenizer.vocab_size(), lm.config().vocab_size);
+        bail!(
+            "tokenizer has {} symbols but the model only {}",
+            tokenizer.vocab_size(),
+            lm.config().vocab_size
+        );
     }
     let prompt = tokenizer.encode(&args.prompt)?;
-    let sampled = lm.generate(&prompt, args.tokens, args.temperature, args.top_k, args.seed)?;
+    let sampled = lm.generate(
+        &prompt,
+        args.tokens,
+        args.temperature,
+        args.top_k,
+        args.seed,
+    )?;
     println!("{}{}", args.prompt, tokenizer.decode(&sampled)?);
     Ok(())
 }

@@ -23,7 +23,10 @@ pub struct NodeArgs {
 }
 
 pub fn run(args: NodeArgs) -> Result<()> {
-    let _ = tracing_subscriber::fmt().with_max_level(tracing_subscriber::filter::LevelFilter::INFO).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
+        .with_writer(std::io::stderr)
+        .try_init();
     let data_dir = args.data_dir.resolve()?;
     let mut net = node::shell::default_net_config();
     if !args.listen.is_empty() {
@@ -32,6 +35,10 @@ pub fn run(args: NodeArgs) -> Result<()> {
     net.bootstrap = args.bootstrap;
     net.mdns = args.mdns;
     net.relay_server = args.relay_server;
-    let config = node::ShellConfig { data_dir: data_dir.clone(), net };
-    node::shell::run_blocking(config).with_context(|| format!("node with data dir {}", data_dir.display()))
+    let config = node::ShellConfig {
+        data_dir: data_dir.clone(),
+        net,
+    };
+    node::shell::run_blocking(config)
+        .with_context(|| format!("node with data dir {}", data_dir.display()))
 }

@@ -27,12 +27,26 @@ pub fn run(args: PeersArgs) -> Result<()> {
         println!("{body}");
         return Ok(());
     }
-    let peers: Vec<serde_json::Value> = serde_json::from_str(&body).context("the node sent a bad peer list")?;
+    let peers: Vec<serde_json::Value> =
+        serde_json::from_str(&body).context("the node sent a bad peer list")?;
     println!("{:<64}  {:<8}  {:>9}  address", "peer", "path", "rtt_ms");
     for p in &peers {
-        let path = if p["relayed"].as_bool().unwrap_or(false) { "relayed" } else { "direct" };
-        let rtt = p["rtt_ms"].as_f64().map(|r| format!("{r:.2}")).unwrap_or_else(|| "-".into());
-        println!("{:<64}  {:<8}  {:>9}  {}", p["peer"].as_str().unwrap_or("?"), path, rtt, p["addr"].as_str().unwrap_or("?"));
+        let path = if p["relayed"].as_bool().unwrap_or(false) {
+            "relayed"
+        } else {
+            "direct"
+        };
+        let rtt = p["rtt_ms"]
+            .as_f64()
+            .map(|r| format!("{r:.2}"))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<64}  {:<8}  {:>9}  {}",
+            p["peer"].as_str().unwrap_or("?"),
+            path,
+            rtt,
+            p["addr"].as_str().unwrap_or("?")
+        );
     }
     println!("{} peers", peers.len());
     Ok(())
@@ -40,14 +54,23 @@ pub fn run(args: PeersArgs) -> Result<()> {
 
 /// A minimal HTTP/1.0 GET against the node's loopback control API.
 fn http_get(addr: &str, path: &str) -> Result<String> {
-    let mut stream = TcpStream::connect(addr).with_context(|| format!("cannot reach the node's control API at {addr}"))?;
+    let mut stream = TcpStream::connect(addr)
+        .with_context(|| format!("cannot reach the node's control API at {addr}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
-    let (head, body) = response.split_once("\r\n\r\n").context("malformed HTTP response")?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .context("malformed HTTP response")?;
     if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-        bail!("control API answered: {}", head.lines().next().unwrap_or(""));
+        bail!(
+            "control API answered: {}",
+            head.lines().next().unwrap_or("")
+        );
     }
     Ok(body.to_owned())
 }

@@ -115,7 +115,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
             let cap = if last { 0 } else { args.val_tokens };
             let val_loss = eval_split(&trainer, &val_tokens, cap)?;
             let bpb = dataset.val_bits_per_byte(val_loss);
-            bar.println(format!("step {done}: val {val_loss:.4} nats/token, {bpb:.4} bits/byte"));
+            bar.println(format!(
+                "step {done}: val {val_loss:.4} nats/token, {bpb:.4} bits/byte"
+            ));
             val = Some((val_loss, bpb));
             trainer.save_checkpoint(&args.out, Some(&tokenizer_json))?;
         }
@@ -139,7 +141,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
 }
 
 pub fn default_threads() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 fn train_config(args: &TrainArgs, preset: Preset) -> TrainConfig {
@@ -158,33 +162,63 @@ fn open_or_prepare(args: &TrainArgs) -> Result<PreparedDataset> {
         bail!("--data {}: no such file or folder", args.data.display());
     }
     if args.data.join(data::prepare::DATASET_JSON).is_file() {
-        return PreparedDataset::open(&args.data).with_context(|| format!("opening dataset {}", args.data.display()));
+        return PreparedDataset::open(&args.data)
+            .with_context(|| format!("opening dataset {}", args.data.display()));
     }
-    let spec = TokenizerSpec::parse(&args.tokenizer).with_context(|| format!("--tokenizer {}", args.tokenizer))?;
-    let canonical = args.data.canonicalize().with_context(|| format!("--data {}", args.data.display()))?;
+    let spec = TokenizerSpec::parse(&args.tokenizer)
+        .with_context(|| format!("--tokenizer {}", args.tokenizer))?;
+    let canonical = args
+        .data
+        .canonicalize()
+        .with_context(|| format!("--data {}", args.data.display()))?;
     let key = types::Hash32::of(format!("{}\n{}", canonical.display(), args.tokenizer).as_bytes());
-    let out = args.data_dir.resolve()?.join("datasets").join(&key.to_hex()[..16]);
-    eprintln!("preparing {} with tokenizer {} into {}", args.data.display(), args.tokenizer, out.display());
+    let out = args
+        .data_dir
+        .resolve()?
+        .join("datasets")
+        .join(&key.to_hex()[..16]);
+    eprintln!(
+        "preparing {} with tokenizer {} into {}",
+        args.data.display(),
+        args.tokenizer,
+        out.display()
+    );
     let prepared = data::prepare(&[canonical], spec, &out, VAL_FRACTION, args.seed)?;
     Ok(prepared)
 }
 
-fn open_trainer(args: &TrainArgs, model_config: model::ModelConfig, train: TrainConfig, threads: usize) -> Result<Trainer> {
+fn open_trainer(
+    args: &TrainArgs,
+    model_config: model::ModelConfig,
+    train: TrainConfig,
+    threads: usize,
+) -> Result<Trainer> {
     let has_checkpoint = args.out.join(model::checkpoint::TRAINER_FILE).is_file();
     if args.resume {
         if !has_checkpoint {
-            bail!("--resume: {} holds no checkpoint to resume", args.out.display());
+            bail!(
+                "--resume: {} holds no checkpoint to resume",
+                args.out.display()
+            );
         }
         let trainer = Trainer::resume(&args.out, Some(train), threads)?;
         if trainer.model_config() != &model_config {
-            bail!("--resume: the checkpoint in {} is not a {} model for this tokenizer", args.out.display(), args.preset);
+            bail!(
+                "--resume: the checkpoint in {} is not a {} model for this tokenizer",
+                args.out.display(),
+                args.preset
+            );
         }
         return Ok(trainer);
     }
     if has_checkpoint {
-        bail!("{} already holds a checkpoint; pass --resume or choose another --out", args.out.display());
+        bail!(
+            "{} already holds a checkpoint; pass --resume or choose another --out",
+            args.out.display()
+        );
     }
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
     Ok(Trainer::new(model_config, train, args.seed, threads)?)
 }
 
@@ -197,13 +231,16 @@ fn open_metrics(out: &Path, resume: bool) -> Result<std::fs::File> {
     } else {
         options.write(true).truncate(true);
     }
-    options.open(&path).with_context(|| format!("opening {}", path.display()))
+    options
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))
 }
 
 fn progress_bar(total: u64, at: u64) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(total);
-    let style = indicatif::ProgressStyle::with_template("{bar:30} step {pos}/{len}  {msg}  ETA {eta}")
-        .expect("valid template");
+    let style =
+        indicatif::ProgressStyle::with_template("{bar:30} step {pos}/{len}  {msg}  ETA {eta}")
+            .expect("valid template");
     bar.set_style(style);
     bar.set_position(at);
     bar
@@ -213,10 +250,17 @@ fn progress_bar(total: u64, at: u64) -> indicatif::ProgressBar {
 pub fn eval_split(trainer: &Trainer, val: &[u32], cap: usize) -> Result<f64> {
     let config = trainer.train_config();
     let row = config.seq_len + 1;
-    let tokens = if cap == 0 { val } else { &val[..cap.min(val.len())] };
+    let tokens = if cap == 0 {
+        val
+    } else {
+        &val[..cap.min(val.len())]
+    };
     let rows = tokens.len() / row;
     if rows == 0 {
-        bail!("the validation split has {} tokens, fewer than one {row}-token row", tokens.len());
+        bail!(
+            "the validation split has {} tokens, fewer than one {row}-token row",
+            tokens.len()
+        );
     }
     let mut total = 0.0f64;
     let mut counted = 0usize;

@@ -1,14 +1,15 @@
 //! The `commonweight` command line: one binary for every role and tool.
 
 mod cmd_bench;
-mod cmd_generate;
-mod cmd_train;
-mod cmd_ledger;
 mod cmd_data;
-mod cmd_store;
+mod cmd_experiment;
+mod cmd_generate;
+mod cmd_ledger;
 mod cmd_node;
 mod cmd_peers;
 mod cmd_sim;
+mod cmd_store;
+mod cmd_train;
 mod data_dir;
 
 use anyhow::Result;
@@ -38,6 +39,9 @@ enum Command {
     Bench(cmd_bench::BenchCommand),
     /// The ownership ledger: balances, history, verify, transfer, model.
     Ledger(cmd_ledger::LedgerArgs),
+    /// Research experiments (`experiment sync`: low-communication training vs data-parallel).
+    #[command(subcommand)]
+    Experiment(cmd_experiment::ExperimentCommand),
     /// Datasets as content-addressed, erasure-coded collections.
     Data(cmd_data::DataArgs),
     /// The local content-addressed store.
@@ -67,6 +71,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Generate(args) => cmd_generate::run(args),
         Command::Bench(command) => cmd_bench::run(command),
         Command::Ledger(args) => cmd_ledger::run(args),
+        Command::Experiment(command) => cmd_experiment::run(command),
         Command::Data(args) => cmd_data::run(args),
         Command::Store(args) => cmd_store::run(args),
         Command::Node(args) => cmd_node::run(args),

@@ -18,7 +18,12 @@ fn enabled() -> bool {
 }
 
 fn sh(cmd: &str) -> bool {
-    Command::new("sh").arg("-c").arg(cmd).status().map(|s| s.success()).unwrap_or(false)
+    Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
 }
 
 fn must(cmd: &str) {
@@ -48,19 +53,29 @@ impl Drop for Namespaces {
 
 fn veth(a_ns: &str, a_dev: &str, a_ip: &str, b_ns: &str, b_dev: &str, b_ip: &str) {
     must(&format!("ip link add {a_dev} type veth peer name {b_dev}"));
-    must(&format!("ip link set {a_dev} netns {a_ns} && ip link set {b_dev} netns {b_ns}"));
-    must(&format!("ip -n {a_ns} addr add {a_ip} dev {a_dev} && ip -n {a_ns} link set {a_dev} up"));
-    must(&format!("ip -n {b_ns} addr add {b_ip} dev {b_dev} && ip -n {b_ns} link set {b_dev} up"));
+    must(&format!(
+        "ip link set {a_dev} netns {a_ns} && ip link set {b_dev} netns {b_ns}"
+    ));
+    must(&format!(
+        "ip -n {a_ns} addr add {a_ip} dev {a_dev} && ip -n {a_ns} link set {a_dev} up"
+    ));
+    must(&format!(
+        "ip -n {b_ns} addr add {b_ip} dev {b_dev} && ip -n {b_ns} link set {b_dev} up"
+    ));
 }
 
 /// Shapes egress of `dev`: netem (delay + rate) if the kernel has it, else tbf (rate only).
 /// Returns a description of what was applied.
 fn shape(ns: &str, dev: &str) -> String {
-    let netem = format!("ip netns exec {ns} tc qdisc add dev {dev} root netem delay 50ms rate 100mbit limit 100000");
+    let netem = format!(
+        "ip netns exec {ns} tc qdisc add dev {dev} root netem delay 50ms rate 100mbit limit 100000"
+    );
     if sh(&format!("{netem} 2>/dev/null")) {
         return "netem delay 50ms each way (100 ms RTT), rate 100mbit".into();
     }
-    must(&format!("ip netns exec {ns} tc qdisc add dev {dev} root tbf rate 100mbit burst 128kb latency 100ms"));
+    must(&format!(
+        "ip netns exec {ns} tc qdisc add dev {dev} root tbf rate 100mbit burst 128kb latency 100ms"
+    ));
     "tbf rate 100mbit, NO delay (this kernel has no sch_netem)".into()
 }
 
@@ -88,11 +103,19 @@ fn start(ns: &str, dir: &Path, args: &[String]) -> NodeProcess {
         .stderr(log)
         .spawn()
         .unwrap();
-    let mut node = NodeProcess { child, ns: ns.to_owned(), dir: dir.to_owned(), control: String::new() };
+    let mut node = NodeProcess {
+        child,
+        ns: ns.to_owned(),
+        dir: dir.to_owned(),
+        control: String::new(),
+    };
     let file = dir.join("control.addr");
     let deadline = Instant::now() + Duration::from_secs(30);
     while !file.exists() {
-        assert!(Instant::now() < deadline && node.child.try_wait().unwrap().is_none(), "node in {ns} did not start");
+        assert!(
+            Instant::now() < deadline && node.child.try_wait().unwrap().is_none(),
+            "node in {ns} did not start"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     node.control = std::fs::read_to_string(file).unwrap().trim().to_owned();
@@ -102,7 +125,21 @@ fn start(ns: &str, dir: &Path, args: &[String]) -> NodeProcess {
 /// curl inside the node's namespace: (HTTP code, body).
 fn curl(node: &NodeProcess, method: &str, path: &str, body_file: Option<&Path>) -> (u16, String) {
     let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &node.ns, "curl", "-s", "-m", "300", "-o", "-", "-w", "\n%{http_code}", "-X", method]);
+    cmd.args([
+        "netns",
+        "exec",
+        &node.ns,
+        "curl",
+        "-s",
+        "-m",
+        "300",
+        "-o",
+        "-",
+        "-w",
+        "\n%{http_code}",
+        "-X",
+        method,
+    ]);
     if let Some(f) = body_file {
         cmd.arg("--data-binary").arg(format!("@{}", f.display()));
     }
@@ -120,7 +157,10 @@ fn json(node: &NodeProcess, path: &str) -> serde_json::Value {
 }
 
 fn peer_id(node: &NodeProcess) -> String {
-    json(node, "/status")["peer_id"].as_str().unwrap().to_owned()
+    json(node, "/status")["peer_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 fn listen_addr(node: &NodeProcess, needle: &str) -> String {
@@ -150,16 +190,30 @@ fn shaped_link_blob_transfer_reaches_80_percent() {
         return;
     }
     let _ns = Namespaces::new(&["cwt_a", "cwt_b"]);
-    veth("cwt_a", "cwta0", "10.99.1.1/24", "cwt_b", "cwtb0", "10.99.1.2/24");
+    veth(
+        "cwt_a",
+        "cwta0",
+        "10.99.1.1/24",
+        "cwt_b",
+        "cwtb0",
+        "10.99.1.2/24",
+    );
     let shaping = shape("cwt_a", "cwta0");
     shape("cwt_b", "cwtb0");
     eprintln!("link shaping: {shaping}");
     let root = tempfile::tempdir().unwrap();
-    let a_args = ["--listen", "/ip4/10.99.1.1/udp/4001/quic-v1", "--listen", "/ip4/10.99.1.1/tcp/4001"];
+    let a_args = [
+        "--listen",
+        "/ip4/10.99.1.1/udp/4001/quic-v1",
+        "--listen",
+        "/ip4/10.99.1.1/tcp/4001",
+    ];
     let a = start("cwt_a", &root.path().join("a"), &a_args.map(String::from));
     let a_id = peer_id(&a);
     let blob_path = root.path().join("blob");
-    let blob: Vec<u8> = (0..64u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let blob: Vec<u8> = (0..64u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     std::fs::write(&blob_path, &blob).unwrap();
     let (code, hash) = curl(&a, "POST", "/blobs", Some(&blob_path));
     assert_eq!(code, 200, "{hash}");
@@ -167,13 +221,28 @@ fn shaped_link_blob_transfer_reaches_80_percent() {
 
     let mut failures = Vec::new();
     for (name, listen, boot) in [
-        ("QUIC", "/ip4/10.99.1.2/udp/0/quic-v1", format!("/ip4/10.99.1.1/udp/4001/quic-v1/p2p/{a_id}")),
-        ("TCP", "/ip4/10.99.1.2/tcp/0", format!("/ip4/10.99.1.1/tcp/4001/p2p/{a_id}")),
+        (
+            "QUIC",
+            "/ip4/10.99.1.2/udp/0/quic-v1",
+            format!("/ip4/10.99.1.1/udp/4001/quic-v1/p2p/{a_id}"),
+        ),
+        (
+            "TCP",
+            "/ip4/10.99.1.2/tcp/0",
+            format!("/ip4/10.99.1.1/tcp/4001/p2p/{a_id}"),
+        ),
     ] {
         let dir = root.path().join(format!("b-{name}"));
-        let args = ["--listen".to_owned(), listen.to_owned(), "--bootstrap".to_owned(), boot];
+        let args = [
+            "--listen".to_owned(),
+            listen.to_owned(),
+            "--bootstrap".to_owned(),
+            boot,
+        ];
         let b = start("cwt_b", &dir, &args);
-        wait_until("b to connect", Duration::from_secs(30), || json(&b, "/peers").as_array().unwrap().len() == 1);
+        wait_until("b to connect", Duration::from_secs(30), || {
+            json(&b, "/peers").as_array().unwrap().len() == 1
+        });
         let mut fetched = serde_json::Value::Null;
         wait_until("the fetch", Duration::from_secs(120), || {
             let (code, body) = curl(&b, "POST", &format!("/fetch/{hash}"), None);
@@ -191,7 +260,10 @@ fn shaped_link_blob_transfer_reaches_80_percent() {
             failures.push(format!("{name}: {:.0}%", share * 100.0));
         }
     }
-    assert!(failures.is_empty(), "below 80% of the shaped rate: {failures:?}");
+    assert!(
+        failures.is_empty(),
+        "below 80% of the shaped rate: {failures:?}"
+    );
 }
 
 #[test]
@@ -204,13 +276,29 @@ fn node_behind_nat_is_reached_through_a_relay() {
     // cwt_gw: NAT gateway (10.99.2.2 public, 192.168.77.1 private), MASQUERADE.
     // cwt_priv: node N (192.168.77.2), default route through the gateway; nobody can dial it.
     let _ns = Namespaces::new(&["cwt_pub", "cwt_gw", "cwt_priv"]);
-    veth("cwt_pub", "cwtp0", "10.99.2.1/24", "cwt_gw", "cwtg0", "10.99.2.2/24");
-    veth("cwt_priv", "cwtn0", "192.168.77.2/24", "cwt_gw", "cwtg1", "192.168.77.1/24");
+    veth(
+        "cwt_pub",
+        "cwtp0",
+        "10.99.2.1/24",
+        "cwt_gw",
+        "cwtg0",
+        "10.99.2.2/24",
+    );
+    veth(
+        "cwt_priv",
+        "cwtn0",
+        "192.168.77.2/24",
+        "cwt_gw",
+        "cwtg1",
+        "192.168.77.1/24",
+    );
     must("ip -n cwt_priv route add default via 192.168.77.1");
     must("ip netns exec cwt_gw sysctl -qw net.ipv4.ip_forward=1");
     must("ip netns exec cwt_gw iptables -t nat -A POSTROUTING -o cwtg0 -j MASQUERADE");
     // The private node cannot be reached from the public side.
-    assert!(!sh("ip netns exec cwt_pub curl -s -m 2 http://192.168.77.2:1 2>/dev/null"));
+    assert!(!sh(
+        "ip netns exec cwt_pub curl -s -m 2 http://192.168.77.2:1 2>/dev/null"
+    ));
 
     let root = tempfile::tempdir().unwrap();
     let r_args = ["--listen", "/ip4/10.99.2.1/tcp/4002", "--relay-server"].map(String::from);
@@ -228,23 +316,51 @@ fn node_behind_nat_is_reached_through_a_relay() {
     let n = start("cwt_priv", &root.path().join("n"), &n_args);
     let n_id = peer_id(&n);
     wait_until("the relay reservation", Duration::from_secs(30), || {
-        json(&n, "/status")["listen_addrs"].as_array().unwrap().iter().any(|a| a.as_str().unwrap().contains("p2p-circuit"))
+        json(&n, "/status")["listen_addrs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a.as_str().unwrap().contains("p2p-circuit"))
     });
-    let c_args = ["--listen".to_owned(), "/ip4/10.99.2.1/tcp/0".to_owned(), "--bootstrap".to_owned(), relay];
+    let c_args = [
+        "--listen".to_owned(),
+        "/ip4/10.99.2.1/tcp/0".to_owned(),
+        "--bootstrap".to_owned(),
+        relay,
+    ];
     let c = start("cwt_pub", &root.path().join("c"), &c_args);
     // C learns N from the DHT (via R) and can only reach it through the relay.
     wait_until("C to connect to N", Duration::from_secs(60), || {
-        json(&c, "/peers").as_array().unwrap().iter().any(|p| p["peer"] == n_id.as_str())
+        json(&c, "/peers")
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["peer"] == n_id.as_str())
     });
-    let row = json(&c, "/peers").as_array().unwrap().iter().find(|p| p["peer"] == n_id.as_str()).cloned().unwrap();
+    let row = json(&c, "/peers")
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["peer"] == n_id.as_str())
+        .cloned()
+        .unwrap();
     eprintln!("NETNS relay: C sees N as {row}");
     assert_eq!(row["relayed"], true, "{row}");
     // Gossip crosses the relayed connection.
     let msg = root.path().join("msg");
     std::fs::write(&msg, b"through the relay").unwrap();
-    wait_until("gossip publish", Duration::from_secs(30), || curl(&c, "POST", "/gossip", Some(&msg)).0 == 200);
-    let want: String = b"through the relay".iter().map(|b| format!("{b:02x}")).collect();
+    wait_until("gossip publish", Duration::from_secs(30), || {
+        curl(&c, "POST", "/gossip", Some(&msg)).0 == 200
+    });
+    let want: String = b"through the relay"
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     wait_until("gossip at N", Duration::from_secs(30), || {
-        json(&n, "/gossip").as_array().unwrap().iter().any(|m| m["data_hex"] == want.as_str())
+        json(&n, "/gossip")
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["data_hex"] == want.as_str())
     });
 }

@@ -33,30 +33,63 @@ fn start(dir: &Path, listen: &[&str], bootstrap: &[String]) -> NodeProcess {
     for b in bootstrap {
         cmd.arg("--bootstrap").arg(b);
     }
-    let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn commonweight node");
-    let mut node = NodeProcess { child, dir: dir.to_owned(), control: String::new() };
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn commonweight node");
+    let mut node = NodeProcess {
+        child,
+        dir: dir.to_owned(),
+        control: String::new(),
+    };
     let addr_file = dir.join("control.addr");
     let deadline = Instant::now() + Duration::from_secs(30);
     while !addr_file.exists() {
-        assert!(Instant::now() < deadline, "node in {} did not start", dir.display());
-        assert!(node.child.try_wait().unwrap().is_none(), "node in {} exited early", dir.display());
+        assert!(
+            Instant::now() < deadline,
+            "node in {} did not start",
+            dir.display()
+        );
+        assert!(
+            node.child.try_wait().unwrap().is_none(),
+            "node in {} exited early",
+            dir.display()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
-    node.control = std::fs::read_to_string(addr_file).unwrap().trim().to_owned();
+    node.control = std::fs::read_to_string(addr_file)
+        .unwrap()
+        .trim()
+        .to_owned();
     node
 }
 
 /// A minimal HTTP/1.0 client for the loopback control API: (status code, body).
 fn http(addr: &str, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
     let mut stream = TcpStream::connect(addr).expect("connect control api");
-    stream.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-    write!(stream, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n", body.len()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
     stream.write_all(body).unwrap();
     let mut response = Vec::new();
     stream.read_to_end(&mut response).unwrap();
-    let split = response.windows(4).position(|w| w == b"\r\n\r\n").expect("http head");
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("http head");
     let head = String::from_utf8_lossy(&response[..split]).to_string();
-    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("status code");
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status code");
     (code, response[split + 4..].to_vec())
 }
 
@@ -104,19 +137,29 @@ fn four_node_processes_over_quic_and_tcp() {
     // Built without the `quic` feature (a slow machine's first pass), every node uses TCP.
     let quic_on = cfg!(feature = "quic");
     let tcp = "/ip4/127.0.0.1/tcp/0";
-    let quic = if quic_on { "/ip4/127.0.0.1/udp/0/quic-v1" } else { tcp };
+    let quic = if quic_on {
+        "/ip4/127.0.0.1/udp/0/quic-v1"
+    } else {
+        tcp
+    };
     let both: &[&str] = if quic_on { &[quic, tcp] } else { &[tcp] };
     let boot = start(&root.path().join("n0"), both, &[]);
     let boot_quic = addr_with(&boot, if quic_on { "/quic-v1" } else { "/tcp/" });
     let boot_tcp = addr_with(&boot, "/tcp/");
     let mut nodes = vec![boot];
-    nodes.push(start(&root.path().join("n1"), &[quic], &[boot_quic.clone()]));
+    nodes.push(start(
+        &root.path().join("n1"),
+        &[quic],
+        &[boot_quic.clone()],
+    ));
     nodes.push(start(&root.path().join("n2"), &[tcp], &[boot_tcp.clone()]));
     nodes.push(start(&root.path().join("n3"), both, &[boot_tcp]));
 
     // Discovery through the bootstrap node alone.
     wait_until("every node to see 3 peers", Duration::from_secs(60), || {
-        nodes.iter().all(|n| json(&n.control, "/peers").as_array().unwrap().len() >= 3)
+        nodes
+            .iter()
+            .all(|n| json(&n.control, "/peers").as_array().unwrap().len() >= 3)
     });
     let all_addrs: Vec<String> = nodes
         .iter()
@@ -124,25 +167,49 @@ fn four_node_processes_over_quic_and_tcp() {
         .map(|p| p["addr"].as_str().unwrap().to_owned())
         .collect();
     if quic_on {
-        assert!(all_addrs.iter().any(|a| a.contains("/quic-v1")), "no QUIC connection: {all_addrs:?}");
+        assert!(
+            all_addrs.iter().any(|a| a.contains("/quic-v1")),
+            "no QUIC connection: {all_addrs:?}"
+        );
     } else {
         eprintln!("built without the quic feature: TCP only");
     }
-    assert!(all_addrs.iter().any(|a| a.contains("/tcp/")), "no TCP connection: {all_addrs:?}");
+    assert!(
+        all_addrs.iter().any(|a| a.contains("/tcp/")),
+        "no TCP connection: {all_addrs:?}"
+    );
 
     // `commonweight peers` prints the table.
-    let out = Command::new(BIN).arg("peers").arg("--data-dir").arg(&nodes[3].dir).output().unwrap();
+    let out = Command::new(BIN)
+        .arg("peers")
+        .arg("--data-dir")
+        .arg(&nodes[3].dir)
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "peers failed: {}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("3 peers") && text.contains("direct"), "{text}");
+    assert!(
+        out.status.success(),
+        "peers failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("3 peers") && text.contains("direct"),
+        "{text}"
+    );
 
     // Gossip from node 2 reaches the three others.
     let message = b"hello from node 2";
-    wait_until("gossip to publish", Duration::from_secs(30), || http(&nodes[2].control, "POST", "/gossip", message).0 == 200);
+    wait_until("gossip to publish", Duration::from_secs(30), || {
+        http(&nodes[2].control, "POST", "/gossip", message).0 == 200
+    });
     let want_hex: String = message.iter().map(|b| format!("{b:02x}")).collect();
     for node in [&nodes[0], &nodes[1], &nodes[3]] {
         wait_until("gossip delivery", Duration::from_secs(20), || {
-            json(&node.control, "/gossip").as_array().unwrap().iter().any(|m| m["data_hex"] == want_hex.as_str())
+            json(&node.control, "/gossip")
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["data_hex"] == want_hex.as_str())
         });
     }
 
@@ -170,7 +237,11 @@ fn four_node_processes_over_quic_and_tcp() {
     // SIGTERM stops every node cleanly: exit status 0, control address file removed.
     for node in &mut nodes {
         let pid = node.child.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
     }
     for node in &mut nodes {
         let deadline = Instant::now() + Duration::from_secs(20);

@@ -35,7 +35,11 @@ impl Preset {
         Preset::ALL
             .into_iter()
             .find(|p| p.name() == s)
-            .ok_or_else(|| ModelError::Config(format!("unknown preset {s:?}; expected tiny, small, base or 1b")))
+            .ok_or_else(|| {
+                ModelError::Config(format!(
+                    "unknown preset {s:?}; expected tiny, small, base or 1b"
+                ))
+            })
     }
 
     /// The model shape of this preset for a tokenizer with `vocab_size` symbols.
@@ -109,16 +113,31 @@ impl ModelConfig {
     pub fn validate(&self) -> Result<(), ModelError> {
         let bad = |what: String| Err(ModelError::Config(what));
         if self.vocab_size == 0 || self.vocab_size > limits::VOCAB_SIZE_MAX {
-            return bad(format!("vocab_size {} not in 1..={}", self.vocab_size, limits::VOCAB_SIZE_MAX));
+            return bad(format!(
+                "vocab_size {} not in 1..={}",
+                self.vocab_size,
+                limits::VOCAB_SIZE_MAX
+            ));
         }
         if self.hidden_size == 0 || self.hidden_size > limits::HIDDEN_SIZE_MAX {
-            return bad(format!("hidden_size {} not in 1..={}", self.hidden_size, limits::HIDDEN_SIZE_MAX));
+            return bad(format!(
+                "hidden_size {} not in 1..={}",
+                self.hidden_size,
+                limits::HIDDEN_SIZE_MAX
+            ));
         }
         if self.intermediate_size == 0 || self.intermediate_size > limits::INTERMEDIATE_SIZE_MAX {
-            return bad(format!("intermediate_size {} out of range", self.intermediate_size));
+            return bad(format!(
+                "intermediate_size {} out of range",
+                self.intermediate_size
+            ));
         }
         if self.num_hidden_layers == 0 || self.num_hidden_layers > limits::LAYERS_MAX {
-            return bad(format!("num_hidden_layers {} not in 1..={}", self.num_hidden_layers, limits::LAYERS_MAX));
+            return bad(format!(
+                "num_hidden_layers {} not in 1..={}",
+                self.num_hidden_layers,
+                limits::LAYERS_MAX
+            ));
         }
         let heads = self.num_attention_heads;
         let kv = self.num_key_value_heads;
@@ -129,11 +148,17 @@ impl ModelConfig {
             ));
         }
         if self.head_dim() % 2 != 0 {
-            return bad(format!("head_dim {} must be even for rotary embeddings", self.head_dim()));
+            return bad(format!(
+                "head_dim {} must be even for rotary embeddings",
+                self.head_dim()
+            ));
         }
         let ctx = self.max_position_embeddings;
         if ctx == 0 || ctx > limits::CONTEXT_TOKENS_MAX {
-            return bad(format!("max_position_embeddings {ctx} not in 1..={}", limits::CONTEXT_TOKENS_MAX));
+            return bad(format!(
+                "max_position_embeddings {ctx} not in 1..={}",
+                limits::CONTEXT_TOKENS_MAX
+            ));
         }
         if !(self.rms_norm_eps > 0.0 && self.rope_theta > 0.0) {
             return bad("rms_norm_eps and rope_theta must be positive".into());
@@ -172,7 +197,10 @@ impl ModelConfig {
     /// Parses an HF `config.json`; unknown fields are ignored, missing ones are an error.
     pub fn from_hf_json(text: &str) -> Result<ModelConfig, ModelError> {
         if text.len() > limits::CONFIG_JSON_BYTES_MAX {
-            return Err(ModelError::Config(format!("config.json is {} bytes, over the limit", text.len())));
+            return Err(ModelError::Config(format!(
+                "config.json is {} bytes, over the limit",
+                text.len()
+            )));
         }
         #[derive(Deserialize)]
         struct Hf {
@@ -188,10 +216,13 @@ impl ModelConfig {
             tie_word_embeddings: Option<bool>,
             hidden_act: Option<String>,
         }
-        let hf: Hf = serde_json::from_str(text).map_err(|e| ModelError::Config(format!("config.json: {e}")))?;
+        let hf: Hf = serde_json::from_str(text)
+            .map_err(|e| ModelError::Config(format!("config.json: {e}")))?;
         if let Some(act) = &hf.hidden_act {
             if act != "silu" {
-                return Err(ModelError::Config(format!("hidden_act {act:?} unsupported; only silu")));
+                return Err(ModelError::Config(format!(
+                    "hidden_act {act:?} unsupported; only silu"
+                )));
             }
         }
         let config = ModelConfig {
@@ -268,14 +299,20 @@ impl TrainConfig {
             ));
         }
         if self.tokens_per_step() > limits::TOKENS_PER_STEP_MAX {
-            return bad(format!("{} tokens per step, over the limit", self.tokens_per_step()));
+            return bad(format!(
+                "{} tokens per step, over the limit",
+                self.tokens_per_step()
+            ));
         }
         let (b1, b2) = self.betas;
         if !((0.0..1.0).contains(&b1) && (0.0..1.0).contains(&b2)) {
             return bad(format!("betas ({b1}, {b2}) must be in [0, 1)"));
         }
         if !(0.0..=1.0).contains(&self.min_lr_ratio) {
-            return bad(format!("min_lr_ratio {} must be in [0, 1]", self.min_lr_ratio));
+            return bad(format!(
+                "min_lr_ratio {} must be in [0, 1]",
+                self.min_lr_ratio
+            ));
         }
         Ok(())
     }

@@ -46,7 +46,8 @@ pub fn layout(config: &ModelConfig) -> Vec<ParamSpec> {
     let kv = config.num_key_value_heads * config.head_dim();
     let i = config.intermediate_size;
     let v = config.vocab_size;
-    let mut shapes: Vec<(String, Vec<usize>)> = vec![("model.embed_tokens.weight".into(), vec![v, h])];
+    let mut shapes: Vec<(String, Vec<usize>)> =
+        vec![("model.embed_tokens.weight".into(), vec![v, h])];
     for n in 0..config.num_hidden_layers {
         let p = format!("model.layers.{n}");
         shapes.push((format!("{p}.input_layernorm.weight"), vec![h]));
@@ -67,7 +68,11 @@ pub fn layout(config: &ModelConfig) -> Vec<ParamSpec> {
     shapes
         .into_iter()
         .map(|(name, shape)| {
-            let spec = ParamSpec { name, shape, offset };
+            let spec = ParamSpec {
+                name,
+                shape,
+                offset,
+            };
             offset += spec.numel();
             spec
         })
@@ -93,7 +98,8 @@ pub fn init_params(config: &ModelConfig, seed: u64) -> Vec<f32> {
             out.extend(std::iter::repeat_n(1.0f32, spec.numel()));
             continue;
         }
-        let residual = spec.name.ends_with("o_proj.weight") || spec.name.ends_with("down_proj.weight");
+        let residual =
+            spec.name.ends_with("o_proj.weight") || spec.name.ends_with("down_proj.weight");
         let std = if residual { residual_std } else { 0.02 };
         push_normals(&mut rng, std, spec.numel(), &mut out);
     }
@@ -101,7 +107,8 @@ pub fn init_params(config: &ModelConfig, seed: u64) -> Vec<f32> {
 }
 
 fn push_normals(rng: &mut ChaCha8Rng, std: f64, count: usize, out: &mut Vec<f32>) {
-    let uniform = |rng: &mut ChaCha8Rng| ((rng.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+    let uniform =
+        |rng: &mut ChaCha8Rng| ((rng.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
     let mut left = count;
     while left > 0 {
         let u1 = uniform(rng);
@@ -136,7 +143,10 @@ mod tests {
         let tiny = param_count(&config);
         assert!((500_000..1_500_000).contains(&tiny), "tiny has {tiny}");
         let small = param_count(&Preset::Small.model_config(256));
-        assert!((15_000_000..25_000_000).contains(&small), "small has {small}");
+        assert!(
+            (15_000_000..25_000_000).contains(&small),
+            "small has {small}"
+        );
         let base = param_count(&Preset::Base.model_config(256));
         assert!((85_000_000..140_000_000).contains(&base), "base has {base}");
     }
@@ -148,7 +158,9 @@ mod tests {
         assert_eq!(a, init_params(&config, 7));
         assert_ne!(a, init_params(&config, 8));
         let spec = &layout(&config)[1];
-        assert!(a[spec.offset..spec.offset + spec.numel()].iter().all(|&x| x == 1.0));
+        assert!(a[spec.offset..spec.offset + spec.numel()]
+            .iter()
+            .all(|&x| x == 1.0));
         let embed = &a[..config.vocab_size * config.hidden_size];
         let var = embed.iter().map(|x| (*x as f64).powi(2)).sum::<f64>() / embed.len() as f64;
         assert!((var.sqrt() - 0.02).abs() < 0.002, "std {}", var.sqrt());

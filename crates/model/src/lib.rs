@@ -33,7 +33,10 @@ pub enum ModelError {
     #[error("{path}: {what}")]
     BadFile { path: PathBuf, what: String },
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// The libtorch version tch 0.24 requires (torch-sys checks it at build time); part of the

@@ -54,7 +54,12 @@ impl Weights {
             .collect();
         let norm = next();
         let lm_head = (!config.tie_word_embeddings).then(next);
-        Weights { embed, blocks, norm, lm_head }
+        Weights {
+            embed,
+            blocks,
+            norm,
+            lm_head,
+        }
     }
 }
 
@@ -89,7 +94,12 @@ fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Tensor {
 
 /// Logits [batch, seq, vocab] for `input_ids` [batch, seq] (Int64).
 /// `rope` holds tables for at least `seq` positions.
-pub fn forward(config: &ModelConfig, w: &Weights, rope: &(Tensor, Tensor), input_ids: &Tensor) -> Tensor {
+pub fn forward(
+    config: &ModelConfig,
+    w: &Weights,
+    rope: &(Tensor, Tensor),
+    input_ids: &Tensor,
+) -> Tensor {
     let (batch, seq) = input_ids.size2().expect("input_ids is [batch, seq]");
     let heads = config.num_attention_heads as i64;
     let kv_heads = config.num_key_value_heads as i64;
@@ -100,9 +110,18 @@ pub fn forward(config: &ModelConfig, w: &Weights, rope: &(Tensor, Tensor), input
     let mut x = Tensor::embedding(&w.embed, input_ids, -1, false, false);
     for block in &w.blocks {
         let n = rms_norm(&x, &block.input_norm, eps);
-        let q = n.linear::<Tensor>(&block.q_proj, None).view([batch, seq, heads, head_dim]).transpose(1, 2);
-        let k = n.linear::<Tensor>(&block.k_proj, None).view([batch, seq, kv_heads, head_dim]).transpose(1, 2);
-        let v = n.linear::<Tensor>(&block.v_proj, None).view([batch, seq, kv_heads, head_dim]).transpose(1, 2);
+        let q = n
+            .linear::<Tensor>(&block.q_proj, None)
+            .view([batch, seq, heads, head_dim])
+            .transpose(1, 2);
+        let k = n
+            .linear::<Tensor>(&block.k_proj, None)
+            .view([batch, seq, kv_heads, head_dim])
+            .transpose(1, 2);
+        let v = n
+            .linear::<Tensor>(&block.v_proj, None)
+            .view([batch, seq, kv_heads, head_dim])
+            .transpose(1, 2);
         let q = apply_rope(&q, &cos, &sin);
         let mut k = apply_rope(&k, &cos, &sin);
         let mut v = v;
@@ -111,7 +130,9 @@ pub fn forward(config: &ModelConfig, w: &Weights, rope: &(Tensor, Tensor), input
             k = k.repeat_interleave_self_int(repeat, 1, None);
             v = v.repeat_interleave_self_int(repeat, 1, None);
         }
-        let attn = Tensor::scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, true, None, false);
+        let attn = Tensor::scaled_dot_product_attention::<Tensor>(
+            &q, &k, &v, None, 0.0, true, None, false,
+        );
         let attn = attn.transpose(1, 2).reshape([batch, seq, heads * head_dim]);
         x = x + attn.linear::<Tensor>(&block.o_proj, None);
         let n = rms_norm(&x, &block.post_norm, eps);

@@ -36,22 +36,37 @@ impl LanguageModel {
         let specs = layout(&config);
         let count: usize = specs.iter().map(ParamSpec::numel).sum();
         if count > limits::PARAMS_MAX {
-            return Err(ModelError::Config(format!("{count} parameters, over the limit")));
+            return Err(ModelError::Config(format!(
+                "{count} parameters, over the limit"
+            )));
         }
         if params.len() != count {
-            return Err(ModelError::ParamCount { expected: count, got: params.len() });
+            return Err(ModelError::ParamCount {
+                expected: count,
+                got: params.len(),
+            });
         }
         let flat = Tensor::from_slice(params);
         let param_views: Vec<Tensor> = specs
             .iter()
             .map(|spec| {
                 let shape: Vec<i64> = spec.shape.iter().map(|&d| d as i64).collect();
-                flat.narrow(0, spec.offset as i64, spec.numel() as i64).view(shape.as_slice()).detach().set_requires_grad(true)
+                flat.narrow(0, spec.offset as i64, spec.numel() as i64)
+                    .view(shape.as_slice())
+                    .detach()
+                    .set_requires_grad(true)
             })
             .collect();
         let weights = Weights::from_ordered(&config, &param_views);
         let rope = rope_tables(&config, config.max_position_embeddings);
-        Ok(LanguageModel { config, specs, flat, params: param_views, weights, rope })
+        Ok(LanguageModel {
+            config,
+            specs,
+            flat,
+            params: param_views,
+            weights,
+            rope,
+        })
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -74,7 +89,10 @@ impl LanguageModel {
     /// Overwrites every parameter from `params` (flat, in `layout` order).
     pub fn set_params(&mut self, params: &[f32]) -> Result<(), ModelError> {
         if params.len() != self.param_count() {
-            return Err(ModelError::ParamCount { expected: self.param_count(), got: params.len() });
+            return Err(ModelError::ParamCount {
+                expected: self.param_count(),
+                got: params.len(),
+            });
         }
         tch::no_grad(|| self.flat.copy_(&Tensor::from_slice(params)));
         Ok(())
@@ -82,10 +100,17 @@ impl LanguageModel {
 
     /// Checks `tokens` are in vocabulary and form `sequences` rows of `seq_len + 1`; returns
     /// (inputs, targets), each [sequences, seq_len], Int64.
-    pub(crate) fn batch_tensors(&self, tokens: &[u32], seq_len: usize) -> Result<(Tensor, Tensor), ModelError> {
+    pub(crate) fn batch_tensors(
+        &self,
+        tokens: &[u32],
+        seq_len: usize,
+    ) -> Result<(Tensor, Tensor), ModelError> {
         let row = seq_len + 1;
         if tokens.is_empty() || tokens.len() % row != 0 {
-            return Err(ModelError::Batch(format!("{} tokens is not a whole number of {row}-token rows", tokens.len())));
+            return Err(ModelError::Batch(format!(
+                "{} tokens is not a whole number of {row}-token rows",
+                tokens.len()
+            )));
         }
         if seq_len > self.config.max_position_embeddings {
             return Err(ModelError::Batch(format!(
@@ -95,7 +120,9 @@ impl LanguageModel {
         }
         let vocab = self.config.vocab_size;
         if let Some(bad) = tokens.iter().find(|&&t| t as usize >= vocab) {
-            return Err(ModelError::Batch(format!("token {bad} is outside the vocabulary of {vocab}")));
+            return Err(ModelError::Batch(format!(
+                "token {bad} is outside the vocabulary of {vocab}"
+            )));
         }
         let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
         let rows = (tokens.len() / row) as i64;
@@ -109,7 +136,9 @@ impl LanguageModel {
     pub(crate) fn loss(&self, inputs: &Tensor, targets: &Tensor) -> Tensor {
         let logits = forward(&self.config, &self.weights, &self.rope, inputs);
         let vocab = self.config.vocab_size as i64;
-        logits.view([-1, vocab]).cross_entropy_for_logits(&targets.view([-1]))
+        logits
+            .view([-1, vocab])
+            .cross_entropy_for_logits(&targets.view([-1]))
     }
 
     /// Mean next-token loss in nats over `tokens` (rows of seq_len + 1), without gradients.
@@ -137,7 +166,9 @@ impl LanguageModel {
         seed: u64,
     ) -> Result<Vec<u32>, ModelError> {
         if count > limits::GENERATE_TOKENS_MAX {
-            return Err(ModelError::Batch(format!("{count} tokens requested, over the limit")));
+            return Err(ModelError::Batch(format!(
+                "{count} tokens requested, over the limit"
+            )));
         }
         if prompt.is_empty() {
             return Err(ModelError::Batch("the prompt has no tokens".into()));
@@ -163,9 +194,16 @@ fn sample(logits: &[f32], temperature: f32, top_k: usize, rng: &mut ChaCha8Rng) 
     if temperature <= 0.0 {
         return order[0] as u32;
     }
-    let keep = if top_k == 0 { order.len() } else { top_k.min(order.len()) };
+    let keep = if top_k == 0 {
+        order.len()
+    } else {
+        top_k.min(order.len())
+    };
     let top = logits[order[0]];
-    let weights: Vec<f64> = order[..keep].iter().map(|&i| (((logits[i] - top) / temperature) as f64).exp()).collect();
+    let weights: Vec<f64> = order[..keep]
+        .iter()
+        .map(|&i| (((logits[i] - top) / temperature) as f64).exp())
+        .collect();
     let total: f64 = weights.iter().sum();
     let mut pick = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * total;
     for (i, w) in weights.iter().enumerate() {

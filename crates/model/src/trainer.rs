@@ -43,7 +43,12 @@ unsafe impl Send for Trainer {}
 impl Trainer {
     /// A fresh model initialised from `seed` (see `layout::init_params`). `threads` is the
     /// libtorch intra-op thread count, a process-wide setting re-applied on every step.
-    pub fn new(model: ModelConfig, train: TrainConfig, seed: u64, threads: usize) -> Result<Trainer, ModelError> {
+    pub fn new(
+        model: ModelConfig,
+        train: TrainConfig,
+        seed: u64,
+        threads: usize,
+    ) -> Result<Trainer, ModelError> {
         model.validate()?;
         let params = init_params(&model, seed);
         Trainer::with_params(model, train, &params, threads)
@@ -63,7 +68,12 @@ impl Trainer {
         set_threads(threads);
         let model = LanguageModel::new(model, params)?;
         let n = model.param_count() as i64;
-        let decayed = model.layout().iter().filter(|s| !s.is_norm()).cloned().collect();
+        let decayed = model
+            .layout()
+            .iter()
+            .filter(|s| !s.is_norm())
+            .cloned()
+            .collect();
         Ok(Trainer {
             exp_avg: Tensor::zeros([n], (tch::Kind::Float, tch::Device::Cpu)),
             exp_avg_sq: Tensor::zeros([n], (tch::Kind::Float, tch::Device::Cpu)),
@@ -113,7 +123,11 @@ impl Trainer {
     }
 
     pub fn optimizer_state(&self) -> OptimizerState {
-        OptimizerState { step: self.step, exp_avg: tensor_to_vec(&self.exp_avg), exp_avg_sq: tensor_to_vec(&self.exp_avg_sq) }
+        OptimizerState {
+            step: self.step,
+            exp_avg: tensor_to_vec(&self.exp_avg),
+            exp_avg_sq: tensor_to_vec(&self.exp_avg_sq),
+        }
     }
 
     pub fn set_optimizer_state(&mut self, state: &OptimizerState) -> Result<(), ModelError> {
@@ -125,7 +139,8 @@ impl Trainer {
         }
         tch::no_grad(|| {
             self.exp_avg.copy_(&Tensor::from_slice(&state.exp_avg));
-            self.exp_avg_sq.copy_(&Tensor::from_slice(&state.exp_avg_sq));
+            self.exp_avg_sq
+                .copy_(&Tensor::from_slice(&state.exp_avg_sq));
         });
         self.step = state.step;
         Ok(())
@@ -143,7 +158,10 @@ impl Trainer {
     pub fn train_step(&mut self, tokens: &[u32]) -> Result<f32, ModelError> {
         let expected = self.train.tokens_per_step();
         if tokens.len() != expected {
-            return Err(ModelError::Batch(format!("train_step wants {expected} tokens, got {}", tokens.len())));
+            return Err(ModelError::Batch(format!(
+                "train_step wants {expected} tokens, got {}",
+                tokens.len()
+            )));
         }
         set_threads(self.threads);
         let micro = tokens.len() / self.train.grad_accum;
@@ -157,7 +175,10 @@ impl Trainer {
         let loss = loss_sum / self.train.grad_accum as f64;
         let grad = self.take_flat_grad();
         if !loss.is_finite() {
-            return Err(ModelError::NonFinite(format!("loss {loss} at step {}", self.step + 1)));
+            return Err(ModelError::NonFinite(format!(
+                "loss {loss} at step {}",
+                self.step + 1
+            )));
         }
         self.adamw_update(grad)?;
         Ok(loss as f32)
@@ -166,7 +187,12 @@ impl Trainer {
     /// Concatenates all gradients into one flat vector and zeroes them for the next step.
     fn take_flat_grad(&mut self) -> Tensor {
         let flat = tch::no_grad(|| {
-            let pieces: Vec<Tensor> = self.model.params.iter().map(|p| p.grad().view([-1])).collect();
+            let pieces: Vec<Tensor> = self
+                .model
+                .params
+                .iter()
+                .map(|p| p.grad().view([-1]))
+                .collect();
             Tensor::cat(&pieces, 0)
         });
         for p in self.model.params.iter_mut() {
@@ -179,7 +205,10 @@ impl Trainer {
         let _guard = tch::no_grad_guard();
         let norm = grad.norm().double_value(&[]);
         if !norm.is_finite() {
-            return Err(ModelError::NonFinite(format!("gradient norm {norm} at step {}", self.step + 1)));
+            return Err(ModelError::NonFinite(format!(
+                "gradient norm {norm} at step {}",
+                self.step + 1
+            )));
         }
         if self.train.grad_clip > 0.0 {
             let coef = self.train.grad_clip / (norm + 1e-6);
@@ -193,7 +222,11 @@ impl Trainer {
         if self.train.weight_decay > 0.0 {
             let keep = 1.0 - lr * self.train.weight_decay;
             for spec in &self.decayed {
-                let _ = self.model.flat.narrow(0, spec.offset as i64, spec.numel() as i64).g_mul_scalar_(keep);
+                let _ = self
+                    .model
+                    .flat
+                    .narrow(0, spec.offset as i64, spec.numel() as i64)
+                    .g_mul_scalar_(keep);
             }
         }
         let _ = self.exp_avg.lerp_(&grad, 1.0 - beta1);

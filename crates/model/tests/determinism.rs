@@ -11,8 +11,11 @@ const THREADS: usize = 2;
 
 fn run(steps: u64, seed: u64) -> (Trainer, Vec<f32>) {
     let train = tiny_train_config(steps);
-    let mut trainer = Trainer::new(Preset::Tiny.model_config(256), train.clone(), seed, THREADS).unwrap();
-    let losses = (0..steps).map(|s| trainer.train_step(&batch(&train, s)).unwrap()).collect();
+    let mut trainer =
+        Trainer::new(Preset::Tiny.model_config(256), train.clone(), seed, THREADS).unwrap();
+    let losses = (0..steps)
+        .map(|s| trainer.train_step(&batch(&train, s)).unwrap())
+        .collect();
     (trainer, losses)
 }
 
@@ -36,7 +39,8 @@ fn two_trainers_reach_bit_identical_params() {
 fn resume_from_checkpoint_continues_bit_identically() {
     let train = tiny_train_config(8);
     let dir = tempfile::tempdir().unwrap();
-    let mut straight = Trainer::new(Preset::Tiny.model_config(256), train.clone(), 7, THREADS).unwrap();
+    let mut straight =
+        Trainer::new(Preset::Tiny.model_config(256), train.clone(), 7, THREADS).unwrap();
     for s in 0..4 {
         straight.train_step(&batch(&train, s)).unwrap();
     }
@@ -49,7 +53,10 @@ fn resume_from_checkpoint_continues_bit_identically() {
     for s in 4..8 {
         resumed.train_step(&batch(&train, s)).unwrap();
     }
-    assert_eq!(Hash32::of_f32s(&straight.params()), Hash32::of_f32s(&resumed.params()));
+    assert_eq!(
+        Hash32::of_f32s(&straight.params()),
+        Hash32::of_f32s(&resumed.params())
+    );
     assert_eq!(straight.optimizer_state(), resumed.optimizer_state());
 }
 

@@ -14,13 +14,20 @@ fn python() -> PathBuf {
     if venv.exists() {
         return venv;
     }
-    std::env::var_os("PYTHON_SYS_EXECUTABLE").map(PathBuf::from).unwrap_or_else(|| "python3".into())
+    std::env::var_os("PYTHON_SYS_EXECUTABLE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "python3".into())
 }
 
 /// HF logits for `tokens`, or None (skip) when transformers is not importable.
 fn hf_logits(dir: &std::path::Path, tokens: &[u32]) -> Option<Vec<f32>> {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/hf_logits.py");
-    let output = match Command::new(python()).arg(script).arg(dir).args(tokens.iter().map(u32::to_string)).output() {
+    let output = match Command::new(python())
+        .arg(script)
+        .arg(dir)
+        .args(tokens.iter().map(u32::to_string))
+        .output()
+    {
         Ok(output) => output,
         Err(e) => {
             eprintln!("SKIP hf_compat: cannot run {}: {e}", python().display());
@@ -28,10 +35,17 @@ fn hf_logits(dir: &std::path::Path, tokens: &[u32]) -> Option<Vec<f32>> {
         }
     };
     if output.status.code() == Some(3) {
-        eprintln!("SKIP hf_compat: {}", String::from_utf8_lossy(&output.stderr).trim());
+        eprintln!(
+            "SKIP hf_compat: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
         return None;
     }
-    assert!(output.status.success(), "hf_logits.py failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "hf_logits.py failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let rows: Vec<Vec<f32>> = serde_json::from_slice(&output.stdout).expect("JSON logits");
     Some(rows.concat())
 }
@@ -47,11 +61,23 @@ fn check(tie_word_embeddings: bool) {
     }
     let dir = tempfile::tempdir().unwrap();
     trainer.save_checkpoint(dir.path(), None).unwrap();
-    let prompt: Vec<u32> = "Shall I compare thee to a summer's day?".bytes().map(u32::from).collect();
-    let ours = model::load_model(dir.path()).unwrap().logits(&prompt).unwrap();
-    let Some(theirs) = hf_logits(dir.path(), &prompt) else { return };
+    let prompt: Vec<u32> = "Shall I compare thee to a summer's day?"
+        .bytes()
+        .map(u32::from)
+        .collect();
+    let ours = model::load_model(dir.path())
+        .unwrap()
+        .logits(&prompt)
+        .unwrap();
+    let Some(theirs) = hf_logits(dir.path(), &prompt) else {
+        return;
+    };
     assert_eq!(ours.len(), theirs.len());
-    let max_diff = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let max_diff = ours
+        .iter()
+        .zip(&theirs)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
     eprintln!("tie_word_embeddings={tie_word_embeddings}: max |logit difference| = {max_diff:e}");
     assert!(max_diff <= 1e-4, "logits differ by {max_diff}");
 }

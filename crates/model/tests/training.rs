@@ -12,7 +12,10 @@ fn loss_falls_on_a_repeating_phrase() {
     let mut trainer = Trainer::new(Preset::Tiny.model_config(256), train.clone(), 1, 1).unwrap();
     let held_out = synthetic_tokens(10_000, 4 * (train.seq_len + 1));
     let before = trainer.eval_loss(&held_out).unwrap();
-    assert!((before - (256f32).ln()).abs() < 0.3, "initial loss {before} should be near ln 256");
+    assert!(
+        (before - (256f32).ln()).abs() < 0.3,
+        "initial loss {before} should be near ln 256"
+    );
     for s in 0..steps {
         trainer.train_step(&batch(&train, s)).unwrap();
     }
@@ -35,7 +38,12 @@ fn gradient_accumulation_matches_one_big_batch_closely() {
         let lb = b.train_step(&tokens).unwrap();
         assert!((la - lb).abs() < 1e-4, "{la} vs {lb}");
     }
-    let max_diff = a.params().iter().zip(b.params()).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    let max_diff = a
+        .params()
+        .iter()
+        .zip(b.params())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
     assert!(max_diff < 1e-4, "params differ by {max_diff}");
 }
 
@@ -43,10 +51,16 @@ fn gradient_accumulation_matches_one_big_batch_closely() {
 fn bad_batches_are_errors_not_panics() {
     let train = tiny_train_config(1);
     let mut trainer = Trainer::new(Preset::Tiny.model_config(256), train.clone(), 1, 1).unwrap();
-    assert!(matches!(trainer.train_step(&[1, 2, 3]), Err(ModelError::Batch(_))));
+    assert!(matches!(
+        trainer.train_step(&[1, 2, 3]),
+        Err(ModelError::Batch(_))
+    ));
     let mut tokens = batch(&train, 0);
     tokens[5] = 256;
-    assert!(matches!(trainer.train_step(&tokens), Err(ModelError::Batch(_))));
+    assert!(matches!(
+        trainer.train_step(&tokens),
+        Err(ModelError::Batch(_))
+    ));
     assert!(trainer.eval_loss(&[]).is_err());
     assert_eq!(trainer.step(), 0);
 }

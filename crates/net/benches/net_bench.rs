@@ -13,15 +13,24 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{memory_base, publish_when_ready, pseudo_random_bytes, start_node, wait_for_peers, TestNode};
+use common::{
+    memory_base, pseudo_random_bytes, publish_when_ready, start_node, wait_for_peers, TestNode,
+};
 use net::{MemoryBlobs, NetConfig};
 use types::Hash32;
 
 const GIB: f64 = (1u64 << 30) as f64;
 
 fn main() {
-    let blob_mib: usize = std::env::var("NET_BENCH_BLOB_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(256);
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let blob_mib: usize = std::env::var("NET_BENCH_BLOB_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let raw = raw_tcp_gib_s(blob_mib << 20);
     println!("reference raw TCP loopback copy: {raw:.3} GiB/s ({blob_mib} MiB)");
     let blob = pseudo_random_bytes(blob_mib << 20, 3);
@@ -41,7 +50,9 @@ fn main() {
         }
     }
     let (one_p50, one_p99) = runtime.block_on(gossip_latency_ms(2, 40));
-    println!("reference gossip latency, 2 nodes (one hop): p50 {one_p50:.2} ms, p99 {one_p99:.2} ms");
+    println!(
+        "reference gossip latency, 2 nodes (one hop): p50 {one_p50:.2} ms, p99 {one_p99:.2} ms"
+    );
     let (p50, p99) = runtime.block_on(gossip_latency_ms(50, 40));
     println!(
         "gossip latency, 50 nodes: p50 {p50:.2} ms ({:.1} x one hop), p99 {p99:.2} ms ({:.1} x one hop)",
@@ -85,20 +96,39 @@ async fn blob_fetch_gib_s(listen: &str, provider_count: usize, blob: &[u8]) -> f
     let hash = blobs.insert(blob.to_vec());
     let mut providers = Vec::new();
     for i in 0..provider_count {
-        let config = NetConfig { listen: vec![listen.to_owned()], ..NetConfig::loopback() };
+        let config = NetConfig {
+            listen: vec![listen.to_owned()],
+            ..NetConfig::loopback()
+        };
         let node = start_node(i, config, tx.clone()).await;
-        node.client.set_blob_source(Arc::new(blobs.clone())).await.unwrap();
+        node.client
+            .set_blob_source(Arc::new(blobs.clone()))
+            .await
+            .unwrap();
         providers.push(node);
     }
-    let config = NetConfig { listen: vec![listen.to_owned()], ..NetConfig::loopback() };
+    let config = NetConfig {
+        listen: vec![listen.to_owned()],
+        ..NetConfig::loopback()
+    };
     let fetcher = start_node(99, config, tx).await;
     for p in &providers {
         fetcher.client.dial(&p.addr).await.unwrap();
     }
-    wait_for_peers(std::slice::from_ref(&fetcher), provider_count, Duration::from_secs(20)).await;
+    wait_for_peers(
+        std::slice::from_ref(&fetcher),
+        provider_count,
+        Duration::from_secs(20),
+    )
+    .await;
     let ids: Vec<_> = providers.iter().map(|p| p.client.local_peer()).collect();
     let started = Instant::now();
-    let fetched = fetcher.client.fetch_blob(hash, ids).collect().await.unwrap();
+    let fetched = fetcher
+        .client
+        .fetch_blob(hash, ids)
+        .collect()
+        .await
+        .unwrap();
     let secs = started.elapsed().as_secs_f64();
     assert_eq!(Hash32::of(&fetched), hash);
     for node in providers.iter().chain([&fetcher]) {
@@ -113,7 +143,10 @@ async fn gossip_latency_ms(node_count: usize, messages: usize) -> (f64, f64) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut nodes: Vec<TestNode> = vec![start_node(0, NetConfig::memory(base), tx.clone()).await];
     for i in 1..node_count {
-        let config = NetConfig { bootstrap: vec![nodes[0].addr.clone()], ..NetConfig::memory(base + i as u64) };
+        let config = NetConfig {
+            bootstrap: vec![nodes[0].addr.clone()],
+            ..NetConfig::memory(base + i as u64)
+        };
         nodes.push(start_node(i, config, tx.clone()).await);
     }
     let want_peers = (node_count - 1).min(8);
@@ -129,11 +162,19 @@ async fn gossip_latency_ms(node_count: usize, messages: usize) -> (f64, f64) {
         let sent_ns = epoch.elapsed().as_nanos() as u64;
         let mut payload = sent_ns.to_le_bytes().to_vec();
         payload.extend_from_slice(&(m as u64).to_le_bytes());
-        publish_when_ready(&author.client, "bench/latency", payload, Duration::from_secs(10)).await;
+        publish_when_ready(
+            &author.client,
+            "bench/latency",
+            payload,
+            Duration::from_secs(10),
+        )
+        .await;
         // Collect this message's deliveries before the next, so latencies do not queue behind each other.
         let mut got = 0;
         while got < node_count - 1 {
-            let Ok(Some((_, message))) = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await else {
+            let Ok(Some((_, message))) =
+                tokio::time::timeout(Duration::from_secs(10), rx.recv()).await
+            else {
                 panic!("message {m} reached only {got} of {} nodes", node_count - 1);
             };
             let sent = u64::from_le_bytes(message.data[..8].try_into().unwrap());

@@ -6,7 +6,8 @@ use libp2p::identity::Keypair;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{
-    autonat, connection_limits, dcutr, gossipsub, identify, kad, mdns, ping, relay, request_response, StreamProtocol,
+    autonat, connection_limits, dcutr, gossipsub, identify, kad, mdns, ping, relay,
+    request_response, StreamProtocol,
 };
 use types::limits::net as limits;
 
@@ -53,13 +54,18 @@ impl Behaviour {
             .with_max_established_per_peer(Some(limits::CONNECTIONS_PER_PEER_MAX))
             .with_max_pending_incoming(Some(limits::CONNECTIONS_PENDING_INCOMING_MAX))
             .with_max_pending_outgoing(Some(limits::CONNECTIONS_PENDING_OUTGOING_MAX));
-        let relay_server = config.relay_server.then(|| relay::Behaviour::new(peer_id, relay_config()));
+        let relay_server = config
+            .relay_server
+            .then(|| relay::Behaviour::new(peer_id, relay_config()));
         let autonat_config = autonat::Config {
             only_global_ips: config.autonat_only_global_ips,
             ..autonat::Config::default()
         };
         let mdns = if config.mdns {
-            Some(mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)?)
+            Some(mdns::tokio::Behaviour::new(
+                mdns::Config::default(),
+                peer_id,
+            )?)
         } else {
             None
         };
@@ -75,7 +81,10 @@ impl Behaviour {
             relay_server: relay_server.into(),
             dcutr: dcutr::Behaviour::new(peer_id),
             autonat: autonat::Behaviour::new(peer_id, autonat_config),
-            identify: identify::Behaviour::new(identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())),
+            identify: identify::Behaviour::new(identify::Config::new(
+                IDENTIFY_PROTOCOL.into(),
+                key.public(),
+            )),
             ping: ping::Behaviour::new(ping::Config::new()),
             kad: new_kad(peer_id, config),
             mdns: mdns.into(),
@@ -100,10 +109,17 @@ fn new_kad(peer_id: libp2p::PeerId, config: &NetConfig) -> kad::Behaviour<kad::s
     kad_config
         .set_query_timeout(Duration::from_millis(limits::KAD_QUERY_TIMEOUT_MS))
         .set_max_packet_size(limits::KAD_PACKET_BYTES_MAX)
-        .set_periodic_bootstrap_interval(Some(Duration::from_millis(limits::KAD_BOOTSTRAP_INTERVAL_MS)));
-    let mut kad = kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
+        .set_periodic_bootstrap_interval(Some(Duration::from_millis(
+            limits::KAD_BOOTSTRAP_INTERVAL_MS,
+        )));
+    let mut kad =
+        kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
     // Without a confirmed external address kad stays a client; set the mode from config instead.
-    kad.set_mode(Some(if config.dht_server { kad::Mode::Server } else { kad::Mode::Client }));
+    kad.set_mode(Some(if config.dht_server {
+        kad::Mode::Server
+    } else {
+        kad::Mode::Client
+    }));
     kad
 }
 
@@ -117,10 +133,14 @@ fn new_gossipsub(key: &Keypair) -> Result<gossipsub::Behaviour, BehaviourError> 
         .max_transmit_size(limits::GOSSIP_MESSAGE_BYTES_MAX + GOSSIP_FRAME_OVERHEAD_BYTES)
         .build()
         .map_err(|e| BehaviourError::Gossipsub(e.to_string()))?;
-    let mut gossipsub = gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), config)
-        .map_err(|e| BehaviourError::Gossipsub(e.to_string()))?;
+    let mut gossipsub =
+        gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), config)
+            .map_err(|e| BehaviourError::Gossipsub(e.to_string()))?;
     gossipsub
-        .with_peer_score(gossipsub::PeerScoreParams::default(), gossipsub::PeerScoreThresholds::default())
+        .with_peer_score(
+            gossipsub::PeerScoreParams::default(),
+            gossipsub::PeerScoreThresholds::default(),
+        )
         .map_err(BehaviourError::Gossipsub)?;
     Ok(gossipsub)
 }

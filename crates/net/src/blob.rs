@@ -38,14 +38,21 @@ impl MemoryBlobs {
     /// Holds `bytes` under their BLAKE3 hash, which it returns.
     pub fn insert(&self, bytes: Vec<u8>) -> Hash32 {
         let hash = Hash32::of(&bytes);
-        self.blobs.write().expect("lock").insert(hash, Arc::new(bytes));
+        self.blobs
+            .write()
+            .expect("lock")
+            .insert(hash, Arc::new(bytes));
         hash
     }
 }
 
 impl BlobSource for MemoryBlobs {
     fn blob_len(&self, hash: &Hash32) -> Option<u64> {
-        self.blobs.read().expect("lock").get(hash).map(|b| b.len() as u64)
+        self.blobs
+            .read()
+            .expect("lock")
+            .get(hash)
+            .map(|b| b.len() as u64)
     }
 
     fn read(&self, hash: &Hash32, offset: u64, len: u32) -> Option<Vec<u8>> {
@@ -69,9 +76,11 @@ pub(crate) fn serve_chunk(source: &dyn BlobSource, request: &BlobRequest) -> Blo
     };
     let offset = u64::from(request.chunk_index) * u64::from(limits::BLOB_CHUNK_BYTES);
     match source.read(&request.hash, offset, len) {
-        Some(bytes) if bytes.len() == len as usize => {
-            BlobResponse::Chunk { blob_len, chunk_index: request.chunk_index, bytes }
-        }
+        Some(bytes) if bytes.len() == len as usize => BlobResponse::Chunk {
+            blob_len,
+            chunk_index: request.chunk_index,
+            bytes,
+        },
         _ => BlobResponse::NotFound,
     }
 }
@@ -113,7 +122,8 @@ impl BlobReceiver {
             let chunk = chunk?;
             if out.is_empty() {
                 // blob_len is bounded by the decoder (BLOB_BYTES_MAX); reserve at most one window.
-                let window = limits::BLOB_WINDOW_CHUNKS_MAX as u64 * u64::from(limits::BLOB_CHUNK_BYTES);
+                let window =
+                    limits::BLOB_WINDOW_CHUNKS_MAX as u64 * u64::from(limits::BLOB_CHUNK_BYTES);
                 out.reserve(chunk.blob_len.min(window) as usize);
             }
             out.extend_from_slice(&chunk.bytes);
@@ -122,7 +132,11 @@ impl BlobReceiver {
     }
 }
 
-pub(crate) fn spawn_fetch(client: NetClient, hash: Hash32, mut providers: Vec<PeerId>) -> BlobReceiver {
+pub(crate) fn spawn_fetch(
+    client: NetClient,
+    hash: Hash32,
+    mut providers: Vec<PeerId>,
+) -> BlobReceiver {
     let (tx, rx) = mpsc::channel(limits::BLOB_RECEIVER_CHUNKS_MAX);
     providers.sort();
     providers.dedup();
@@ -167,8 +181,20 @@ struct Fetch {
 type Answer = (u32, usize, Result<BlobResponse, NetError>);
 
 impl Fetch {
-    fn new(client: NetClient, hash: Hash32, peers: Vec<PeerId>, out: mpsc::Sender<Result<BlobChunk, FetchError>>) -> Fetch {
-        let providers = peers.into_iter().map(|peer| Provider { peer, in_flight: 0, failures: 0 }).collect();
+    fn new(
+        client: NetClient,
+        hash: Hash32,
+        peers: Vec<PeerId>,
+        out: mpsc::Sender<Result<BlobChunk, FetchError>>,
+    ) -> Fetch {
+        let providers = peers
+            .into_iter()
+            .map(|peer| Provider {
+                peer,
+                in_flight: 0,
+                failures: 0,
+            })
+            .collect();
         Fetch {
             client,
             hash,
@@ -186,14 +212,21 @@ impl Fetch {
         if self.providers.is_empty() {
             return Err(FetchError::NoProviders);
         }
-        let mut in_flight: FuturesUnordered<futures::future::BoxFuture<'static, Answer>> = FuturesUnordered::new();
+        let mut in_flight: FuturesUnordered<futures::future::BoxFuture<'static, Answer>> =
+            FuturesUnordered::new();
         loop {
             self.deliver().await?;
             if self.done() {
                 return Ok(());
             }
             while let Some((index, provider)) = self.next_request() {
-                in_flight.push(Box::pin(request(self.client.clone(), self.providers[provider].peer, self.hash, index, provider)));
+                in_flight.push(Box::pin(request(
+                    self.client.clone(),
+                    self.providers[provider].peer,
+                    self.hash,
+                    index,
+                    provider,
+                )));
             }
             let Some(answer) = in_flight.next().await else {
                 // Nothing in flight and nothing could be sent: every provider is exhausted.
@@ -216,14 +249,25 @@ impl Fetch {
         if self.blob_len.is_none() && self.providers.iter().any(|p| p.in_flight > 0) {
             return None;
         }
-        let window_end = self.next_to_deliver.saturating_add(limits::BLOB_WINDOW_CHUNKS_MAX as u32);
+        let window_end = self
+            .next_to_deliver
+            .saturating_add(limits::BLOB_WINDOW_CHUNKS_MAX as u32);
         let index = *self.todo.iter().next()?;
         if index >= window_end {
             return None;
         }
         let provider = (0..self.providers.len())
-            .filter(|&i| self.providers[i].usable() && self.providers[i].in_flight < limits::BLOB_REQUESTS_PER_PROVIDER_MAX)
-            .min_by_key(|&i| (self.providers[i].in_flight, self.providers[i].failures, (i + index as usize) % self.providers.len()))?;
+            .filter(|&i| {
+                self.providers[i].usable()
+                    && self.providers[i].in_flight < limits::BLOB_REQUESTS_PER_PROVIDER_MAX
+            })
+            .min_by_key(|&i| {
+                (
+                    self.providers[i].in_flight,
+                    self.providers[i].failures,
+                    (i + index as usize) % self.providers.len(),
+                )
+            })?;
         self.todo.remove(&index);
         self.providers[provider].in_flight += 1;
         Some((index, provider))
@@ -232,7 +276,11 @@ impl Fetch {
     fn on_answer(&mut self, (index, provider, result): Answer) -> Result<(), FetchError> {
         self.providers[provider].in_flight -= 1;
         match result {
-            Ok(BlobResponse::Chunk { blob_len, chunk_index, bytes }) if chunk_index == index && self.len_agrees(blob_len) => {
+            Ok(BlobResponse::Chunk {
+                blob_len,
+                chunk_index,
+                bytes,
+            }) if chunk_index == index && self.len_agrees(blob_len) => {
                 self.on_length(blob_len);
                 self.received.insert(index, bytes);
                 return Ok(());
@@ -245,7 +293,9 @@ impl Fetch {
             // Busy is not the provider's fault: ask again (the request already waited a backoff).
             Ok(BlobResponse::Busy) => {}
             // A provider without the blob, or with a different length, is useless for this fetch.
-            Ok(BlobResponse::NotFound) | Ok(BlobResponse::OutOfRange { .. }) | Ok(BlobResponse::Chunk { .. }) => {
+            Ok(BlobResponse::NotFound)
+            | Ok(BlobResponse::OutOfRange { .. })
+            | Ok(BlobResponse::Chunk { .. }) => {
                 self.providers[provider].failures = limits::BLOB_PROVIDER_FAILURES_MAX;
             }
             Err(NetError::Stopped) => return Err(FetchError::Stopped),
@@ -255,7 +305,10 @@ impl Fetch {
         let attempts = self.attempts.entry(index).or_insert(0);
         *attempts += 1;
         if *attempts >= limits::BLOB_CHUNK_ATTEMPTS_MAX {
-            return Err(FetchError::ChunkAttempts { index, attempts: *attempts });
+            return Err(FetchError::ChunkAttempts {
+                index,
+                attempts: *attempts,
+            });
         }
         if !self.providers.iter().any(Provider::usable) {
             return Err(FetchError::ProvidersExhausted);
@@ -279,20 +332,43 @@ impl Fetch {
     }
 
     async fn deliver(&mut self) -> Result<(), FetchError> {
-        let Some(blob_len) = self.blob_len else { return Ok(()) };
+        let Some(blob_len) = self.blob_len else {
+            return Ok(());
+        };
         while let Some(bytes) = self.received.remove(&self.next_to_deliver) {
             let offset = u64::from(self.next_to_deliver) * u64::from(limits::BLOB_CHUNK_BYTES);
-            let chunk = BlobChunk { blob_len, offset, bytes };
+            let chunk = BlobChunk {
+                blob_len,
+                offset,
+                bytes,
+            };
             // Awaiting here is the back-pressure: a slow reader stops new requests.
-            self.out.send(Ok(chunk)).await.map_err(|_| FetchError::Stopped)?;
+            self.out
+                .send(Ok(chunk))
+                .await
+                .map_err(|_| FetchError::Stopped)?;
             self.next_to_deliver += 1;
         }
         Ok(())
     }
 }
 
-async fn request(client: NetClient, peer: PeerId, hash: Hash32, index: u32, provider: usize) -> Answer {
-    let result = client.request_chunk(peer, BlobRequest { hash, chunk_index: index }).await;
+async fn request(
+    client: NetClient,
+    peer: PeerId,
+    hash: Hash32,
+    index: u32,
+    provider: usize,
+) -> Answer {
+    let result = client
+        .request_chunk(
+            peer,
+            BlobRequest {
+                hash,
+                chunk_index: index,
+            },
+        )
+        .await;
     if matches!(result, Ok(BlobResponse::Busy)) {
         tokio::time::sleep(BUSY_BACKOFF).await;
     }

@@ -54,33 +54,81 @@ pub struct PeerInfo {
 /// What the network tells the app.
 #[derive(Debug, Clone, PartialEq)]
 pub enum NetEvent {
-    Listening { addr: String },
-    PeerConnected { peer: PeerId, addr: String, relayed: bool },
-    PeerDisconnected { peer: PeerId },
+    Listening {
+        addr: String,
+    },
+    PeerConnected {
+        peer: PeerId,
+        addr: String,
+        relayed: bool,
+    },
+    PeerDisconnected {
+        peer: PeerId,
+    },
     /// A gossip message; the app must answer with `NetClient::report_validation`.
     Gossip(GossipMessage),
     /// AutoNAT's view of our reachability.
-    Reachability { public: bool },
+    Reachability {
+        public: bool,
+    },
     /// A relay accepted our reservation: peers can reach us through it.
-    RelayReservation { relay: PeerId },
+    RelayReservation {
+        relay: PeerId,
+    },
     /// A direct connection replaced a relayed one (DCUtR hole punch).
-    HolePunched { peer: PeerId },
+    HolePunched {
+        peer: PeerId,
+    },
 }
 
 /// Everything the event loop can be asked to do. Each request carries its reply channel.
 pub enum Command {
-    Listen { addr: String, reply: oneshot::Sender<Result<(), NetError>> },
-    Dial { addr: String, reply: oneshot::Sender<Result<(), NetError>> },
-    Peers { reply: oneshot::Sender<Vec<PeerInfo>> },
-    ListenAddrs { reply: oneshot::Sender<Vec<String>> },
-    Subscribe { topic: String, reply: oneshot::Sender<Result<(), NetError>> },
-    Publish { topic: String, data: Vec<u8>, reply: oneshot::Sender<Result<(), NetError>> },
-    ReportValidation { id: GossipId, verdict: Verdict },
-    SetBlobSource { source: Arc<dyn BlobSource> },
-    StartProviding { hash: Hash32, reply: oneshot::Sender<Result<(), NetError>> },
-    GetProviders { hash: Hash32, reply: oneshot::Sender<Result<Vec<PeerId>, NetError>> },
-    RequestChunk { peer: PeerId, request: BlobRequest, reply: oneshot::Sender<Result<BlobResponse, NetError>> },
-    Shutdown { reply: oneshot::Sender<()> },
+    Listen {
+        addr: String,
+        reply: oneshot::Sender<Result<(), NetError>>,
+    },
+    Dial {
+        addr: String,
+        reply: oneshot::Sender<Result<(), NetError>>,
+    },
+    Peers {
+        reply: oneshot::Sender<Vec<PeerInfo>>,
+    },
+    ListenAddrs {
+        reply: oneshot::Sender<Vec<String>>,
+    },
+    Subscribe {
+        topic: String,
+        reply: oneshot::Sender<Result<(), NetError>>,
+    },
+    Publish {
+        topic: String,
+        data: Vec<u8>,
+        reply: oneshot::Sender<Result<(), NetError>>,
+    },
+    ReportValidation {
+        id: GossipId,
+        verdict: Verdict,
+    },
+    SetBlobSource {
+        source: Arc<dyn BlobSource>,
+    },
+    StartProviding {
+        hash: Hash32,
+        reply: oneshot::Sender<Result<(), NetError>>,
+    },
+    GetProviders {
+        hash: Hash32,
+        reply: oneshot::Sender<Result<Vec<PeerId>, NetError>>,
+    },
+    RequestChunk {
+        peer: PeerId,
+        request: BlobRequest,
+        reply: oneshot::Sender<Result<BlobResponse, NetError>>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// A handle on the network. Cheap to clone; every call is a bounded round trip to the event loop.
@@ -95,18 +143,32 @@ impl NetClient {
         self.local_peer
     }
 
-    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, NetError> {
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, NetError> {
         let (tx, rx) = oneshot::channel();
-        self.commands.send(make(tx)).await.map_err(|_| NetError::Stopped)?;
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| NetError::Stopped)?;
         rx.await.map_err(|_| NetError::Stopped)
     }
 
     pub async fn listen(&self, addr: &str) -> Result<(), NetError> {
-        self.call(|reply| Command::Listen { addr: addr.to_owned(), reply }).await?
+        self.call(|reply| Command::Listen {
+            addr: addr.to_owned(),
+            reply,
+        })
+        .await?
     }
 
     pub async fn dial(&self, addr: &str) -> Result<(), NetError> {
-        self.call(|reply| Command::Dial { addr: addr.to_owned(), reply }).await?
+        self.call(|reply| Command::Dial {
+            addr: addr.to_owned(),
+            reply,
+        })
+        .await?
     }
 
     pub async fn peers(&self) -> Result<Vec<PeerInfo>, NetError> {
@@ -119,35 +181,61 @@ impl NetClient {
     }
 
     pub async fn subscribe(&self, topic: &str) -> Result<(), NetError> {
-        self.call(|reply| Command::Subscribe { topic: topic.to_owned(), reply }).await?
+        self.call(|reply| Command::Subscribe {
+            topic: topic.to_owned(),
+            reply,
+        })
+        .await?
     }
 
     pub async fn publish(&self, topic: &str, data: Vec<u8>) -> Result<(), NetError> {
-        self.call(|reply| Command::Publish { topic: topic.to_owned(), data, reply }).await?
+        self.call(|reply| Command::Publish {
+            topic: topic.to_owned(),
+            data,
+            reply,
+        })
+        .await?
     }
 
     pub async fn report_validation(&self, id: GossipId, verdict: Verdict) -> Result<(), NetError> {
-        self.commands.send(Command::ReportValidation { id, verdict }).await.map_err(|_| NetError::Stopped)
+        self.commands
+            .send(Command::ReportValidation { id, verdict })
+            .await
+            .map_err(|_| NetError::Stopped)
     }
 
     /// Serve blobs from `source` to peers that ask.
     pub async fn set_blob_source(&self, source: Arc<dyn BlobSource>) -> Result<(), NetError> {
-        self.commands.send(Command::SetBlobSource { source }).await.map_err(|_| NetError::Stopped)
+        self.commands
+            .send(Command::SetBlobSource { source })
+            .await
+            .map_err(|_| NetError::Stopped)
     }
 
     /// Announce in the DHT that we hold the blob `hash`.
     pub async fn start_providing(&self, hash: Hash32) -> Result<(), NetError> {
-        self.call(|reply| Command::StartProviding { hash, reply }).await?
+        self.call(|reply| Command::StartProviding { hash, reply })
+            .await?
     }
 
     /// Ask the DHT who holds the blob `hash`.
     pub async fn get_providers(&self, hash: Hash32) -> Result<Vec<PeerId>, NetError> {
-        self.call(|reply| Command::GetProviders { hash, reply }).await?
+        self.call(|reply| Command::GetProviders { hash, reply })
+            .await?
     }
 
     /// One chunk from one peer. `fetch_blob` builds whole-blob transfers on this.
-    pub async fn request_chunk(&self, peer: PeerId, request: BlobRequest) -> Result<BlobResponse, NetError> {
-        self.call(|reply| Command::RequestChunk { peer, request, reply }).await?
+    pub async fn request_chunk(
+        &self,
+        peer: PeerId,
+        request: BlobRequest,
+    ) -> Result<BlobResponse, NetError> {
+        self.call(|reply| Command::RequestChunk {
+            peer,
+            request,
+            reply,
+        })
+        .await?
     }
 
     /// Fetch the blob `hash` from `providers` in parallel, in order, through a bounded receiver.

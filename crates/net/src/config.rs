@@ -54,10 +54,16 @@ impl NetConfig {
 
     pub(crate) fn check(&self) -> Result<(), crate::NetError> {
         if self.listen.len() > limits::LISTEN_ADDRS_MAX {
-            return Err(crate::NetError::TooMany { what: "listen addresses", max: limits::LISTEN_ADDRS_MAX });
+            return Err(crate::NetError::TooMany {
+                what: "listen addresses",
+                max: limits::LISTEN_ADDRS_MAX,
+            });
         }
         if self.bootstrap.len() > limits::BOOTSTRAP_ADDRS_MAX {
-            return Err(crate::NetError::TooMany { what: "bootstrap addresses", max: limits::BOOTSTRAP_ADDRS_MAX });
+            return Err(crate::NetError::TooMany {
+                what: "bootstrap addresses",
+                max: limits::BOOTSTRAP_ADDRS_MAX,
+            });
         }
         Ok(())
     }

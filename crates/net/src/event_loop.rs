@@ -13,7 +13,9 @@ use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, MessageId, TopicHas
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::{ConnectionId, SwarmEvent};
-use libp2p::{autonat, dcutr, identify, kad, mdns, noise, ping, relay, tcp, yamux, Multiaddr, Swarm};
+use libp2p::{
+    autonat, dcutr, identify, kad, mdns, noise, ping, relay, tcp, yamux, Multiaddr, Swarm,
+};
 use tokio::sync::{mpsc, oneshot};
 use types::limits::net as limits;
 use types::PeerId;
@@ -53,13 +55,21 @@ pub struct EventLoop {
 }
 
 /// Builds the swarm, starts listening and dials the bootstrap peers. Call inside a tokio runtime.
-pub fn new(identity: &Identity, config: NetConfig) -> Result<(NetClient, mpsc::Receiver<NetEvent>, EventLoop), NetError> {
+pub fn new(
+    identity: &Identity,
+    config: NetConfig,
+) -> Result<(NetClient, mpsc::Receiver<NetEvent>, EventLoop), NetError> {
     config.check()?;
     let listen = parse_addrs(&config.listen)?;
     let bootstrap = parse_addrs(&config.bootstrap)?;
     let mut swarm = build_swarm(identity, &config)?;
     for addr in listen {
-        swarm.listen_on(addr.clone()).map_err(|e| NetError::Listen { addr: addr.to_string(), reason: e.to_string() })?;
+        swarm
+            .listen_on(addr.clone())
+            .map_err(|e| NetError::Listen {
+                addr: addr.to_string(),
+                reason: e.to_string(),
+            })?;
     }
     let (command_tx, command_rx) = mpsc::channel(limits::COMMAND_QUEUE_LEN_MAX);
     let (event_tx, event_rx) = mpsc::channel(limits::EVENT_QUEUE_LEN_MAX);
@@ -86,7 +96,10 @@ pub fn new(identity: &Identity, config: NetConfig) -> Result<(NetClient, mpsc::R
     for addr in bootstrap {
         event_loop.dial(addr)?;
     }
-    let client = NetClient { commands: command_tx, local_peer: identity.peer_id() };
+    let client = NetClient {
+        commands: command_tx,
+        local_peer: identity.peer_id(),
+    };
     Ok((client, event_rx, event_loop))
 }
 
@@ -95,7 +108,11 @@ fn parse_addrs(addrs: &[String]) -> Result<Vec<Multiaddr>, NetError> {
 }
 
 fn parse_addr(addr: &str) -> Result<Multiaddr, NetError> {
-    addr.parse().map_err(|e: libp2p::multiaddr::Error| NetError::Addr { addr: addr.to_owned(), reason: e.to_string() })
+    addr.parse()
+        .map_err(|e: libp2p::multiaddr::Error| NetError::Addr {
+            addr: addr.to_owned(),
+            reason: e.to_string(),
+        })
 }
 
 fn transport_error(e: impl std::fmt::Display) -> NetError {
@@ -106,25 +123,36 @@ fn transport_error(e: impl std::fmt::Display) -> NetError {
 fn build_swarm(identity: &Identity, config: &NetConfig) -> Result<Swarm<Behaviour>, NetError> {
     let builder = libp2p::SwarmBuilder::with_existing_identity(identity.keypair.clone())
         .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
         .map_err(transport_error)?;
     #[cfg(feature = "quic")]
     let builder = builder.with_quic();
     let swarm = builder
-        .with_other_transport(|key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
-            Ok(MemoryTransport::default()
-                .upgrade(upgrade::Version::V1)
-                .authenticate(noise::Config::new(key)?)
-                .multiplex(yamux::Config::default()))
-        })
+        .with_other_transport(
+            |key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
+                Ok(MemoryTransport::default()
+                    .upgrade(upgrade::Version::V1)
+                    .authenticate(noise::Config::new(key)?)
+                    .multiplex(yamux::Config::default()))
+            },
+        )
         .map_err(transport_error)?
         .with_relay_client(noise::Config::new, yamux::Config::default)
         .map_err(transport_error)?
         .with_behaviour(|key, relay_client| {
-            Behaviour::new(key, relay_client, config).map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+            Behaviour::new(key, relay_client, config)
+                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
         })
         .map_err(transport_error)?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_millis(limits::CONNECTION_IDLE_TIMEOUT_MS)))
+        .with_swarm_config(|c| {
+            c.with_idle_connection_timeout(Duration::from_millis(
+                limits::CONNECTION_IDLE_TIMEOUT_MS,
+            ))
+        })
         .build();
     Ok(swarm)
 }
@@ -151,7 +179,10 @@ impl EventLoop {
             }
         };
         if self.events_dropped > 0 {
-            tracing::warn!(dropped = self.events_dropped, "network events dropped: the app fell behind");
+            tracing::warn!(
+                dropped = self.events_dropped,
+                "network events dropped: the app fell behind"
+            );
         }
         drop(self.swarm);
         if let Some(reply) = shutdown_reply {
@@ -171,19 +202,34 @@ impl EventLoop {
 
     fn dial(&mut self, addr: Multiaddr) -> Result<(), NetError> {
         if let Some(Protocol::P2p(peer)) = addr.iter().last() {
-            let without_peer: Multiaddr = addr.iter().filter(|p| !matches!(p, Protocol::P2p(_))).collect();
+            let without_peer: Multiaddr = addr
+                .iter()
+                .filter(|p| !matches!(p, Protocol::P2p(_)))
+                .collect();
             if !is_relayed(&addr) {
-                self.swarm.behaviour_mut().kad.add_address(&peer, without_peer);
+                self.swarm
+                    .behaviour_mut()
+                    .kad
+                    .add_address(&peer, without_peer);
             }
         }
-        self.swarm.dial(addr.clone()).map_err(|e| NetError::Dial { addr: addr.to_string(), reason: e.to_string() })
+        self.swarm.dial(addr.clone()).map_err(|e| NetError::Dial {
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        })
     }
 
     fn on_command(&mut self, command: Command) {
         match command {
             Command::Listen { addr, reply } => {
                 let result = parse_addr(&addr).and_then(|a| {
-                    self.swarm.listen_on(a).map(|_| ()).map_err(|e| NetError::Listen { addr, reason: e.to_string() })
+                    self.swarm
+                        .listen_on(a)
+                        .map(|_| ())
+                        .map_err(|e| NetError::Listen {
+                            addr,
+                            reason: e.to_string(),
+                        })
                 });
                 let _ = reply.send(result);
             }
@@ -196,7 +242,11 @@ impl EventLoop {
             }
             Command::ListenAddrs { reply } => {
                 let local = *self.swarm.local_peer_id();
-                let addrs = self.swarm.listeners().map(|a| a.clone().with(Protocol::P2p(local)).to_string()).collect();
+                let addrs = self
+                    .swarm
+                    .listeners()
+                    .map(|a| a.clone().with(Protocol::P2p(local)).to_string())
+                    .collect();
                 let _ = reply.send(addrs);
             }
             Command::Subscribe { topic, reply } => {
@@ -209,14 +259,28 @@ impl EventLoop {
             Command::SetBlobSource { source } => self.blob_source = Some(source),
             Command::StartProviding { hash, reply } => {
                 let key = kad::RecordKey::new(&hash.0);
-                let result = self.swarm.behaviour_mut().kad.start_providing(key).map(|_| ()).map_err(|e| NetError::Dht(e.to_string()));
+                let result = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .start_providing(key)
+                    .map(|_| ())
+                    .map_err(|e| NetError::Dht(e.to_string()));
                 let _ = reply.send(result);
             }
             Command::GetProviders { hash, reply } => {
-                let id = self.swarm.behaviour_mut().kad.get_providers(kad::RecordKey::new(&hash.0));
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .get_providers(kad::RecordKey::new(&hash.0));
                 self.pending_providers.insert(id, (reply, HashSet::new()));
             }
-            Command::RequestChunk { peer, request, reply } => self.request_chunk(peer, request, reply),
+            Command::RequestChunk {
+                peer,
+                request,
+                reply,
+            } => self.request_chunk(peer, request, reply),
             Command::Shutdown { .. } => unreachable!("handled in run"),
         }
     }
@@ -241,15 +305,26 @@ impl EventLoop {
 
     fn subscribe(&mut self, topic: &str) -> Result<(), NetError> {
         if topic.len() > limits::GOSSIP_TOPIC_BYTES_MAX {
-            return Err(NetError::TooLarge { what: "topic name", len: topic.len(), max: limits::GOSSIP_TOPIC_BYTES_MAX });
+            return Err(NetError::TooLarge {
+                what: "topic name",
+                len: topic.len(),
+                max: limits::GOSSIP_TOPIC_BYTES_MAX,
+            });
         }
         let topic = IdentTopic::new(topic);
         if !self.topics.contains(&topic.hash()) && self.topics.len() >= limits::GOSSIP_TOPICS_MAX {
-            return Err(NetError::TooMany { what: "topics", max: limits::GOSSIP_TOPICS_MAX });
+            return Err(NetError::TooMany {
+                what: "topics",
+                max: limits::GOSSIP_TOPICS_MAX,
+            });
         }
         let gossipsub = &mut self.swarm.behaviour_mut().gossipsub;
-        gossipsub.subscribe(&topic).map_err(|e| NetError::Gossip(e.to_string()))?;
-        gossipsub.set_topic_params(topic.clone(), topic_score_params()).map_err(|e| NetError::Gossip(e.to_owned()))?;
+        gossipsub
+            .subscribe(&topic)
+            .map_err(|e| NetError::Gossip(e.to_string()))?;
+        gossipsub
+            .set_topic_params(topic.clone(), topic_score_params())
+            .map_err(|e| NetError::Gossip(e.to_owned()))?;
         self.topics.insert(topic.hash());
         Ok(())
     }
@@ -257,9 +332,17 @@ impl EventLoop {
     fn publish(&mut self, topic: &str, data: &[u8]) -> Result<(), NetError> {
         let max = limits::GOSSIP_MESSAGE_BYTES_MAX - 1;
         if data.len() > max {
-            return Err(NetError::TooLarge { what: "gossip payload", len: data.len(), max });
+            return Err(NetError::TooLarge {
+                what: "gossip payload",
+                len: data.len(),
+                max,
+            });
         }
-        let result = self.swarm.behaviour_mut().gossipsub.publish(IdentTopic::new(topic), wire::encode_gossip(data));
+        let result = self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(IdentTopic::new(topic), wire::encode_gossip(data));
         match result {
             Ok(_) => Ok(()),
             Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => Err(NetError::NoPeers),
@@ -268,15 +351,21 @@ impl EventLoop {
     }
 
     fn report_validation(&mut self, id: GossipId, verdict: Verdict) {
-        let Some(source) = to_libp2p(id.propagation_source) else { return };
+        let Some(source) = to_libp2p(id.propagation_source) else {
+            return;
+        };
         let message_id = MessageId(id.message_id);
-        self.pending_validations.retain(|(m, p)| !(m == &message_id && p == &source));
+        self.pending_validations
+            .retain(|(m, p)| !(m == &message_id && p == &source));
         let acceptance = match verdict {
             Verdict::Accept => MessageAcceptance::Accept,
             Verdict::Reject => MessageAcceptance::Reject,
             Verdict::Ignore => MessageAcceptance::Ignore,
         };
-        self.swarm.behaviour_mut().gossipsub.report_message_validation_result(&message_id, &source, acceptance);
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(&message_id, &source, acceptance);
     }
 
     fn request_chunk(&mut self, peer: PeerId, request: BlobRequest, reply: ChunkReply) {
@@ -284,7 +373,11 @@ impl EventLoop {
             let _ = reply.send(Err(NetError::BadPeer));
             return;
         };
-        let id = self.swarm.behaviour_mut().blobs.send_request(&peer, request);
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .blobs
+            .send_request(&peer, request);
         self.pending_chunks.insert(id, reply);
     }
 
@@ -292,24 +385,43 @@ impl EventLoop {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 let local = *self.swarm.local_peer_id();
-                self.emit(NetEvent::Listening { addr: address.with(Protocol::P2p(local)).to_string() });
+                self.emit(NetEvent::Listening {
+                    addr: address.with(Protocol::P2p(local)).to_string(),
+                });
             }
-            SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                ..
+            } => {
                 let addr = endpoint.get_remote_address().clone();
                 if endpoint.is_dialer() && !is_relayed(&addr) {
                     // A dialed address that worked: good DHT material (covers bootstrap without /p2p).
-                    let plain: Multiaddr = addr.iter().filter(|p| !matches!(p, Protocol::P2p(_))).collect();
+                    let plain: Multiaddr = addr
+                        .iter()
+                        .filter(|p| !matches!(p, Protocol::P2p(_)))
+                        .collect();
                     self.swarm.behaviour_mut().kad.add_address(&peer_id, plain);
                 }
                 let conns = self.connections.entry(peer_id).or_default();
                 conns.push((connection_id, addr.clone()));
                 if conns.len() == 1 {
                     if let Some(peer) = from_libp2p(&peer_id) {
-                        self.emit(NetEvent::PeerConnected { peer, addr: addr.to_string(), relayed: is_relayed(&addr) });
+                        self.emit(NetEvent::PeerConnected {
+                            peer,
+                            addr: addr.to_string(),
+                            relayed: is_relayed(&addr),
+                        });
                     }
                 }
             }
-            SwarmEvent::ConnectionClosed { peer_id, connection_id, num_established, .. } => {
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                connection_id,
+                num_established,
+                ..
+            } => {
                 if let Some(conns) = self.connections.get_mut(&peer_id) {
                     conns.retain(|(id, _)| *id != connection_id);
                 }
@@ -330,7 +442,9 @@ impl EventLoop {
 
     fn on_behaviour_event(&mut self, event: BehaviourEvent) {
         match event {
-            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => self.on_identify(peer_id, info),
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                self.on_identify(peer_id, info)
+            }
             BehaviourEvent::Kad(event) => self.on_kad(event),
             BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
                 for (peer, addr) in found {
@@ -338,21 +452,35 @@ impl EventLoop {
                     self.maybe_dial(peer);
                 }
             }
-            BehaviourEvent::Gossipsub(gossipsub::Event::Message { propagation_source, message_id, message }) => {
-                self.on_gossip(propagation_source, message_id, message)
-            }
-            BehaviourEvent::Ping(ping::Event { peer, result: Ok(rtt), .. }) => {
+            BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            }) => self.on_gossip(propagation_source, message_id, message),
+            BehaviourEvent::Ping(ping::Event {
+                peer,
+                result: Ok(rtt),
+                ..
+            }) => {
                 self.rtts.insert(peer, rtt);
             }
             BehaviourEvent::Autonat(autonat::Event::StatusChanged { new, .. }) => {
-                self.emit(NetEvent::Reachability { public: matches!(new, autonat::NatStatus::Public(_)) });
+                self.emit(NetEvent::Reachability {
+                    public: matches!(new, autonat::NatStatus::Public(_)),
+                });
             }
-            BehaviourEvent::RelayClient(relay::client::Event::ReservationReqAccepted { relay_peer_id, .. }) => {
+            BehaviourEvent::RelayClient(relay::client::Event::ReservationReqAccepted {
+                relay_peer_id,
+                ..
+            }) => {
                 if let Some(relay) = from_libp2p(&relay_peer_id) {
                     self.emit(NetEvent::RelayReservation { relay });
                 }
             }
-            BehaviourEvent::Dcutr(dcutr::Event { remote_peer_id, result: Ok(_) }) => {
+            BehaviourEvent::Dcutr(dcutr::Event {
+                remote_peer_id,
+                result: Ok(_),
+            }) => {
                 if let Some(peer) = from_libp2p(&remote_peer_id) {
                     self.emit(NetEvent::HolePunched { peer });
                 }
@@ -389,15 +517,20 @@ impl EventLoop {
     fn on_kad(&mut self, event: kad::Event) {
         match event {
             kad::Event::RoutingUpdated { peer, .. } => self.maybe_dial(peer),
-            kad::Event::OutboundQueryProgressed { id, result: kad::QueryResult::GetProviders(result), step, .. } => {
-                self.on_providers(id, result, step.last)
-            }
+            kad::Event::OutboundQueryProgressed {
+                id,
+                result: kad::QueryResult::GetProviders(result),
+                step,
+                ..
+            } => self.on_providers(id, result, step.last),
             _ => {}
         }
     }
 
     fn on_providers(&mut self, id: kad::QueryId, result: kad::GetProvidersResult, last: bool) {
-        let Some((_, found)) = self.pending_providers.get_mut(&id) else { return };
+        let Some((_, found)) = self.pending_providers.get_mut(&id) else {
+            return;
+        };
         let finished = match result {
             Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) => {
                 found.extend(providers.iter().filter_map(from_libp2p));
@@ -419,13 +552,24 @@ impl EventLoop {
         let _ = reply.send(Ok(providers));
     }
 
-    fn on_gossip(&mut self, forwarded_by: libp2p::PeerId, message_id: MessageId, message: gossipsub::Message) {
+    fn on_gossip(
+        &mut self,
+        forwarded_by: libp2p::PeerId,
+        message_id: MessageId,
+        message: gossipsub::Message,
+    ) {
         let verdict = self.judge_gossip(forwarded_by, &message);
         if let Some(acceptance) = verdict {
-            self.swarm.behaviour_mut().gossipsub.report_message_validation_result(&message_id, &forwarded_by, acceptance);
+            self.swarm
+                .behaviour_mut()
+                .gossipsub
+                .report_message_validation_result(&message_id, &forwarded_by, acceptance);
             return;
         }
-        let (Some(source), Some(forwarder)) = (message.source.as_ref().and_then(from_libp2p), from_libp2p(&forwarded_by)) else {
+        let (Some(source), Some(forwarder)) = (
+            message.source.as_ref().and_then(from_libp2p),
+            from_libp2p(&forwarded_by),
+        ) else {
             return;
         };
         let data = match wire::decode_gossip(&message.data) {
@@ -435,25 +579,56 @@ impl EventLoop {
         if self.pending_validations.len() >= limits::GOSSIP_PENDING_VALIDATIONS_MAX {
             // The app is not judging fast enough: give up on the oldest (gossipsub drops it too).
             if let Some((old_id, old_peer)) = self.pending_validations.pop_front() {
-                self.swarm.behaviour_mut().gossipsub.report_message_validation_result(&old_id, &old_peer, MessageAcceptance::Ignore);
+                self.swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(
+                        &old_id,
+                        &old_peer,
+                        MessageAcceptance::Ignore,
+                    );
             }
         }
-        let id = GossipId { message_id: message_id.0.clone(), propagation_source: forwarder };
-        let event = NetEvent::Gossip(GossipMessage { id, topic: message.topic.to_string(), source, forwarded_by: forwarder, data });
+        let id = GossipId {
+            message_id: message_id.0.clone(),
+            propagation_source: forwarder,
+        };
+        let event = NetEvent::Gossip(GossipMessage {
+            id,
+            topic: message.topic.to_string(),
+            source,
+            forwarded_by: forwarder,
+            data,
+        });
         if self.emit(event) {
-            self.pending_validations.push_back((message_id, forwarded_by));
+            self.pending_validations
+                .push_back((message_id, forwarded_by));
         } else {
-            self.swarm.behaviour_mut().gossipsub.report_message_validation_result(&message_id, &forwarded_by, MessageAcceptance::Ignore);
+            self.swarm
+                .behaviour_mut()
+                .gossipsub
+                .report_message_validation_result(
+                    &message_id,
+                    &forwarded_by,
+                    MessageAcceptance::Ignore,
+                );
         }
     }
 
     /// A verdict net gives by itself, before the app sees the message; `None` means "ask the app".
-    fn judge_gossip(&mut self, forwarded_by: libp2p::PeerId, message: &gossipsub::Message) -> Option<MessageAcceptance> {
+    fn judge_gossip(
+        &mut self,
+        forwarded_by: libp2p::PeerId,
+        message: &gossipsub::Message,
+    ) -> Option<MessageAcceptance> {
         if !self.gossip_limiter.allow(&forwarded_by, Instant::now()) {
             return Some(MessageAcceptance::Ignore);
         }
         let source_ok = message.source.as_ref().and_then(from_libp2p).is_some();
-        if !source_ok || from_libp2p(&forwarded_by).is_none() || wire::decode_gossip(&message.data).is_err() {
+        if !source_ok
+            || from_libp2p(&forwarded_by).is_none()
+            || wire::decode_gossip(&message.data).is_err()
+        {
             return Some(MessageAcceptance::Reject);
         }
         None
@@ -462,14 +637,21 @@ impl EventLoop {
     fn on_blobs(&mut self, event: request_response::Event<BlobRequest, BlobResponse>) {
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
-                request_response::Message::Request { request, channel, .. } => self.serve(peer, request, channel),
-                request_response::Message::Response { request_id, response } => {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => self.serve(peer, request, channel),
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
                     if let Some(reply) = self.pending_chunks.remove(&request_id) {
                         let _ = reply.send(Ok(response));
                     }
                 }
             },
-            request_response::Event::OutboundFailure { request_id, error, .. } => {
+            request_response::Event::OutboundFailure {
+                request_id, error, ..
+            } => {
                 if let Some(reply) = self.pending_chunks.remove(&request_id) {
                     let _ = reply.send(Err(NetError::Request(error.to_string())));
                 }
@@ -478,15 +660,29 @@ impl EventLoop {
         }
     }
 
-    fn serve(&mut self, peer: libp2p::PeerId, request: BlobRequest, channel: ResponseChannel<BlobResponse>) {
-        let over_limit = !self.blob_limiter.allow(&peer, Instant::now()) || self.serving >= limits::BLOB_SERVING_MAX;
+    fn serve(
+        &mut self,
+        peer: libp2p::PeerId,
+        request: BlobRequest,
+        channel: ResponseChannel<BlobResponse>,
+    ) {
+        let over_limit = !self.blob_limiter.allow(&peer, Instant::now())
+            || self.serving >= limits::BLOB_SERVING_MAX;
         let source = match (&self.blob_source, over_limit) {
             (_, true) => {
-                let _ = self.swarm.behaviour_mut().blobs.send_response(channel, BlobResponse::Busy);
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .blobs
+                    .send_response(channel, BlobResponse::Busy);
                 return;
             }
             (None, false) => {
-                let _ = self.swarm.behaviour_mut().blobs.send_response(channel, BlobResponse::NotFound);
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .blobs
+                    .send_response(channel, BlobResponse::NotFound);
                 return;
             }
             (Some(source), false) => source.clone(),

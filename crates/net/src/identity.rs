@@ -15,11 +15,21 @@ const IDENTITY_FILE_VERSION: u8 = 1;
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
     #[error("cannot read identity file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot write identity file {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("identity file {path} has {len} bytes, expected {expected}")]
-    Length { path: PathBuf, len: usize, expected: usize },
+    Length {
+        path: PathBuf,
+        len: usize,
+        expected: usize,
+    },
     #[error("identity file {path} has version {version}, expected {IDENTITY_FILE_VERSION}")]
     Version { path: PathBuf, version: u8 },
     #[error("identity file {path} does not hold a valid Ed25519 secret key")]
@@ -43,14 +53,19 @@ impl std::fmt::Debug for Identity {
 impl Identity {
     /// A fresh random identity (tests and throwaway nodes).
     pub fn generate() -> Identity {
-        Identity { keypair: Keypair::generate_ed25519() }
+        Identity {
+            keypair: Keypair::generate_ed25519(),
+        }
     }
 
     /// An identity from a 32-byte Ed25519 secret (deterministic tests).
     pub fn from_secret(secret: [u8; 32]) -> Identity {
         let mut bytes = secret;
-        let key = ed25519::SecretKey::try_from_bytes(&mut bytes).expect("any 32 bytes are an ed25519 secret");
-        Identity { keypair: Keypair::from(ed25519::Keypair::from(key)) }
+        let key = ed25519::SecretKey::try_from_bytes(&mut bytes)
+            .expect("any 32 bytes are an ed25519 secret");
+        Identity {
+            keypair: Keypair::from(ed25519::Keypair::from(key)),
+        }
     }
 
     /// Loads `DIR/identity.key`, or creates it (mode 0600) if it does not exist.
@@ -65,11 +80,17 @@ impl Identity {
     }
 
     fn load(path: &Path) -> Result<Identity, IdentityError> {
-        let err_read = |source| IdentityError::Read { path: path.to_owned(), source };
+        let err_read = |source| IdentityError::Read {
+            path: path.to_owned(),
+            source,
+        };
         let mode = fs::metadata(path).map_err(err_read)?.permissions();
         let mode = std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777;
         if mode & 0o077 != 0 {
-            return Err(IdentityError::Permissions { path: path.to_owned(), mode });
+            return Err(IdentityError::Permissions {
+                path: path.to_owned(),
+                mode,
+            });
         }
         let bytes = fs::read(path).map_err(err_read)?;
         if bytes.len() != limits::IDENTITY_FILE_BYTES {
@@ -80,18 +101,28 @@ impl Identity {
             });
         }
         if bytes[0] != IDENTITY_FILE_VERSION {
-            return Err(IdentityError::Version { path: path.to_owned(), version: bytes[0] });
+            return Err(IdentityError::Version {
+                path: path.to_owned(),
+                version: bytes[0],
+            });
         }
         let mut secret = [0u8; 32];
         secret.copy_from_slice(&bytes[1..]);
-        let key = ed25519::SecretKey::try_from_bytes(&mut secret)
-            .map_err(|_| IdentityError::Key { path: path.to_owned() })?;
-        Ok(Identity { keypair: Keypair::from(ed25519::Keypair::from(key)) })
+        let key =
+            ed25519::SecretKey::try_from_bytes(&mut secret).map_err(|_| IdentityError::Key {
+                path: path.to_owned(),
+            })?;
+        Ok(Identity {
+            keypair: Keypair::from(ed25519::Keypair::from(key)),
+        })
     }
 
     fn store(&self, path: &Path) -> Result<(), IdentityError> {
         use std::os::unix::fs::OpenOptionsExt;
-        let err_write = |source| IdentityError::Write { path: path.to_owned(), source };
+        let err_write = |source| IdentityError::Write {
+            path: path.to_owned(),
+            source,
+        };
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent).map_err(err_write)?;
         }
@@ -114,7 +145,10 @@ impl Identity {
     }
 
     fn ed25519(&self) -> ed25519::Keypair {
-        self.keypair.clone().try_into_ed25519().expect("identities are always ed25519")
+        self.keypair
+            .clone()
+            .try_into_ed25519()
+            .expect("identities are always ed25519")
     }
 
     /// This node's id: its Ed25519 public key.
@@ -175,7 +209,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = Identity::load_or_create(dir.path()).unwrap();
         let path = dir.path().join(IDENTITY_FILE_NAME);
-        let mode = std::os::unix::fs::PermissionsExt::mode(&fs::metadata(&path).unwrap().permissions());
+        let mode =
+            std::os::unix::fs::PermissionsExt::mode(&fs::metadata(&path).unwrap().permissions());
         assert_eq!(mode & 0o777, 0o600);
         let b = Identity::load_or_create(dir.path()).unwrap();
         assert_eq!(a.peer_id(), b.peer_id());
@@ -188,11 +223,20 @@ mod tests {
         let path = dir.path().join(IDENTITY_FILE_NAME);
         fs::write(&path, [1u8; 5]).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(matches!(Identity::load_or_create(dir.path()), Err(IdentityError::Length { .. })));
+        assert!(matches!(
+            Identity::load_or_create(dir.path()),
+            Err(IdentityError::Length { .. })
+        ));
         fs::write(&path, [9u8; 33]).unwrap();
-        assert!(matches!(Identity::load_or_create(dir.path()), Err(IdentityError::Version { .. })));
+        assert!(matches!(
+            Identity::load_or_create(dir.path()),
+            Err(IdentityError::Version { .. })
+        ));
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(matches!(Identity::load_or_create(dir.path()), Err(IdentityError::Permissions { .. })));
+        assert!(matches!(
+            Identity::load_or_create(dir.path()),
+            Err(IdentityError::Permissions { .. })
+        ));
     }
 
     #[test]

@@ -52,7 +52,11 @@ pub enum NetError {
     #[error("too many {what} (at most {max})")]
     TooMany { what: &'static str, max: usize },
     #[error("{what} of {len} bytes exceeds the limit of {max}")]
-    TooLarge { what: &'static str, len: usize, max: usize },
+    TooLarge {
+        what: &'static str,
+        len: usize,
+        max: usize,
+    },
     #[error("no peers subscribed to the topic yet")]
     NoPeers,
     #[error("gossip: {0}")]

@@ -22,7 +22,10 @@ struct Bucket {
 impl<K: Hash + Eq + Clone> RateLimiter<K> {
     pub fn new(per_s: u32) -> RateLimiter<K> {
         assert!(per_s > 0);
-        RateLimiter { per_s, buckets: HashMap::new() }
+        RateLimiter {
+            per_s,
+            buckets: HashMap::new(),
+        }
     }
 
     /// Takes one token for `key` at `now`; false means "over the limit, drop or refuse".
@@ -36,7 +39,13 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
                 // Every tracked key is active: refuse newcomers rather than grow without bound.
                 return false;
             }
-            self.buckets.insert(key.clone(), Bucket { tokens: cap, last: now });
+            self.buckets.insert(
+                key.clone(),
+                Bucket {
+                    tokens: cap,
+                    last: now,
+                },
+            );
         }
         let bucket = self.buckets.get_mut(key).expect("inserted above");
         let elapsed = now.saturating_duration_since(bucket.last).as_secs_f64();

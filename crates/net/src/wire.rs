@@ -38,7 +38,12 @@ pub enum WireError {
     #[error("chunk {index} is out of range for a blob of {blob_len} bytes")]
     ChunkIndex { index: u32, blob_len: u64 },
     #[error("chunk {index} has {len} bytes; a blob of {blob_len} bytes needs {expected}")]
-    ChunkLength { index: u32, len: u32, blob_len: u64, expected: u32 },
+    ChunkLength {
+        index: u32,
+        len: u32,
+        blob_len: u64,
+        expected: u32,
+    },
 }
 
 /// A request for one chunk of a blob named by its content hash.
@@ -51,10 +56,16 @@ pub struct BlobRequest {
 /// The answer to a `BlobRequest`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BlobResponse {
-    Chunk { blob_len: u64, chunk_index: u32, bytes: Vec<u8> },
+    Chunk {
+        blob_len: u64,
+        chunk_index: u32,
+        bytes: Vec<u8>,
+    },
     NotFound,
     Busy,
-    OutOfRange { blob_len: u64 },
+    OutOfRange {
+        blob_len: u64,
+    },
 }
 
 /// Chunks in a blob of `blob_len` bytes.
@@ -101,7 +112,11 @@ impl BlobResponse {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = vec![WIRE_VERSION];
         match self {
-            BlobResponse::Chunk { blob_len, chunk_index, bytes } => {
+            BlobResponse::Chunk {
+                blob_len,
+                chunk_index,
+                bytes,
+            } => {
                 out.reserve(8 + 4 + 4 + bytes.len());
                 out.push(0);
                 out.extend_from_slice(&blob_len.to_le_bytes());
@@ -121,7 +136,10 @@ impl BlobResponse {
 
     pub fn decode(bytes: &[u8]) -> Result<BlobResponse, WireError> {
         if bytes.len() > limits::BLOB_RESPONSE_BYTES_MAX {
-            return Err(WireError::TooLarge { len: bytes.len(), max: limits::BLOB_RESPONSE_BYTES_MAX });
+            return Err(WireError::TooLarge {
+                len: bytes.len(),
+                max: limits::BLOB_RESPONSE_BYTES_MAX,
+            });
         }
         let mut r = Reader::new(bytes);
         r.version()?;
@@ -153,14 +171,25 @@ fn decode_chunk(r: &mut Reader<'_>) -> Result<BlobResponse, WireError> {
     check_blob_len(blob_len)?;
     let chunk_index = r.u32()?;
     let len = r.u32()?;
-    let expected =
-        chunk_len(blob_len, chunk_index).ok_or(WireError::ChunkIndex { index: chunk_index, blob_len })?;
+    let expected = chunk_len(blob_len, chunk_index).ok_or(WireError::ChunkIndex {
+        index: chunk_index,
+        blob_len,
+    })?;
     if len != expected {
-        return Err(WireError::ChunkLength { index: chunk_index, len, blob_len, expected });
+        return Err(WireError::ChunkLength {
+            index: chunk_index,
+            len,
+            blob_len,
+            expected,
+        });
     }
     // `len` is at most one chunk, checked above, before this allocation.
     let bytes = r.take(len as usize)?.to_vec();
-    Ok(BlobResponse::Chunk { blob_len, chunk_index, bytes })
+    Ok(BlobResponse::Chunk {
+        blob_len,
+        chunk_index,
+        bytes,
+    })
 }
 
 /// Wraps an app payload for gossip.
@@ -174,7 +203,10 @@ pub fn encode_gossip(payload: &[u8]) -> Vec<u8> {
 /// Unwraps a gossip envelope, returning the app payload.
 pub fn decode_gossip(bytes: &[u8]) -> Result<&[u8], WireError> {
     if bytes.len() > limits::GOSSIP_MESSAGE_BYTES_MAX {
-        return Err(WireError::TooLarge { len: bytes.len(), max: limits::GOSSIP_MESSAGE_BYTES_MAX });
+        return Err(WireError::TooLarge {
+            len: bytes.len(),
+            max: limits::GOSSIP_MESSAGE_BYTES_MAX,
+        });
     }
     let mut r = Reader::new(bytes);
     r.version()?;
@@ -252,14 +284,20 @@ mod tests {
 
     #[test]
     fn request_round_trip_and_errors() {
-        let req = BlobRequest { hash: Hash32::of(b"x"), chunk_index: 7 };
+        let req = BlobRequest {
+            hash: Hash32::of(b"x"),
+            chunk_index: 7,
+        };
         let bytes = req.encode();
         assert_eq!(bytes.len(), BLOB_REQUEST_BYTES);
         assert_eq!(BlobRequest::decode(&bytes), Ok(req));
         assert_eq!(BlobRequest::decode(&[]), Err(WireError::Empty));
         assert_eq!(BlobRequest::decode(&[2]), Err(WireError::Version(2)));
         assert_eq!(BlobRequest::decode(&[1, 9]), Err(WireError::Tag(9)));
-        assert!(matches!(BlobRequest::decode(&bytes[..20]), Err(WireError::Truncated { .. })));
+        assert!(matches!(
+            BlobRequest::decode(&bytes[..20]),
+            Err(WireError::Truncated { .. })
+        ));
         let mut long = bytes.clone();
         long.push(0);
         assert_eq!(BlobRequest::decode(&long), Err(WireError::Trailing(1)));
@@ -270,8 +308,16 @@ mod tests {
         let chunk = limits::BLOB_CHUNK_BYTES as u64;
         let blob_len = 2 * chunk + 5;
         let cases = [
-            BlobResponse::Chunk { blob_len, chunk_index: 2, bytes: vec![9; 5] },
-            BlobResponse::Chunk { blob_len, chunk_index: 0, bytes: vec![1; chunk as usize] },
+            BlobResponse::Chunk {
+                blob_len,
+                chunk_index: 2,
+                bytes: vec![9; 5],
+            },
+            BlobResponse::Chunk {
+                blob_len,
+                chunk_index: 0,
+                bytes: vec![1; chunk as usize],
+            },
             BlobResponse::NotFound,
             BlobResponse::Busy,
             BlobResponse::OutOfRange { blob_len: 3 },
@@ -283,19 +329,33 @@ mod tests {
 
     #[test]
     fn response_rejects_lying_lengths() {
-        let good = BlobResponse::Chunk { blob_len: 10, chunk_index: 0, bytes: vec![0; 10] }.encode();
+        let good = BlobResponse::Chunk {
+            blob_len: 10,
+            chunk_index: 0,
+            bytes: vec![0; 10],
+        }
+        .encode();
         // Claim a chunk length that does not match the blob length.
         let mut bad = good.clone();
         bad[14..18].copy_from_slice(&11u32.to_le_bytes());
-        assert!(matches!(BlobResponse::decode(&bad), Err(WireError::ChunkLength { .. })));
+        assert!(matches!(
+            BlobResponse::decode(&bad),
+            Err(WireError::ChunkLength { .. })
+        ));
         // Claim an index past the end.
         let mut bad = good.clone();
         bad[10..14].copy_from_slice(&1u32.to_le_bytes());
-        assert!(matches!(BlobResponse::decode(&bad), Err(WireError::ChunkIndex { .. })));
+        assert!(matches!(
+            BlobResponse::decode(&bad),
+            Err(WireError::ChunkIndex { .. })
+        ));
         // Claim a huge blob.
         let mut bad = good;
         bad[2..10].copy_from_slice(&u64::MAX.to_le_bytes());
-        assert!(matches!(BlobResponse::decode(&bad), Err(WireError::BlobTooLarge(_))));
+        assert!(matches!(
+            BlobResponse::decode(&bad),
+            Err(WireError::BlobTooLarge(_))
+        ));
     }
 
     #[test]

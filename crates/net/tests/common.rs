@@ -15,7 +15,10 @@ pub struct TestNode {
 
 /// A memory-transport port range unlikely to collide with another test binary in this process.
 pub fn memory_base() -> u64 {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
     1_000_000 + (u64::from(std::process::id()) % 10_000) * 10_000 + nanos % 5_000
 }
 
@@ -40,12 +43,18 @@ pub async fn start_node(
     tokio::spawn(async move {
         while let Some(event) = events.recv().await {
             if let NetEvent::Gossip(message) = event {
-                let _ = pump_client.report_validation(message.id.clone(), Verdict::Accept).await;
+                let _ = pump_client
+                    .report_validation(message.id.clone(), Verdict::Accept)
+                    .await;
                 let _ = gossip.send((index, message));
             }
         }
     });
-    TestNode { client, addr, index }
+    TestNode {
+        client,
+        addr,
+        index,
+    }
 }
 
 /// Waits until every node is connected to at least `want` peers.
@@ -59,7 +68,10 @@ pub async fn wait_for_peers(nodes: &[TestNode], want: usize, timeout: Duration) 
         if counts.iter().all(|&c| c >= want) {
             return;
         }
-        assert!(Instant::now() < deadline, "peers per node after {timeout:?}: {counts:?}, want {want}");
+        assert!(
+            Instant::now() < deadline,
+            "peers per node after {timeout:?}: {counts:?}, want {want}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

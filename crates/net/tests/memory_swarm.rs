@@ -6,7 +6,9 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{memory_base, publish_when_ready, pseudo_random_bytes, start_node, wait_for_peers, TestNode};
+use common::{
+    memory_base, pseudo_random_bytes, publish_when_ready, start_node, wait_for_peers, TestNode,
+};
 use net::{MemoryBlobs, NetConfig};
 use types::Hash32;
 
@@ -20,7 +22,10 @@ async fn ten_nodes_discover_gossip_and_fetch_a_blob() {
     let boot = start_node(0, NetConfig::memory(base), gossip_tx.clone()).await;
     let mut nodes: Vec<TestNode> = vec![boot];
     for i in 1..NODES {
-        let config = NetConfig { bootstrap: vec![nodes[0].addr.clone()], ..NetConfig::memory(base + i as u64) };
+        let config = NetConfig {
+            bootstrap: vec![nodes[0].addr.clone()],
+            ..NetConfig::memory(base + i as u64)
+        };
         nodes.push(start_node(i, config, gossip_tx.clone()).await);
     }
 
@@ -28,7 +33,14 @@ async fn ten_nodes_discover_gossip_and_fetch_a_blob() {
     wait_for_peers(&nodes, NODES - 1, Duration::from_secs(60)).await;
     let all: BTreeSet<_> = nodes.iter().map(|n| n.client.local_peer()).collect();
     for node in &nodes {
-        let mut seen: BTreeSet<_> = node.client.peers().await.unwrap().into_iter().map(|p| p.peer).collect();
+        let mut seen: BTreeSet<_> = node
+            .client
+            .peers()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| p.peer)
+            .collect();
         seen.insert(node.client.local_peer());
         assert_eq!(seen, all, "node {} does not see everyone", node.index);
     }
@@ -39,7 +51,13 @@ async fn ten_nodes_discover_gossip_and_fetch_a_blob() {
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let author = &nodes[4];
-    publish_when_ready(&author.client, TOPIC, b"hello, swarm".to_vec(), Duration::from_secs(10)).await;
+    publish_when_ready(
+        &author.client,
+        TOPIC,
+        b"hello, swarm".to_vec(),
+        Duration::from_secs(10),
+    )
+    .await;
     let mut got = BTreeSet::new();
     while got.len() < NODES - 1 {
         let (index, message) = tokio::time::timeout(Duration::from_secs(20), gossip_rx.recv())
@@ -57,7 +75,10 @@ async fn ten_nodes_discover_gossip_and_fetch_a_blob() {
     let blobs = MemoryBlobs::default();
     let hash = blobs.insert(blob.clone());
     for node in &nodes[1..4] {
-        node.client.set_blob_source(std::sync::Arc::new(blobs.clone())).await.unwrap();
+        node.client
+            .set_blob_source(std::sync::Arc::new(blobs.clone()))
+            .await
+            .unwrap();
         node.client.start_providing(hash).await.unwrap();
     }
     let fetcher = &nodes[9];
@@ -98,12 +119,42 @@ async fn fetch_fails_cleanly_when_nobody_has_the_blob() {
     let base = memory_base() + 100;
     let (gossip_tx, _gossip_rx) = tokio::sync::mpsc::unbounded_channel();
     let a = start_node(0, NetConfig::memory(base), gossip_tx.clone()).await;
-    let config = NetConfig { bootstrap: vec![a.addr.clone()], ..NetConfig::memory(base + 1) };
+    let config = NetConfig {
+        bootstrap: vec![a.addr.clone()],
+        ..NetConfig::memory(base + 1)
+    };
     let b = start_node(1, config, gossip_tx).await;
-    wait_for_peers(&[a, TestNode { client: b.client.clone(), addr: b.addr.clone(), index: 1 }], 1, Duration::from_secs(20)).await;
-    let peers: Vec<_> = b.client.peers().await.unwrap().into_iter().map(|p| p.peer).collect();
-    let result = b.client.fetch_blob(Hash32::of(b"nobody has this"), peers).collect().await;
+    wait_for_peers(
+        &[
+            a,
+            TestNode {
+                client: b.client.clone(),
+                addr: b.addr.clone(),
+                index: 1,
+            },
+        ],
+        1,
+        Duration::from_secs(20),
+    )
+    .await;
+    let peers: Vec<_> = b
+        .client
+        .peers()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.peer)
+        .collect();
+    let result = b
+        .client
+        .fetch_blob(Hash32::of(b"nobody has this"), peers)
+        .collect()
+        .await;
     assert_eq!(result, Err(net::FetchError::ProvidersExhausted));
-    let result = b.client.fetch_blob(Hash32::of(b"x"), Vec::new()).collect().await;
+    let result = b
+        .client
+        .fetch_blob(Hash32::of(b"x"), Vec::new())
+        .collect()
+        .await;
     assert_eq!(result, Err(net::FetchError::NoProviders));
 }

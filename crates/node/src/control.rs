@@ -53,7 +53,9 @@ pub(crate) async fn serve(
         .route("/fetch/{hash}", post(blob_fetch))
         .layer(DefaultBodyLimit::max(limits::CONTROL_BODY_BYTES_MAX))
         .with_state(shared);
-    axum::serve(listener, app).with_graceful_shutdown(stop).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
 }
 
 fn unavailable(e: impl std::fmt::Display) -> (StatusCode, String) {
@@ -62,24 +64,44 @@ fn unavailable(e: impl std::fmt::Display) -> (StatusCode, String) {
 
 async fn status(State(shared): State<Arc<Shared>>) -> Reply<Status> {
     let listen_addrs = shared.net.listen_addrs().await.map_err(unavailable)?;
-    Ok(Json(Status { peer_id: shared.net.local_peer().to_string(), listen_addrs }))
+    Ok(Json(Status {
+        peer_id: shared.net.local_peer().to_string(),
+        listen_addrs,
+    }))
 }
 
 async fn peers(State(shared): State<Arc<Shared>>) -> Reply<Vec<PeerRow>> {
     let peers = shared.net.peers().await.map_err(unavailable)?;
     let rows = peers
         .into_iter()
-        .map(|p| PeerRow { peer: p.peer.to_string(), addr: p.addr, relayed: p.relayed, rtt_ms: p.rtt_ms })
+        .map(|p| PeerRow {
+            peer: p.peer.to_string(),
+            addr: p.addr,
+            relayed: p.relayed,
+            rtt_ms: p.rtt_ms,
+        })
         .collect();
     Ok(Json(rows))
 }
 
 async fn gossip_received(State(shared): State<Arc<Shared>>) -> Json<Vec<ReceivedGossip>> {
-    Json(shared.gossip.lock().expect("lock").iter().cloned().collect())
+    Json(
+        shared
+            .gossip
+            .lock()
+            .expect("lock")
+            .iter()
+            .cloned()
+            .collect(),
+    )
 }
 
 async fn gossip_publish(State(shared): State<Arc<Shared>>, body: Bytes) -> Reply<()> {
-    shared.net.publish(SHELL_TOPIC, body.to_vec()).await.map_err(unavailable)?;
+    shared
+        .net
+        .publish(SHELL_TOPIC, body.to_vec())
+        .await
+        .map_err(unavailable)?;
     Ok(Json(()))
 }
 
@@ -89,7 +111,11 @@ async fn blob_put(State(shared): State<Arc<Shared>>, body: Bytes) -> Reply<Strin
         .await
         .map_err(unavailable)?
         .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    shared.net.start_providing(hash).await.map_err(unavailable)?;
+    shared
+        .net
+        .start_providing(hash)
+        .await
+        .map_err(unavailable)?;
     Ok(Json(hash.to_hex()))
 }
 
@@ -117,10 +143,22 @@ async fn blob_fetch(State(shared): State<Arc<Shared>>, Path(hash): Path<String>)
     }
     if Hash32(*hasher.finalize().as_bytes()) != hash {
         let _ = std::fs::remove_file(&tmp);
-        return Err((StatusCode::BAD_GATEWAY, format!("providers sent bytes that do not hash to {hash}")));
+        return Err((
+            StatusCode::BAD_GATEWAY,
+            format!("providers sent bytes that do not hash to {hash}"),
+        ));
     }
     file.sync_all().map_err(internal)?;
     shared.blobs.commit(&tmp, &hash).map_err(internal)?;
-    shared.net.start_providing(hash).await.map_err(unavailable)?;
-    Ok(Json(Fetched { hash: hash.to_hex(), bytes, providers: provider_count, secs: started.elapsed().as_secs_f64() }))
+    shared
+        .net
+        .start_providing(hash)
+        .await
+        .map_err(unavailable)?;
+    Ok(Json(Fetched {
+        hash: hash.to_hex(),
+        bytes,
+        providers: provider_count,
+        secs: started.elapsed().as_secs_f64(),
+    }))
 }

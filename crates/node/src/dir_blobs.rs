@@ -16,7 +16,9 @@ pub(crate) struct DirBlobs {
 impl DirBlobs {
     pub(crate) fn open(dir: &Path) -> std::io::Result<DirBlobs> {
         fs::create_dir_all(dir)?;
-        Ok(DirBlobs { dir: dir.to_owned() })
+        Ok(DirBlobs {
+            dir: dir.to_owned(),
+        })
     }
 
     pub(crate) fn path(&self, hash: &Hash32) -> PathBuf {

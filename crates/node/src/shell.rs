@@ -26,7 +26,10 @@ pub struct ShellConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ShellError {
     #[error("data dir {path}: {source}")]
-    DataDir { path: PathBuf, source: std::io::Error },
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Identity(#[from] net::IdentityError),
     #[error("network: {0}")]
@@ -53,12 +56,16 @@ pub(crate) struct Shared {
 
 /// Runs the node until Ctrl-C or SIGTERM, on a runtime the shell owns.
 pub fn run_blocking(config: ShellConfig) -> Result<(), ShellError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(ShellError::Runtime)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(ShellError::Runtime)?;
     runtime.block_on(run(config, shutdown_signal()))
 }
 
 async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
@@ -66,26 +73,45 @@ async fn shutdown_signal() {
 }
 
 /// Runs the node until `shutdown` completes.
-pub async fn run(config: ShellConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<(), ShellError> {
+pub async fn run(
+    config: ShellConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ShellError> {
     let dir = &config.data_dir;
-    std::fs::create_dir_all(dir).map_err(|source| ShellError::DataDir { path: dir.clone(), source })?;
+    std::fs::create_dir_all(dir).map_err(|source| ShellError::DataDir {
+        path: dir.clone(),
+        source,
+    })?;
     let identity = Identity::load_or_create(dir)?;
-    let blobs = DirBlobs::open(&dir.join("blobs")).map_err(|source| ShellError::DataDir { path: dir.join("blobs"), source })?;
+    let blobs = DirBlobs::open(&dir.join("blobs")).map_err(|source| ShellError::DataDir {
+        path: dir.join("blobs"),
+        source,
+    })?;
     let (client, events, event_loop) = net::new(&identity, config.net.clone())?;
     let net_task = tokio::spawn(event_loop.run());
     client.set_blob_source(Arc::new(blobs.clone())).await?;
     client.subscribe(SHELL_TOPIC).await?;
-    let shared = Arc::new(Shared { net: client.clone(), blobs, gossip: Mutex::new(VecDeque::new()) });
+    let shared = Arc::new(Shared {
+        net: client.clone(),
+        blobs,
+        gossip: Mutex::new(VecDeque::new()),
+    });
     let events_task = tokio::spawn(handle_events(shared.clone(), events));
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(ShellError::Control)?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(ShellError::Control)?;
     let control_addr = listener.local_addr().map_err(ShellError::Control)?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(control::serve(listener, shared.clone(), async move {
         let _ = stop_rx.await;
     }));
     // The address file appears only once everything is up: it is the readiness signal.
-    write_atomic(&dir.join(CONTROL_ADDR_FILE), control_addr.to_string().as_bytes()).map_err(ShellError::Control)?;
+    write_atomic(
+        &dir.join(CONTROL_ADDR_FILE),
+        control_addr.to_string().as_bytes(),
+    )
+    .map_err(ShellError::Control)?;
     println!("peer id {}", identity.peer_id());
     println!("control api http://{control_addr}");
     for addr in client.listen_addrs().await? {
@@ -115,17 +141,28 @@ async fn handle_events(shared: Arc<Shared>, mut events: mpsc::Receiver<NetEvent>
             NetEvent::Gossip(message) => {
                 // The shell topic carries opaque bytes; net already bounded their size. Other
                 // topics belong to roles the shell does not run: ignore without penalty.
-                let verdict = if message.topic == SHELL_TOPIC { Verdict::Accept } else { Verdict::Ignore };
+                let verdict = if message.topic == SHELL_TOPIC {
+                    Verdict::Accept
+                } else {
+                    Verdict::Ignore
+                };
                 if verdict == Verdict::Accept {
                     let mut kept = shared.gossip.lock().expect("lock");
                     if kept.len() >= limits::CONTROL_GOSSIP_KEPT_MAX {
                         kept.pop_front();
                     }
-                    kept.push_back(ReceivedGossip { source: message.source.to_string(), data_hex: hex(&message.data) });
+                    kept.push_back(ReceivedGossip {
+                        source: message.source.to_string(),
+                        data_hex: hex(&message.data),
+                    });
                 }
                 let _ = shared.net.report_validation(message.id, verdict).await;
             }
-            NetEvent::PeerConnected { peer, addr, relayed } => {
+            NetEvent::PeerConnected {
+                peer,
+                addr,
+                relayed,
+            } => {
                 tracing::info!(%peer, %addr, relayed, "peer connected");
             }
             NetEvent::PeerDisconnected { peer } => tracing::info!(%peer, "peer disconnected"),

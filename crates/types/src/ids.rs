@@ -93,7 +93,9 @@ impl fmt::Display for PeerId {
 pub struct RunId(pub Hash32);
 
 /// The index of a round within a run. Round 0 starts from the genesis model.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize,
+)]
 pub struct RoundNumber(pub u64);
 
 impl RoundNumber {
@@ -111,7 +113,10 @@ mod tests {
         let h = Hash32::of(b"commonweight");
         assert_eq!(Hash32::from_hex(&h.to_hex()), Ok(h));
         assert_eq!(Hash32::from_hex("zz"), Err(HashParseError::Length(2)));
-        assert_eq!(Hash32::from_hex(&"g".repeat(64)), Err(HashParseError::NotHex));
+        assert_eq!(
+            Hash32::from_hex(&"g".repeat(64)),
+            Err(HashParseError::NotHex)
+        );
     }
 
     #[test]

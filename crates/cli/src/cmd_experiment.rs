@@ -1,0 +1,833 @@
+//! `commonweight experiment sync`: W simulated workers training with an outer optimizer and an
+//! update codec, against fp32 data-parallel and a single worker, on exactly the same tokens.
+//!
+//! Token accounting: one data-parallel step is `workers · batch · seq_len` tokens (inputs only),
+//! so `--tokens N` gives `S = round(N / (workers · batch · seq_len))` steps for every run:
+//! - data-parallel: one trainer, global batch `workers · batch`, S steps; the batch of step t is
+//!   the concatenation of every worker's batch t. Bytes per worker: an fp32 gradient per step,
+//!   `S · 4 · params`.
+//! - low-communication: each worker trains its own shard with batch `batch` for H inner steps per
+//!   round (S steps in all, the same LR schedule), sends its encoded pseudo-gradient, and every
+//!   round the decoded updates are averaged (ordered by peer id) and applied by the outer
+//!   optimizer. Bytes per worker: the encoded sizes actually produced.
+//! - single worker: one trainer, batch `batch`, `workers · S` steps over the same batches.
+//!
+//! Validation loss is the mean next-token loss (nats per token; nats per byte with the byte
+//! tokenizer) over the first `--eval-seqs` windows of the validation split.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use model::{ModelConfig, Preset, TrainConfig, Trainer};
+use serde::{Deserialize, Serialize};
+use sync::aggregate::Aggregator;
+use sync::codec::{decode, CodecKind, ErrorFeedback};
+use sync::outer::{NesterovOuter, OuterOptimizer, SparseLocoOuter};
+use types::{Hash32, PeerId};
+
+#[derive(Subcommand)]
+pub enum ExperimentCommand {
+    /// Low-communication training (DiLoCo, SparseLoCo, DeMo codecs) against data-parallel.
+    Sync(SyncArgs),
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct SyncArgs {
+    /// Model preset: tiny, small, base, 1b.
+    #[arg(long, default_value = "tiny")]
+    preset: String,
+    /// Simulated workers, each with its own contiguous shard of the training split.
+    #[arg(long, default_value_t = 8)]
+    workers: usize,
+    /// Inner AdamW steps per round (H).
+    #[arg(long, default_value_t = 10)]
+    inner_steps: u64,
+    /// Update codec: fp32, bf16, fp16, int8, topk, dct (options: see `sync::codec::CodecKind`).
+    #[arg(long, default_value = "fp32")]
+    codec: String,
+    /// Total training tokens (inputs), the same for every run.
+    #[arg(long)]
+    tokens: u64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output folder: results.json, curves/, baselines/, loss_vs_tokens.svg, loss_vs_bytes.svg.
+    #[arg(long)]
+    out: PathBuf,
+    /// A prepared dataset folder (with dataset.json), or .txt/.jsonl/.parquet inputs to prepare
+    /// with the byte tokenizer into OUT/dataset.
+    #[arg(long)]
+    data: PathBuf,
+    /// Sequences per worker per step (default: the preset's).
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Tokens per sequence (default: the preset's).
+    #[arg(long)]
+    seq_len: Option<usize>,
+    /// Peak inner AdamW learning rate (default: the preset's).
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Outer optimizer: nesterov or sparseloco (default: sparseloco for topk and dct, else nesterov).
+    #[arg(long)]
+    outer: Option<String>,
+    /// Outer learning rate (default: 0.7 nesterov, 1.0 sparseloco).
+    #[arg(long)]
+    outer_lr: Option<f32>,
+    /// Nesterov momentum (default 0.9).
+    #[arg(long)]
+    outer_momentum: Option<f32>,
+    /// Error-feedback decay (default: 0.95 with sparseloco; nesterov runs have no feedback unless set).
+    #[arg(long)]
+    ef_decay: Option<f32>,
+    /// libtorch threads.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Validation windows evaluated at each point.
+    #[arg(long, default_value_t = 64)]
+    eval_seqs: usize,
+    /// Evaluation points per run (plus the start).
+    #[arg(long, default_value_t = 20)]
+    eval_points: u64,
+    /// Skip the single-worker baseline (it costs as much compute as data-parallel).
+    #[arg(long)]
+    skip_single: bool,
+}
+
+/// One row of the table and of results.json.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+struct Row {
+    run: String,
+    codec: String,
+    outer: String,
+    inner_steps: u64,
+    workers: usize,
+    tokens: u64,
+    bytes_per_worker: u64,
+    /// Data-parallel bytes over these bytes; null for the single worker (it sends nothing).
+    ratio_vs_ddp: Option<f64>,
+    val_loss: f32,
+    ddp_val_loss: f32,
+    gap_pct: f64,
+    seed: u64,
+    preset: String,
+    wall_s: f64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+struct Point {
+    tokens: u64,
+    bytes_per_worker: u64,
+    val_loss: f32,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+struct Curve {
+    label: String,
+    points: Vec<Point>,
+}
+
+/// A finished baseline run, cached in OUT/baselines so a table of many configurations trains it once.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+struct RunOutcome {
+    val_loss: f32,
+    bytes_per_worker: u64,
+    curve: Curve,
+    wall_s: f64,
+}
+
+struct Setup {
+    model: ModelConfig,
+    preset: Preset,
+    batch: usize,
+    seq_len: usize,
+    lr: f64,
+    workers: usize,
+    steps: u64,
+    shards: Vec<Vec<u32>>,
+    eval_tokens: Vec<u32>,
+    params0: Vec<f32>,
+    seed: u64,
+    threads: usize,
+    eval_points: u64,
+    /// Identifies everything the baselines depend on.
+    baseline_key: String,
+}
+
+pub fn run(command: ExperimentCommand) -> Result<()> {
+    match command {
+        ExperimentCommand::Sync(args) => run_sync(args),
+    }
+}
+
+fn run_sync(args: SyncArgs) -> Result<()> {
+    let codec: CodecKind = args
+        .codec
+        .parse()
+        .with_context(|| format!("--codec {}", args.codec))?;
+    let outer_name = match args.outer.as_deref() {
+        Some(name @ ("nesterov" | "sparseloco")) => name.to_string(),
+        Some(other) => bail!("--outer {other:?}: expected nesterov or sparseloco"),
+        None if matches!(codec, CodecKind::TopK(_) | CodecKind::DctSign(_)) => "sparseloco".into(),
+        None => "nesterov".into(),
+    };
+    if args.inner_steps == 0 || args.workers == 0 {
+        bail!("--inner-steps and --workers must be at least 1");
+    }
+    fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let setup = prepare_setup(&args)?;
+    println!(
+        "model: {} preset, {} parameters; {} workers x batch {} x seq_len {}; {} data-parallel steps ({} tokens)",
+        setup.preset.name(),
+        setup.params0.len(),
+        setup.workers,
+        setup.batch,
+        setup.seq_len,
+        setup.steps,
+        setup.steps * tokens_per_ddp_step(&setup),
+    );
+
+    let ddp = cached(&args.out, &format!("ddp-{}", setup.baseline_key), || {
+        run_ddp(&setup)
+    })?;
+    println!("data-parallel: val loss {:.4}", ddp.val_loss);
+    let single = if args.skip_single {
+        None
+    } else {
+        let outcome = cached(&args.out, &format!("single-{}", setup.baseline_key), || {
+            run_single(&setup)
+        })?;
+        println!("single worker: val loss {:.4}", outcome.val_loss);
+        Some(outcome)
+    };
+
+    let outer = OuterChoice::from_args(&args, &outer_name);
+    let label = format!("{} {} H={}", codec, outer.describe(), args.inner_steps);
+    let low_comm = run_low_comm(&setup, codec, &outer, args.inner_steps, &label)?;
+    println!("{label}: val loss {:.4}", low_comm.val_loss);
+
+    let tokens = setup.steps * tokens_per_ddp_step(&setup);
+    let row = |run: &str, codec: String, outer: String, h: u64, outcome: &RunOutcome| Row {
+        run: run.into(),
+        codec,
+        outer,
+        inner_steps: h,
+        workers: setup.workers,
+        tokens,
+        bytes_per_worker: outcome.bytes_per_worker,
+        ratio_vs_ddp: (outcome.bytes_per_worker > 0)
+            .then(|| ddp.bytes_per_worker as f64 / outcome.bytes_per_worker as f64),
+        val_loss: outcome.val_loss,
+        ddp_val_loss: ddp.val_loss,
+        gap_pct: gap_pct(outcome.val_loss, ddp.val_loss),
+        seed: setup.seed,
+        preset: setup.preset.name().into(),
+        wall_s: outcome.wall_s,
+    };
+    let mut rows = vec![row(
+        "data-parallel",
+        "fp32".into(),
+        "allreduce".into(),
+        1,
+        &ddp,
+    )];
+    if let Some(single) = &single {
+        rows.push(row(
+            "single-worker",
+            "none".into(),
+            "none".into(),
+            0,
+            single,
+        ));
+    }
+    rows.push(row(
+        "low-comm",
+        codec.to_string(),
+        outer.describe(),
+        args.inner_steps,
+        &low_comm,
+    ));
+
+    let mut curves = vec![ddp.curve.clone()];
+    curves.extend(single.iter().map(|s| s.curve.clone()));
+    curves.push(low_comm.curve.clone());
+    let all_rows = merge_results(&args.out, &rows)?;
+    let all_curves = merge_curves(&args.out, &curves)?;
+    write_plots(&args.out, &all_curves)?;
+    print_table(&all_rows);
+    println!(
+        "wrote {}, {}, {}",
+        args.out.join("results.json").display(),
+        args.out.join("loss_vs_tokens.svg").display(),
+        args.out.join("loss_vs_bytes.svg").display()
+    );
+    Ok(())
+}
+
+fn gap_pct(loss: f32, ddp_loss: f32) -> f64 {
+    (f64::from(loss) - f64::from(ddp_loss)) / f64::from(ddp_loss) * 100.0
+}
+
+fn tokens_per_ddp_step(setup: &Setup) -> u64 {
+    (setup.workers * setup.batch * setup.seq_len) as u64
+}
+
+fn prepare_setup(args: &SyncArgs) -> Result<Setup> {
+    let preset = Preset::parse(&args.preset)?;
+    let dataset = if args.data.join("dataset.json").is_file() {
+        data::PreparedDataset::open(&args.data)?
+    } else {
+        let spec = data::TokenizerSpec::parse("bytes")?;
+        data::prepare(
+            &[args.data.clone()],
+            spec,
+            &args.out.join("dataset"),
+            0.05,
+            0,
+        )
+        .with_context(|| format!("preparing {}", args.data.display()))?
+    };
+    let defaults = preset.train_config(1);
+    let batch = args.batch.unwrap_or(defaults.batch_size);
+    let seq_len = args.seq_len.unwrap_or(defaults.seq_len);
+    let lr = args.lr.unwrap_or(defaults.lr);
+    let mut model = preset.model_config(dataset.vocab_size());
+    model.max_position_embeddings = model.max_position_embeddings.max(seq_len);
+    let per_step = (args.workers * batch * seq_len) as u64;
+    let steps = ((args.tokens as f64 / per_step as f64).round() as u64).max(1);
+    let train = dataset.train_tokens()?;
+    let shard_len = train.len() / args.workers;
+    if shard_len <= seq_len + 1 {
+        bail!(
+            "{} training tokens are too few for {} shards of seq_len {}",
+            train.len(),
+            args.workers,
+            seq_len
+        );
+    }
+    let shards: Vec<Vec<u32>> = train
+        .chunks(shard_len)
+        .take(args.workers)
+        .map(<[u32]>::to_vec)
+        .collect();
+    let val = dataset.val_tokens()?;
+    let window = seq_len + 1;
+    let windows = (val.len() / window).min(args.eval_seqs);
+    if windows == 0 {
+        bail!(
+            "the validation split ({} tokens) is shorter than one window of {window}",
+            val.len()
+        );
+    }
+    let eval_tokens = val[..windows * window].to_vec();
+    let params0 = model::init_params(&model, args.seed);
+    let baseline_key = Hash32::of(
+        format!(
+            "{}|{}|{}|{}|{}|{}|{}|{}|{}|{}",
+            preset.name(),
+            args.workers,
+            batch,
+            seq_len,
+            lr,
+            steps,
+            args.seed,
+            args.eval_seqs,
+            args.eval_points,
+            dataset.manifest.train.tokens,
+        )
+        .as_bytes(),
+    )
+    .to_hex()[..16]
+        .to_string();
+    Ok(Setup {
+        model,
+        preset,
+        batch,
+        seq_len,
+        lr,
+        workers: args.workers,
+        steps,
+        shards,
+        eval_tokens,
+        params0,
+        seed: args.seed,
+        threads: args.threads,
+        eval_points: args.eval_points.max(1),
+        baseline_key,
+    })
+}
+
+/// The inner-optimizer settings of a run of `total_steps` steps with `batch` sequences each.
+fn train_config(setup: &Setup, batch: usize, total_steps: u64) -> TrainConfig {
+    let mut train = setup.preset.train_config(total_steps);
+    train.batch_size = batch;
+    train.seq_len = setup.seq_len;
+    train.lr = setup.lr;
+    train
+}
+
+/// Worker `worker`'s batch for its local step `step`: the same tokens in every run.
+fn worker_batch(setup: &Setup, worker: usize, step: u64) -> Result<Vec<u32>> {
+    let seed = setup.seed ^ (worker as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    Ok(data::sample_batch(
+        seed,
+        &setup.shards[worker],
+        step,
+        setup.batch,
+        setup.seq_len,
+    )?)
+}
+
+fn eval_due(step: u64, total: u64, points: u64) -> bool {
+    let every = (total / points).max(1);
+    (step + 1) % every == 0 || step + 1 == total
+}
+
+fn run_ddp(setup: &Setup) -> Result<RunOutcome> {
+    let started = Instant::now();
+    let train = train_config(setup, setup.batch * setup.workers, setup.steps);
+    let mut trainer =
+        Trainer::with_params(setup.model.clone(), train, &setup.params0, setup.threads)?;
+    let bytes_per_step = 4 * setup.params0.len() as u64;
+    let mut points = vec![Point {
+        tokens: 0,
+        bytes_per_worker: 0,
+        val_loss: trainer.eval_loss(&setup.eval_tokens)?,
+    }];
+    for step in 0..setup.steps {
+        let mut tokens = Vec::new();
+        for worker in 0..setup.workers {
+            tokens.extend(worker_batch(setup, worker, step)?);
+        }
+        trainer.train_step(&tokens)?;
+        if eval_due(step, setup.steps, setup.eval_points) {
+            points.push(Point {
+                tokens: (step + 1) * tokens_per_ddp_step(setup),
+                bytes_per_worker: (step + 1) * bytes_per_step,
+                val_loss: trainer.eval_loss(&setup.eval_tokens)?,
+            });
+            eprintln!(
+                "  data-parallel step {}/{}: val {:.4}",
+                step + 1,
+                setup.steps,
+                points.last().unwrap().val_loss
+            );
+        }
+    }
+    finish("fp32 data-parallel", points, started)
+}
+
+fn run_single(setup: &Setup) -> Result<RunOutcome> {
+    let started = Instant::now();
+    let total = setup.steps * setup.workers as u64;
+    let train = train_config(setup, setup.batch, total);
+    let mut trainer =
+        Trainer::with_params(setup.model.clone(), train, &setup.params0, setup.threads)?;
+    let mut points = vec![Point {
+        tokens: 0,
+        bytes_per_worker: 0,
+        val_loss: trainer.eval_loss(&setup.eval_tokens)?,
+    }];
+    let tokens_per_step = (setup.batch * setup.seq_len) as u64;
+    for step in 0..total {
+        let worker = (step % setup.workers as u64) as usize;
+        trainer.train_step(&worker_batch(setup, worker, step / setup.workers as u64)?)?;
+        if eval_due(step, total, setup.eval_points) {
+            points.push(Point {
+                tokens: (step + 1) * tokens_per_step,
+                bytes_per_worker: 0,
+                val_loss: trainer.eval_loss(&setup.eval_tokens)?,
+            });
+            eprintln!(
+                "  single worker step {}/{}: val {:.4}",
+                step + 1,
+                total,
+                points.last().unwrap().val_loss
+            );
+        }
+    }
+    finish("single worker", points, started)
+}
+
+/// Outer optimizer and error-feedback settings of a low-communication run.
+struct OuterChoice {
+    name: String,
+    lr: f32,
+    momentum: f32,
+    ef_decay: Option<f32>,
+}
+
+impl OuterChoice {
+    fn from_args(args: &SyncArgs, name: &str) -> OuterChoice {
+        let sparse = name == "sparseloco";
+        OuterChoice {
+            name: name.into(),
+            lr: args.outer_lr.unwrap_or(if sparse { 1.0 } else { 0.7 }),
+            momentum: args.outer_momentum.unwrap_or(0.9),
+            ef_decay: args.ef_decay.or(sparse.then_some(0.95)),
+        }
+    }
+
+    fn build(&self) -> Box<dyn OuterOptimizer> {
+        match self.name.as_str() {
+            "sparseloco" => Box::new(SparseLocoOuter::new(self.lr)),
+            _ => Box::new(NesterovOuter::new(self.lr, self.momentum)),
+        }
+    }
+
+    fn feedback(&self) -> ErrorFeedback {
+        self.ef_decay
+            .map_or_else(ErrorFeedback::off, ErrorFeedback::new)
+    }
+
+    fn describe(&self) -> String {
+        let mut text = match self.name.as_str() {
+            "sparseloco" => format!("sparseloco(lr={})", self.lr),
+            _ => format!("nesterov(lr={},m={})", self.lr, self.momentum),
+        };
+        if let Some(decay) = self.ef_decay {
+            text.push_str(&format!("+ef{decay}"));
+        }
+        text
+    }
+}
+
+fn run_low_comm(
+    setup: &Setup,
+    codec: CodecKind,
+    outer_choice: &OuterChoice,
+    inner_steps: u64,
+    label: &str,
+) -> Result<RunOutcome> {
+    let started = Instant::now();
+    let train = train_config(setup, setup.batch, setup.steps);
+    let mut theta = setup.params0.clone();
+    let mut workers = (0..setup.workers)
+        .map(|_| Trainer::with_params(setup.model.clone(), train.clone(), &theta, setup.threads))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut feedback: Vec<ErrorFeedback> = (0..setup.workers)
+        .map(|_| outer_choice.feedback())
+        .collect();
+    let mut outer = outer_choice.build();
+    let mut evaluator = Trainer::with_params(setup.model.clone(), train, &theta, setup.threads)?;
+    let rounds = setup.steps.div_ceil(inner_steps);
+    let mut bytes_sent = 0u64;
+    let mut points = vec![Point {
+        tokens: 0,
+        bytes_per_worker: 0,
+        val_loss: evaluator.eval_loss(&setup.eval_tokens)?,
+    }];
+    for round in 0..rounds {
+        let first = round * inner_steps;
+        let last = (first + inner_steps).min(setup.steps);
+        let mut updates = Vec::with_capacity(setup.workers);
+        for (index, trainer) in workers.iter_mut().enumerate() {
+            trainer.set_params(&theta)?;
+            for step in first..last {
+                trainer.train_step(&worker_batch(setup, index, step)?)?;
+            }
+            let local = trainer.params();
+            let delta: Vec<f32> = theta.iter().zip(&local).map(|(g, l)| g - l).collect();
+            let bytes = codec.codec().encode(&delta, &mut feedback[index]);
+            bytes_sent += bytes.len() as u64;
+            let decoded = decode(&bytes, delta.len())?;
+            updates.push((worker_peer(index), decoded));
+        }
+        let aggregate = Aggregator::Mean.aggregate(&updates)?;
+        outer.step(&mut theta, &aggregate);
+        if eval_due(round, rounds, setup.eval_points) {
+            evaluator.set_params(&theta)?;
+            points.push(Point {
+                tokens: last * tokens_per_ddp_step(setup),
+                bytes_per_worker: bytes_sent / setup.workers as u64,
+                val_loss: evaluator.eval_loss(&setup.eval_tokens)?,
+            });
+            eprintln!(
+                "  {label} round {}/{rounds}: val {:.4}",
+                round + 1,
+                points.last().unwrap().val_loss
+            );
+        }
+    }
+    finish(label, points, started)
+}
+
+/// A stable peer id per simulated worker, so aggregation order is by worker index.
+fn worker_peer(index: usize) -> PeerId {
+    let mut id = [0u8; 32];
+    id[..8].copy_from_slice(&(index as u64).to_be_bytes());
+    PeerId(id)
+}
+
+fn finish(label: &str, points: Vec<Point>, started: Instant) -> Result<RunOutcome> {
+    let last = points.last().context("no evaluation points")?;
+    if !last.val_loss.is_finite() {
+        bail!("{label}: validation loss is {}", last.val_loss);
+    }
+    Ok(RunOutcome {
+        val_loss: last.val_loss,
+        bytes_per_worker: last.bytes_per_worker,
+        curve: Curve {
+            label: label.into(),
+            points: points.clone(),
+        },
+        wall_s: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Runs `make` unless OUT/baselines/KEY.json holds its result already.
+fn cached(out: &Path, key: &str, make: impl FnOnce() -> Result<RunOutcome>) -> Result<RunOutcome> {
+    let path = out.join("baselines").join(format!("{key}.json"));
+    if let Ok(text) = fs::read_to_string(&path) {
+        if let Ok(outcome) = serde_json::from_str(&text) {
+            println!("reusing {}", path.display());
+            return Ok(outcome);
+        }
+    }
+    let outcome = make()?;
+    fs::create_dir_all(path.parent().expect("has a parent"))?;
+    fs::write(&path, serde_json::to_string_pretty(&outcome)?)?;
+    Ok(outcome)
+}
+
+/// Adds `rows` to OUT/results.json, replacing earlier rows of the same configuration.
+fn merge_results(out: &Path, rows: &[Row]) -> Result<Vec<Row>> {
+    let path = out.join("results.json");
+    let mut all: Vec<Row> = match fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a results file", path.display()))?,
+        Err(_) => Vec::new(),
+    };
+    let key = |r: &Row| {
+        (
+            r.run.clone(),
+            r.codec.clone(),
+            r.outer.clone(),
+            r.inner_steps,
+            r.workers,
+            r.tokens,
+            r.seed,
+            r.preset.clone(),
+        )
+    };
+    all.retain(|old| rows.iter().all(|new| key(new) != key(old)));
+    all.extend(rows.iter().cloned());
+    fs::write(&path, serde_json::to_string_pretty(&all)?)?;
+    Ok(all)
+}
+
+/// Adds `curves` to OUT/curves.json (one per label, newest wins).
+fn merge_curves(out: &Path, curves: &[Curve]) -> Result<Vec<Curve>> {
+    let path = out.join("curves.json");
+    let mut all: Vec<Curve> = match fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a curves file", path.display()))?,
+        Err(_) => Vec::new(),
+    };
+    all.retain(|old| curves.iter().all(|new| new.label != old.label));
+    all.extend(curves.iter().cloned());
+    fs::write(&path, serde_json::to_string_pretty(&all)?)?;
+    Ok(all)
+}
+
+fn print_table(rows: &[Row]) {
+    println!();
+    println!(
+        "| {:<14} | {:<34} | {:<30} | {:>3} | {:>7} | {:>10} | {:>14} | {:>10} | {:>8} | {:>8} |",
+        "run",
+        "codec",
+        "outer",
+        "H",
+        "workers",
+        "tokens",
+        "bytes/worker",
+        "x vs DDP",
+        "val",
+        "gap %"
+    );
+    println!(
+        "|{}|",
+        ["-"; 10]
+            .iter()
+            .map(|_| "---")
+            .collect::<Vec<_>>()
+            .join("|")
+    );
+    for r in rows {
+        let ratio = r
+            .ratio_vs_ddp
+            .map_or("-".to_string(), |x| format!("{x:.1}"));
+        println!(
+            "| {:<14} | {:<34} | {:<30} | {:>3} | {:>7} | {:>10} | {:>14} | {:>10} | {:>8.4} | {:>+8.2} |",
+            r.run, r.codec, r.outer, r.inner_steps, r.workers, r.tokens, r.bytes_per_worker, ratio, r.val_loss, r.gap_pct
+        );
+    }
+}
+
+fn write_plots(out: &Path, curves: &[Curve]) -> Result<()> {
+    let by_tokens: Vec<(String, Vec<(f64, f64)>)> = curves
+        .iter()
+        .map(|c| {
+            (
+                c.label.clone(),
+                c.points
+                    .iter()
+                    .map(|p| (p.tokens as f64, f64::from(p.val_loss)))
+                    .collect(),
+            )
+        })
+        .collect();
+    fs::write(
+        out.join("loss_vs_tokens.svg"),
+        svg_plot("validation loss vs tokens", "tokens", false, &by_tokens),
+    )?;
+    let by_bytes: Vec<(String, Vec<(f64, f64)>)> = curves
+        .iter()
+        .filter(|c| c.points.iter().any(|p| p.bytes_per_worker > 0))
+        .map(|c| {
+            let points = c.points.iter().filter(|p| p.bytes_per_worker > 0);
+            (
+                c.label.clone(),
+                points
+                    .map(|p| (p.bytes_per_worker as f64, f64::from(p.val_loss)))
+                    .collect(),
+            )
+        })
+        .collect();
+    fs::write(
+        out.join("loss_vs_bytes.svg"),
+        svg_plot(
+            "validation loss vs bytes sent per worker",
+            "bytes per worker (log)",
+            true,
+            &by_bytes,
+        ),
+    )?;
+    Ok(())
+}
+
+/// A plain line chart as SVG text: one polyline per series, a legend, axis ranges as labels.
+fn svg_plot(
+    title: &str,
+    x_label: &str,
+    log_x: bool,
+    series: &[(String, Vec<(f64, f64)>)],
+) -> String {
+    const COLORS: [&str; 8] = [
+        "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+    ];
+    let (width, height, left, right, top, bottom) = (900.0, 540.0, 70.0, 330.0, 40.0, 50.0);
+    let fx = |x: f64| if log_x { x.max(1.0).log10() } else { x };
+    let points = series.iter().flat_map(|s| s.1.iter());
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, y) in points {
+        x0 = x0.min(fx(x));
+        x1 = x1.max(fx(x));
+        y0 = y0.min(y);
+        y1 = y1.max(y);
+    }
+    if x0 > x1 {
+        (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
+    }
+    if x1 - x0 < 1e-12 {
+        x1 = x0 + 1.0;
+    }
+    if y1 - y0 < 1e-12 {
+        y1 = y0 + 1.0;
+    }
+    let plot_w = width - left - right;
+    let plot_h = height - top - bottom;
+    let sx = |x: f64| left + (fx(x) - x0) / (x1 - x0) * plot_w;
+    let sy = |y: f64| top + (y1 - y) / (y1 - y0) * plot_h;
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{}\" y=\"24\" font-size=\"15\">{title}</text>\n\
+         <rect x=\"{left}\" y=\"{top}\" width=\"{plot_w}\" height=\"{plot_h}\" fill=\"none\" stroke=\"black\"/>\n",
+        left
+    );
+    let x_text = |v: f64| {
+        if log_x {
+            format!("{:.3e}", 10f64.powf(v))
+        } else {
+            format!("{v:.3e}")
+        }
+    };
+    for i in 0..=4 {
+        let fraction = f64::from(i) / 4.0;
+        let xv = x0 + fraction * (x1 - x0);
+        let yv = y0 + fraction * (y1 - y0);
+        let px = left + fraction * plot_w;
+        let py = top + (1.0 - fraction) * plot_h;
+        svg.push_str(&format!(
+            "<line x1=\"{px}\" y1=\"{top}\" x2=\"{px}\" y2=\"{}\" stroke=\"#ddd\"/>\n<text x=\"{px}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n",
+            top + plot_h,
+            top + plot_h + 16.0,
+            x_text(xv)
+        ));
+        svg.push_str(&format!(
+            "<line x1=\"{left}\" y1=\"{py}\" x2=\"{}\" y2=\"{py}\" stroke=\"#ddd\"/>\n<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{yv:.3}</text>\n",
+            left + plot_w,
+            left - 6.0,
+            py + 4.0
+        ));
+    }
+    svg.push_str(&format!(
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{x_label}</text>\n<text x=\"16\" y=\"{}\" transform=\"rotate(-90 16 {})\" text-anchor=\"middle\">validation loss (nats/token)</text>\n",
+        left + plot_w / 2.0,
+        height - 10.0,
+        top + plot_h / 2.0,
+        top + plot_h / 2.0
+    ));
+    for (index, (label, data)) in series.iter().enumerate() {
+        let color = COLORS[index % COLORS.len()];
+        let path: Vec<String> = data
+            .iter()
+            .map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y)))
+            .collect();
+        svg.push_str(&format!(
+            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>\n",
+            path.join(" ")
+        ));
+        let ly = top + 14.0 + index as f64 * 18.0;
+        let lx = width - right + 12.0;
+        svg.push_str(&format!(
+            "<line x1=\"{lx}\" y1=\"{ly}\" x2=\"{}\" y2=\"{ly}\" stroke=\"{color}\" stroke-width=\"3\"/>\n<text x=\"{}\" y=\"{}\">{}</text>\n",
+            lx + 20.0,
+            lx + 26.0,
+            ly + 4.0,
+            xml_escape(label)
+        ));
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+fn xml_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn svg_has_one_polyline_per_series() {
+        let series = vec![
+            ("a".to_string(), vec![(1.0, 3.0), (10.0, 2.0)]),
+            ("b<c".to_string(), vec![(1.0, 2.5), (100.0, 1.5)]),
+        ];
+        let svg = svg_plot("t", "x", true, &series);
+        assert_eq!(svg.matches("<polyline").count(), 2);
+        assert!(svg.contains("b&lt;c"));
+    }
+
+    #[test]
+    fn evaluation_hits_the_last_step() {
+        let due: Vec<u64> = (0..10).filter(|&s| eval_due(s, 10, 3)).collect();
+        assert_eq!(due, vec![2, 5, 8, 9]);
+    }
+}
