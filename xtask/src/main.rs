@@ -56,9 +56,19 @@ fn print_help() {
     );
 }
 
+/// The workspace root, found at run time: a build cache shared between clones can hand this binary to another
+/// clone, so a path baked in at compile time (`env!("CARGO_MANIFEST_DIR")`) could point at the wrong checkout.
 fn root() -> PathBuf {
-    // xtask lives at <root>/xtask.
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let start = env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    for dir in start.ancestors() {
+        if dir.join("xtask/Cargo.toml").is_file() && dir.join(".cargo/config.toml").is_file() {
+            return dir.to_path_buf();
+        }
+    }
+    // `cargo run` sets CARGO_MANIFEST_DIR for the process too; xtask lives at <root>/xtask.
+    let manifest_dir = env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from);
+    let manifest_dir = manifest_dir.unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest_dir
         .parent()
         .expect("xtask has a parent")
         .to_path_buf()
