@@ -18,7 +18,7 @@ pub struct TrainArgs {
     /// Training text: a .txt/.jsonl/.parquet file, a folder of them, or a prepared dataset folder.
     #[arg(long, value_name = "PATH")]
     pub data: PathBuf,
-    /// Model size: tiny, small, base or 1b.
+    /// Model size: tiny, mini, small, base or 1b.
     #[arg(long, default_value = "small")]
     pub preset: String,
     /// Optimizer steps in total (the cosine schedule ends here).

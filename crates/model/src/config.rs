@@ -11,6 +11,9 @@ use crate::ModelError;
 pub enum Preset {
     /// ~0.9M parameters: tests and smoke runs.
     Tiny,
+    /// ~6.4M parameters (d 256, 6 layers, context 256): the best quality per CPU-minute on a
+    /// 2-core machine (see bench/RESULTS.md, "Quality per wall clock").
+    Mini,
     /// ~19M parameters: the default for CPU training and the benchmark.
     Small,
     /// ~114M parameters (~125M with a 4096-symbol BPE).
@@ -20,11 +23,12 @@ pub enum Preset {
 }
 
 impl Preset {
-    pub const ALL: [Preset; 4] = [Preset::Tiny, Preset::Small, Preset::Base, Preset::OneB];
+    pub const ALL: [Preset; 5] = [Preset::Tiny, Preset::Mini, Preset::Small, Preset::Base, Preset::OneB];
 
     pub fn name(self) -> &'static str {
         match self {
             Preset::Tiny => "tiny",
+            Preset::Mini => "mini",
             Preset::Small => "small",
             Preset::Base => "base",
             Preset::OneB => "1b",
@@ -37,7 +41,7 @@ impl Preset {
             .find(|p| p.name() == s)
             .ok_or_else(|| {
                 ModelError::Config(format!(
-                    "unknown preset {s:?}; expected tiny, small, base or 1b"
+                    "unknown preset {s:?}; expected tiny, mini, small, base or 1b"
                 ))
             })
     }
@@ -46,6 +50,7 @@ impl Preset {
     pub fn model_config(self, vocab_size: usize) -> ModelConfig {
         let (hidden, inter, layers, heads, kv_heads, ctx) = match self {
             Preset::Tiny => (128, 352, 4, 4, 2, 128),
+            Preset::Mini => (256, 1024, 6, 8, 8, 256),
             Preset::Small => (512, 1376, 6, 8, 8, 256),
             Preset::Base => (768, 3072, 12, 12, 12, 512),
             Preset::OneB => (2048, 5632, 22, 32, 4, 2048),
@@ -68,6 +73,7 @@ impl Preset {
     pub fn train_config(self, total_steps: u64) -> TrainConfig {
         let (lr, batch_size, seq_len) = match self {
             Preset::Tiny => (3e-3, 8, 64),
+            Preset::Mini => (2e-3, 8, 256),
             Preset::Small => (1e-3, 16, 256),
             Preset::Base => (6e-4, 16, 512),
             Preset::OneB => (3e-4, 8, 2048),
