@@ -21,6 +21,18 @@ pub fn round_seed(run_id: RunId, round: RoundNumber, base_model_hash: Hash32) ->
     )
 }
 
+/// The seed of attempt `attempt` of a round: attempt 0 uses the round seed itself; a stalled round re-draws its
+/// committee from a seed every node derives the same way, so dead members cannot hold a round forever.
+pub fn attempt_seed(round_seed: Hash32, attempt: usize) -> Hash32 {
+    if attempt == 0 {
+        return round_seed;
+    }
+    hash_parts(
+        b"commonweight/attempt-seed",
+        &[&round_seed.0, &(attempt as u64).to_le_bytes()],
+    )
+}
+
 /// The shard ids `peer` trains on in the round with `seed`: `count` distinct ids in `0..shards`, sorted.
 /// Pure: a verifier recomputes it from public inputs. `dataset_cid` ties the draw to the manifest.
 pub fn assign_data(

@@ -8,7 +8,9 @@ use ed25519_dalek::SigningKey;
 use types::limits::round as limits;
 use types::{Hash32, PeerId, RoundNumber, RunId};
 
-use crate::assign::{assign_data, committee, proposer_ranks, round_seed, state_digest};
+use crate::assign::{
+    assign_data, attempt_seed, committee, proposer_ranks, round_seed, state_digest,
+};
 use crate::config::{ConfigError, GenesisConfig};
 use crate::deadline::{adaptive_deadline_ms, quorum_count};
 use crate::wire::{
@@ -223,12 +225,26 @@ struct AdoptedProposal {
     fetch_requested: bool,
 }
 
+/// One committee draw of a round. Attempt 0 uses the round seed; a round that stays unsettled for
+/// `RANKS_PER_ATTEMPT` proposer ranks re-draws (attempt 1, 2, ...), so dead members cannot stall it forever.
+#[derive(Debug)]
+struct Attempt {
+    committee: Vec<PeerId>,
+    ranks: Vec<PeerId>,
+}
+
 #[derive(Debug)]
 struct RoundState {
     started_ms: u64,
     seed: Hash32,
-    committee: Vec<PeerId>,
-    ranks: Vec<PeerId>,
+    /// Committee draws made so far this round (at least attempt 0), at most `attempts_max`.
+    attempts: Vec<Attempt>,
+    attempts_max: usize,
+    /// Sorted union of every drawn committee: who may commit, reveal and vote this round.
+    eligible: Vec<PeerId>,
+    /// Validly signed commitments from peers on no committee drawn yet: a later attempt may draw them.
+    unplaced: BTreeMap<PeerId, (Signed<Commitment>, u64)>,
+    train_requested: bool,
     commitments: BTreeMap<PeerId, (Signed<Commitment>, u64)>,
     /// Commit sets seen, by rank: (digest, signers in it).
     commit_sets: BTreeMap<u32, (Hash32, Vec<Signed<Commitment>>)>,
@@ -246,7 +262,62 @@ struct RoundState {
     /// (proposal digest, model hash, state digest, next members).
     computed: Option<(Hash32, Hash32, Hash32, Arc<Vec<PeerId>>)>,
     voted_rank: Option<u32>,
+    /// My latest vote, re-broadcast when a rank times out so that votes lost on the way are not lost for good.
+    my_vote: Option<Signed<Vote>>,
     votes: BTreeMap<PeerId, (u32, Hash32)>,
+    /// The signed votes behind `votes`: what settles this round becomes the certificate laggards are sent.
+    vote_messages: BTreeMap<PeerId, Signed<Vote>>,
+}
+
+impl RoundState {
+    fn attempt_of(&self, rank: u32) -> usize {
+        ((rank / limits::RANKS_PER_ATTEMPT) as usize).min(self.attempts_max - 1)
+    }
+
+    /// The proposer of `rank`: ranks walk through the proposer order of their attempt's committee.
+    fn proposer_at(&self, rank: u32) -> Option<PeerId> {
+        let index = self.attempt_of(rank);
+        let attempt = self.attempts.get(index)?;
+        if attempt.ranks.is_empty() {
+            return None;
+        }
+        let within = rank - index as u32 * limits::RANKS_PER_ATTEMPT;
+        Some(attempt.ranks[within as usize % attempt.ranks.len()])
+    }
+
+    fn active_ranks(&self) -> &[PeerId] {
+        let index = self
+            .attempt_of(self.active_rank)
+            .min(self.attempts.len() - 1);
+        &self.attempts[index].ranks
+    }
+
+    fn is_attempt_start(&self, rank: u32) -> bool {
+        rank == 0
+            || (rank % limits::RANKS_PER_ATTEMPT == 0
+                && ((rank / limits::RANKS_PER_ATTEMPT) as usize) < self.attempts_max)
+    }
+
+    /// The commit phase of attempt 0 starts with the round; a later attempt's with its first rank.
+    fn commit_phase_start_ms(&self) -> u64 {
+        if self.active_rank > 0 && self.is_attempt_start(self.active_rank) {
+            self.rank_started_ms
+        } else {
+            self.started_ms
+        }
+    }
+
+    /// Sorted union of the committees of attempts up to `rank`'s.
+    fn eligible_through(&self, rank: u32) -> Vec<PeerId> {
+        let last = self.attempt_of(rank).min(self.attempts.len() - 1);
+        let mut all: Vec<PeerId> = self.attempts[..=last]
+            .iter()
+            .flat_map(|a| a.committee.iter().copied())
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        all
+    }
 }
 
 struct Awaiting {
@@ -254,6 +325,7 @@ struct Awaiting {
     digest: Hash32,
     peers: Vec<PeerId>,
     retry_ms: u64,
+    retries: u32,
 }
 
 pub struct RoundMachine {
@@ -273,6 +345,10 @@ pub struct RoundMachine {
     ahead: BTreeMap<u64, BTreeMap<PeerId, Hash32>>,
     pending_joins: BTreeMap<PeerId, Signed<Announce>>,
     pending_leaves: BTreeMap<PeerId, Signed<Announce>>,
+    /// The votes that settled the last round (a quorum certificate), sent to peers still stuck behind it
+    /// (see `help_laggard`).
+    settled_certificate: Vec<Signed<Vote>>,
+    helped: BTreeSet<PeerId>,
     last_wake_ms: Option<u64>,
     now_ms: u64,
     stats: Stats,
@@ -303,6 +379,8 @@ impl RoundMachine {
             ahead: BTreeMap::new(),
             pending_joins: BTreeMap::new(),
             pending_leaves: BTreeMap::new(),
+            settled_certificate: Vec::new(),
+            helped: BTreeSet::new(),
             last_wake_ms: None,
             now_ms,
             stats: Stats::default(),
@@ -345,8 +423,9 @@ impl RoundMachine {
     pub fn stats(&self) -> &Stats {
         &self.stats
     }
+    /// Everyone drawn onto a committee of this round so far (the union over its attempts).
     pub fn committee(&self) -> &[PeerId] {
-        self.state.as_ref().map_or(&[], |s| &s.committee)
+        self.state.as_ref().map_or(&[], |s| &s.eligible)
     }
     /// The agreed state at the start of the current round (what a peer may fetch from us).
     pub fn snapshot(&self) -> Option<Snapshot> {
@@ -408,23 +487,22 @@ impl RoundMachine {
         let ranks = self
             .state
             .as_ref()
-            .map(|s| s.ranks.clone())
+            .map(|s| s.active_ranks().to_vec())
             .unwrap_or_default();
         if self.status == Status::Synced
             && self.members.binary_search(&self.me).is_ok()
             && !ranks.is_empty()
         {
-            // Told to this round's first proposers only, like a join, so that churn costs other nodes nothing.
+            // Told to this round's committee (bounded), not to everyone, so that churn costs other nodes
+            // nothing; every holder forwards it to the next round's first proposers until a proposal applies it.
+            // A leave that reached only a few peers got lost with them, leaving dead members that later fill
+            // committees (SIM_SEED=33).
             let body = Announce {
                 run_id: self.run_id,
                 round: self.round,
             };
             let bytes = Message::Leave(sign_announce(&self.key, body, true)).encode();
-            let peers = ranks
-                .iter()
-                .take(limits::ANNOUNCE_TARGET_PEERS)
-                .copied()
-                .collect();
+            let peers = ranks.iter().copied().filter(|p| *p != self.me).collect();
             out.push(Action::SendTo {
                 peers,
                 kind: MessageKind::Leave,
@@ -461,7 +539,9 @@ impl RoundMachine {
             .retain(|p, _| self.members.binary_search(p).is_err());
         self.pending_leaves
             .retain(|p, _| self.members.binary_search(p).is_ok());
-        if committee.binary_search(&self.me).is_ok() {
+        self.forward_announcements(&ranks, out);
+        let train_requested = committee.binary_search(&self.me).is_ok();
+        if train_requested {
             out.push(Action::Train {
                 round: self.round,
                 base_model_hash: self.model_hash,
@@ -487,11 +567,17 @@ impl RoundMachine {
                 bytes,
             });
         }
+        let attempts_max = (limits::COMMITTEE_PEERS_MAX
+            / (self.config.committee_size as usize).max(1))
+        .clamp(1, limits::ATTEMPTS_PER_ROUND_MAX);
         self.state = Some(RoundState {
             started_ms: now,
             seed,
-            committee,
-            ranks,
+            eligible: committee.clone(),
+            attempts: vec![Attempt { committee, ranks }],
+            attempts_max,
+            unplaced: BTreeMap::new(),
+            train_requested,
             commitments: BTreeMap::new(),
             commit_sets: BTreeMap::new(),
             reveals: BTreeMap::new(),
@@ -505,7 +591,9 @@ impl RoundMachine {
             orphans: BTreeMap::new(),
             computed: None,
             voted_rank: None,
+            my_vote: None,
             votes: BTreeMap::new(),
+            vote_messages: BTreeMap::new(),
         });
         for input in std::mem::take(&mut self.future) {
             match input {
@@ -520,6 +608,96 @@ impl RoundMachine {
                 _ => {}
             }
         }
+    }
+
+    /// Join and leave announcements not yet applied go on to the new round's first proposers: the ones they were
+    /// sent to may never propose again, and a lost leave would keep a dead member on the roll.
+    fn forward_announcements(&self, ranks: &[PeerId], out: &mut Vec<Action>) {
+        let peers: Vec<PeerId> = ranks
+            .iter()
+            .take(limits::ANNOUNCE_TARGET_PEERS)
+            .copied()
+            .filter(|p| *p != self.me)
+            .collect();
+        if peers.is_empty() {
+            return;
+        }
+        let joins = self
+            .pending_joins
+            .values()
+            .map(|m| (MessageKind::Join, Message::Join(m.clone())));
+        let leaves = self
+            .pending_leaves
+            .values()
+            .map(|m| (MessageKind::Leave, Message::Leave(m.clone())));
+        for (kind, message) in joins
+            .chain(leaves)
+            .take(limits::ANNOUNCES_FORWARDED_PER_ROUND_MAX)
+        {
+            out.push(Action::SendTo {
+                peers: peers.clone(),
+                kind,
+                bytes: message.encode(),
+            });
+        }
+    }
+
+    /// Draws the committees of every attempt up to the one `rank` belongs to (bounded by `attempts_max`).
+    fn ensure_attempts(&mut self, rank: u32) {
+        let size = self.config.committee_size as usize;
+        let members = Arc::clone(&self.members);
+        let Some(state) = self.state.as_mut() else {
+            return;
+        };
+        let want = state.attempt_of(rank);
+        while state.attempts.len() <= want {
+            let seed = attempt_seed(state.seed, state.attempts.len());
+            let committee = committee(seed, &members, size);
+            let ranks = proposer_ranks(seed, &committee);
+            state.eligible.extend(committee.iter().copied());
+            state.eligible.sort_unstable();
+            state.eligible.dedup();
+            state.attempts.push(Attempt { committee, ranks });
+        }
+        self.place_commitments();
+    }
+
+    /// Commitments that arrived before their signer's committee was drawn count once it is.
+    fn place_commitments(&mut self) {
+        let state = self.state.as_ref().expect("round state");
+        let placeable: Vec<PeerId> = state
+            .unplaced
+            .keys()
+            .filter(|p| state.eligible.binary_search(p).is_ok())
+            .copied()
+            .collect();
+        for peer in placeable {
+            let state = self.state.as_mut().expect("round state");
+            let (m, arrived_ms) = state.unplaced.remove(&peer).expect("listed");
+            let state = self.state.as_ref().expect("round state");
+            if state.commitments.contains_key(&peer) || !self.commitment_valid(state, &m, false) {
+                continue;
+            }
+            let state = self.state.as_mut().expect("round state");
+            state.commitments.insert(peer, (m, arrived_ms));
+        }
+    }
+
+    /// A node drawn onto a later attempt's committee trains for this round then (once per round).
+    fn enter_attempt(&mut self, out: &mut Vec<Action>) {
+        let active = self.state.as_ref().expect("round state").active_rank;
+        self.ensure_attempts(active);
+        let state = self.state.as_ref().expect("round state");
+        if state.train_requested || state.eligible.binary_search(&self.me).is_err() {
+            return;
+        }
+        out.push(Action::Train {
+            round: self.round,
+            base_model_hash: self.model_hash,
+            seed: state.seed,
+            data_ids: self.my_data_ids(state.seed),
+        });
+        self.state.as_mut().expect("round state").train_requested = true;
     }
 
     fn my_data_ids(&self, seed: Hash32) -> Vec<u32> {
@@ -556,7 +734,14 @@ impl RoundMachine {
         }
         let round = message.round();
         match message {
-            Message::Join(m) => return self.on_join(m),
+            Message::Join(m) => {
+                // A member's join for an older round is a laggard's status ping (see `ping_if_stuck`).
+                if round < self.round && self.members.binary_search(&m.signer).is_ok() {
+                    self.help_laggard(round, m.signer, out);
+                    return;
+                }
+                return self.on_join(m);
+            }
             Message::Leave(m) => return self.on_leave(m),
             Message::Vote(ref v) if self.status != Status::Synced || round > self.round.next() => {
                 return self.on_ahead_vote(v.clone(), out);
@@ -565,6 +750,7 @@ impl RoundMachine {
         }
         if self.status != Status::Synced || round < self.round {
             self.stats.stale_or_far += 1;
+            self.help_laggard(round, message.signer(), out);
             return;
         }
         if round == self.round.next() {
@@ -584,6 +770,29 @@ impl RoundMachine {
             Message::Proposal(m) => self.on_proposal(m),
             Message::Vote(m) => self.on_vote(m),
             Message::Join(_) | Message::Leave(_) => unreachable!("handled above"),
+        }
+    }
+
+    /// A peer still speaking in an older round missed the votes that moved the run on: send it our vote of the
+    /// round we settled last (once per peer and round). It settles with it, or, behind by more, catches up once
+    /// enough members vouch for the same state (`on_ahead_vote`).
+    fn help_laggard(&mut self, round: RoundNumber, signer: PeerId, out: &mut Vec<Action>) {
+        let Some(first) = self.settled_certificate.first() else {
+            return;
+        };
+        if first.body.round < round
+            || signer == self.me
+            || self.helped.len() >= limits::COMMITTEE_PEERS_MAX
+            || !self.helped.insert(signer)
+        {
+            return;
+        }
+        for vote in &self.settled_certificate {
+            out.push(Action::SendTo {
+                peers: vec![signer],
+                kind: MessageKind::Vote,
+                bytes: Message::Vote(vote.clone()).encode(),
+            });
         }
     }
 
@@ -632,7 +841,7 @@ impl RoundMachine {
         check_signature: bool,
     ) -> bool {
         let body = &c.body;
-        state.committee.binary_search(&c.signer).is_ok()
+        state.eligible.binary_search(&c.signer).is_ok()
             && body.base_model_hash == self.model_hash
             && body.codec_id == self.config.codec_id
             && body.data_ids
@@ -655,21 +864,31 @@ impl RoundMachine {
             self.stats.duplicates += 1;
             return;
         }
+        let now = self.now_ms;
+        let undrawn = state.eligible.binary_search(&m.signer).is_err()
+            && self.members.binary_search(&m.signer).is_ok()
+            && state.attempts.len() < state.attempts_max;
+        if undrawn {
+            // Its committee may be a later attempt's that we have not drawn yet; keep it (bounded) until then.
+            if state.unplaced.len() >= limits::COMMITTEE_PEERS_MAX || !verify(&m) {
+                self.stats.dropped_over_limit += 1;
+                return;
+            }
+            let state = self.state.as_mut().expect("round state");
+            state.unplaced.insert(m.signer, (m, now));
+            return;
+        }
         if !self.commitment_valid(state, &m, true) {
             self.stats.invalid += 1;
             return;
         }
         self.stats.messages_accepted += 1;
-        let now = self.now_ms;
         let state = self.state.as_mut().expect("round state");
         state.commitments.insert(m.signer, (m, now));
     }
 
     fn proposer_at(state: &RoundState, rank: u32) -> Option<PeerId> {
-        if state.ranks.is_empty() {
-            return None;
-        }
-        Some(state.ranks[rank as usize % state.ranks.len()])
+        state.proposer_at(rank)
     }
 
     fn rank_acceptable(state: &RoundState, rank: u32, signer: PeerId) -> bool {
@@ -677,8 +896,18 @@ impl RoundMachine {
             && Self::proposer_at(state, rank) == Some(signer)
     }
 
+    /// Messages may name ranks up to two ahead of ours: draw those ranks' committees before judging them.
+    fn ensure_attempts_for_message(&mut self, rank: u32) {
+        let Some(state) = self.state.as_ref() else {
+            return;
+        };
+        let rank = rank.min(state.active_rank.saturating_add(2));
+        self.ensure_attempts(rank);
+    }
+
     fn on_commit_set(&mut self, m: Signed<CommitSet>, out: &mut Vec<Action>) {
         let digest = Message::CommitSet(m.clone()).digest();
+        self.ensure_attempts_for_message(m.body.rank);
         let state = self.state.as_ref().expect("round state");
         if state.commit_sets.contains_key(&m.body.rank) {
             self.stats.duplicates += 1;
@@ -690,7 +919,7 @@ impl RoundMachine {
             self.stats.not_eligible += 1;
             return;
         }
-        if state.commit_sets.len() >= limits::PROPOSER_RANKS_MAX as usize || !verify(&m) {
+        if !verify(&m) {
             self.stats.invalid += 1;
             return;
         }
@@ -720,6 +949,18 @@ impl RoundMachine {
             state.rank_started_ms = now;
         }
         let mine = m.body.commitments.iter().any(|c| c.signer == me);
+        if state.commit_sets.len() >= limits::PROPOSER_RANKS_MAX as usize {
+            // A long stall walks through many ranks: forget the oldest set nobody adopted.
+            let adopted = state.proposal.as_ref().map(|p| p.body.rank);
+            let oldest = state
+                .commit_sets
+                .keys()
+                .copied()
+                .find(|r| Some(*r) != adopted);
+            if let Some(oldest) = oldest {
+                state.commit_sets.remove(&oldest);
+            }
+        }
         state
             .commit_sets
             .insert(m.body.rank, (digest, m.body.commitments));
@@ -738,6 +979,7 @@ impl RoundMachine {
     }
 
     fn on_proposal(&mut self, m: Signed<Proposal>) {
+        self.ensure_attempts_for_message(m.body.rank);
         let state = self.state.as_ref().expect("round state");
         let rank = m.body.rank;
         if !Self::rank_acceptable(state, rank, m.signer)
@@ -760,7 +1002,11 @@ impl RoundMachine {
             return;
         };
         if let Some(adopted) = &state.proposal {
-            let may_switch = rank < adopted.body.rank && state.voted_rank.is_none();
+            // A node that has not voted follows the lowest rank, or a later rank once its adopted rank has timed
+            // out (its proposal may name updates this node cannot get).
+            let adopted_timed_out = state.active_rank > adopted.body.rank;
+            let may_switch =
+                state.voted_rank.is_none() && (rank < adopted.body.rank || adopted_timed_out);
             let may_revote = state
                 .voted_rank
                 .is_some_and(|v| rank >= v + limits::REVOTE_AFTER_RANKS);
@@ -846,8 +1092,9 @@ impl RoundMachine {
     }
 
     fn on_vote(&mut self, m: Signed<Vote>) {
+        self.ensure_attempts_for_message(m.body.rank);
         let state = self.state.as_ref().expect("round state");
-        if state.committee.binary_search(&m.signer).is_err() {
+        if state.eligible.binary_search(&m.signer).is_err() {
             self.stats.not_eligible += 1;
             return;
         }
@@ -868,6 +1115,7 @@ impl RoundMachine {
         state
             .votes
             .insert(m.signer, (m.body.rank, m.body.state_digest));
+        state.vote_messages.insert(m.signer, m);
     }
 
     /// Votes for rounds after ours tell us we fell behind; with enough signers agreeing on the state that round
@@ -907,6 +1155,22 @@ impl RoundMachine {
             .or_default()
             .insert(v.signer, v.body.base_digest);
         self.consider_catch_up(round, out);
+        // The vote also vouches for the state its round settles into: a node far behind catches up straight to
+        // it (one round behind, the round's own votes settle it).
+        if round <= self.round.0 + 1 {
+            return;
+        }
+        let next = round + 1;
+        let tracked_next = self.ahead.get(&next).map_or(0, |t| t.len());
+        let room =
+            self.ahead.contains_key(&next) || self.ahead.len() < limits::AHEAD_ROUNDS_TRACKED_MAX;
+        if tracked_next < limits::AHEAD_VOTERS_PER_ROUND_MAX && room {
+            self.ahead
+                .entry(next)
+                .or_default()
+                .insert(v.signer, v.body.state_digest);
+            self.consider_catch_up(next, out);
+        }
     }
 
     fn consider_catch_up(&mut self, round: u64, out: &mut Vec<Action>) {
@@ -958,6 +1222,7 @@ impl RoundMachine {
             digest,
             peers,
             retry_ms,
+            retries: 0,
         });
     }
 
@@ -993,7 +1258,7 @@ impl RoundMachine {
             return;
         }
         let state = self.state.as_ref().expect("round state");
-        if state.my_update.is_some() || state.committee.binary_search(&self.me).is_err() {
+        if state.my_update.is_some() || state.eligible.binary_search(&self.me).is_err() {
             self.stats.duplicates += 1;
             return;
         }
@@ -1045,8 +1310,7 @@ impl RoundMachine {
         }
         let now = self.now_ms;
         let state = self.state.as_mut().expect("round state");
-        if state.committee.binary_search(&trainer).is_err() || state.reveals.contains_key(&trainer)
-        {
+        if state.eligible.binary_search(&trainer).is_err() || state.reveals.contains_key(&trainer) {
             self.stats.duplicates += 1;
             return;
         }
@@ -1096,7 +1360,7 @@ impl RoundMachine {
         };
         let digest = state_digest(self.run_id, self.round.next(), model_hash, &next_members);
         let rank = adopted.body.rank;
-        let vote_allowed = state.committee.binary_search(&self.me).is_ok()
+        let vote_allowed = state.eligible.binary_search(&self.me).is_ok()
             && state
                 .voted_rank
                 .is_none_or(|v| rank >= v + limits::REVOTE_AFTER_RANKS);
@@ -1118,6 +1382,8 @@ impl RoundMachine {
                 bytes: Message::Vote(signed.clone()).encode(),
             });
             state.votes.insert(self.me, (rank, digest));
+            state.vote_messages.insert(self.me, signed.clone());
+            state.my_vote = Some(signed);
         }
     }
 
@@ -1125,9 +1391,19 @@ impl RoundMachine {
 
     /// Runs everything whose condition may now hold: proposer duties, aggregation, settling, rank timeouts.
     fn drive(&mut self, out: &mut Vec<Action>) {
+        let gave_up = self
+            .awaiting
+            .as_ref()
+            .is_some_and(|a| self.now_ms >= a.retry_ms && a.retries >= limits::RESYNC_RETRIES_MAX);
+        if gave_up && self.status == Status::Synced {
+            // Nobody serves that state (it was vouched for but never settled): go back to our own round.
+            let awaiting = self.awaiting.take().expect("checked");
+            self.ahead.remove(&awaiting.next_round.0);
+        }
         if let Some(awaiting) = &mut self.awaiting {
             if self.now_ms >= awaiting.retry_ms {
                 awaiting.retry_ms = self.now_ms + self.config.phase_max_ms;
+                awaiting.retries += 1;
                 self.stats.resyncs += 1;
                 out.push(Action::Resync {
                     next_round: awaiting.next_round,
@@ -1139,25 +1415,67 @@ impl RoundMachine {
         if self.status != Status::Synced || self.awaiting.is_some() {
             return;
         }
-        self.check_rank_timeout();
+        self.check_rank_timeout(out);
+        self.enter_attempt(out);
         self.act_as_proposer(out);
         self.request_aggregate(out);
         self.tally(out);
     }
 
-    fn rank_timeout_ms(&self) -> u64 {
-        3 * self.config.phase_max_ms
+    /// When the active rank gives up. Three phases, even for a proposer that has sent nothing: a shorter
+    /// timeout makes voters re-vote before a quorum's votes reach everyone, and two digests can then settle
+    /// (the simulator's agreement checker caught this at SIM_SEED=59 with a one-phase timeout).
+    fn rank_deadline_ms(&self, state: &RoundState) -> u64 {
+        state.rank_started_ms + 3 * self.config.phase_max_ms
     }
 
-    fn check_rank_timeout(&mut self) {
-        let timeout = self.rank_timeout_ms();
+    fn check_rank_timeout(&mut self, out: &mut Vec<Action>) {
         let now = self.now_ms;
+        let deadline = self.rank_deadline_ms(self.state.as_ref().expect("round state"));
         let state = self.state.as_mut().expect("round state");
-        if now >= state.rank_started_ms + timeout {
-            state.active_rank += 1;
-            state.rank_started_ms = now;
-            self.stats.rank_timeouts += 1;
+        if now < deadline {
+            return;
         }
+        state.active_rank += 1;
+        state.rank_started_ms = now;
+        self.stats.rank_timeouts += 1;
+        // Re-send my vote, which peers may have missed; receivers drop duplicates. (Re-sending an old proposal
+        // here instead revives a rank that voters already left: SIM_SEED=11 then settled two digests.)
+        if let Some(vote) = &state.my_vote {
+            out.push(Action::Broadcast {
+                kind: MessageKind::Vote,
+                bytes: Message::Vote(vote.clone()).encode(),
+            });
+        }
+        self.ping_if_stuck(out);
+    }
+
+    /// A member stuck in a round for several ranks may be behind a run that moved on while it was cut off:
+    /// it tells this round's committee where it is (a signed join announcement for its round); peers that are
+    /// ahead answer with their last settled vote (`help_laggard`).
+    fn ping_if_stuck(&mut self, out: &mut Vec<Action>) {
+        let state = self.state.as_ref().expect("round state");
+        if state.active_rank == 0 || self.members.binary_search(&self.me).is_err() {
+            return;
+        }
+        let peers: Vec<PeerId> = state
+            .active_ranks()
+            .iter()
+            .copied()
+            .filter(|p| *p != self.me)
+            .collect();
+        if peers.is_empty() {
+            return;
+        }
+        let body = Announce {
+            run_id: self.run_id,
+            round: self.round,
+        };
+        out.push(Action::SendTo {
+            peers,
+            kind: MessageKind::Join,
+            bytes: Message::Join(sign_announce(&self.key, body, false)).encode(),
+        });
     }
 
     fn act_as_proposer(&mut self, out: &mut Vec<Action>) {
@@ -1174,7 +1492,10 @@ impl RoundMachine {
                 }
             }
             _ => {
-                if rank > 0 || self.commit_phase_closed(state) {
+                // The first rank of an attempt waits for the commit phase (the new committee is training);
+                // a later rank of the same attempt takes over at once with what has arrived.
+                let waits = state.is_attempt_start(rank);
+                if !waits || self.commit_phase_closed(state) {
                     self.send_commit_set(out);
                 }
             }
@@ -1198,12 +1519,14 @@ impl RoundMachine {
     }
 
     fn commit_phase_closed(&self, state: &RoundState) -> bool {
+        let start = state.commit_phase_start_ms();
         let arrivals: Vec<u64> = state
             .commitments
             .values()
-            .map(|(_, t)| t.saturating_sub(state.started_ms))
+            .map(|(_, t)| t.saturating_sub(start))
             .collect();
-        self.phase_closed(state.started_ms, &arrivals, state.committee.len())
+        let expected = state.eligible_through(state.active_rank).len();
+        self.phase_closed(start, &arrivals, expected)
     }
 
     fn reveal_phase_closed(&self, state: &RoundState, sent_ms: u64) -> bool {
@@ -1237,7 +1560,8 @@ impl RoundMachine {
             bytes: message.encode(),
         });
         let now = self.now_ms;
-        self.state.as_mut().expect("round state").my_commit_set = Some((rank, now, digest));
+        let state = self.state.as_mut().expect("round state");
+        state.my_commit_set = Some((rank, now, digest));
         if let Message::CommitSet(m) = message {
             self.on_commit_set(m, out);
         }
@@ -1269,12 +1593,13 @@ impl RoundMachine {
             .copied()
             .take(limits::JOINS_PER_ROUND_MAX.min(room))
             .collect();
-        // Committee members that did not commit are removed; they rejoin with an announcement when back.
-        let no_shows = state
-            .committee
-            .iter()
-            .filter(|p| !set.iter().any(|c| c.signer == **p))
-            .copied();
+        // Committee members (of every attempt so far) that did not commit are removed; they rejoin with an
+        // announcement when back.
+        let no_shows: Vec<PeerId> = state
+            .eligible_through(rank)
+            .into_iter()
+            .filter(|p| !set.iter().any(|c| c.signer == *p))
+            .collect();
         let mut leaves: BTreeSet<PeerId> = self
             .pending_leaves
             .keys()
@@ -1364,14 +1689,24 @@ impl RoundMachine {
             .aggregate_requested = true;
     }
 
+    /// A digest settles with votes from a majority of any one committee drawn this round.
     fn tally(&mut self, out: &mut Vec<Action>) {
         let state = self.state.as_ref().expect("round state");
-        let quorum = state.committee.len() / 2 + 1;
         let mut counts: BTreeMap<Hash32, Vec<PeerId>> = BTreeMap::new();
         for (peer, (_, digest)) in &state.votes {
             counts.entry(*digest).or_default().push(*peer);
         }
-        let Some((digest, voters)) = counts.into_iter().find(|(_, v)| v.len() >= quorum) else {
+        let settled = state.attempts.iter().find_map(|attempt| {
+            let quorum = attempt.committee.len() / 2 + 1;
+            counts.iter().find_map(|(digest, voters)| {
+                let count = voters
+                    .iter()
+                    .filter(|v| attempt.committee.binary_search(v).is_ok())
+                    .count();
+                (count >= quorum).then(|| (*digest, voters.clone()))
+            })
+        });
+        let Some((digest, voters)) = settled else {
             return;
         };
         match &state.computed {
@@ -1382,6 +1717,13 @@ impl RoundMachine {
 
     fn settle(&mut self, out: &mut Vec<Action>) {
         let state = self.state.take().expect("round state");
+        let settled_digest = state.computed.as_ref().map(|c| c.2);
+        self.settled_certificate = state
+            .vote_messages
+            .into_values()
+            .filter(|v| Some(v.body.state_digest) == settled_digest)
+            .collect();
+        self.helped.clear();
         let adopted = state.proposal.expect("settling needs a proposal");
         let (_, model_hash, digest, next_members) =
             state.computed.expect("settling needs a result");
@@ -1413,7 +1755,7 @@ impl RoundMachine {
         }
         let state = self.state.as_ref()?;
         let c = &self.config;
-        let mut next = state.rank_started_ms + self.rank_timeout_ms();
+        let mut next = self.rank_deadline_ms(state);
         if Self::proposer_at(state, state.active_rank) == Some(self.me) {
             let (start, arrivals): (u64, Vec<u64>) = match state.my_commit_set {
                 Some((_, sent, _)) => (
@@ -1424,14 +1766,17 @@ impl RoundMachine {
                         .map(|r| r.arrived_ms.saturating_sub(sent))
                         .collect(),
                 ),
-                None => (
-                    state.started_ms,
-                    state
-                        .commitments
-                        .values()
-                        .map(|(_, t)| t.saturating_sub(state.started_ms))
-                        .collect(),
-                ),
+                None => {
+                    let start = state.commit_phase_start_ms();
+                    (
+                        start,
+                        state
+                            .commitments
+                            .values()
+                            .map(|(_, t)| t.saturating_sub(start))
+                            .collect(),
+                    )
+                }
             };
             let adaptive = adaptive_deadline_ms(
                 start,
@@ -1486,13 +1831,20 @@ impl RoundMachine {
             ));
         }
         if let Some(s) = &self.state {
-            checks.push(("committee", s.committee.len(), limits::COMMITTEE_PEERS_MAX));
+            checks.push(("committee", s.eligible.len(), limits::COMMITTEE_PEERS_MAX));
+            checks.push(("attempts", s.attempts.len(), limits::ATTEMPTS_PER_ROUND_MAX));
             checks.push((
                 "commitments",
                 s.commitments.len(),
                 limits::COMMITTEE_PEERS_MAX,
             ));
             checks.push(("reveals", s.reveals.len(), limits::COMMITTEE_PEERS_MAX));
+            checks.push(("helped", self.helped.len(), limits::COMMITTEE_PEERS_MAX));
+            checks.push((
+                "unplaced commitments",
+                s.unplaced.len(),
+                limits::COMMITTEE_PEERS_MAX,
+            ));
             checks.push(("votes", s.votes.len(), limits::COMMITTEE_PEERS_MAX));
             checks.push((
                 "commit sets",
@@ -1515,7 +1867,8 @@ impl RoundMachine {
     /// One line on where this machine stands, for failure reports.
     pub fn describe(&self) -> String {
         let mut line = format!(
-            "round {} {:?} members {}",
+            "me {:?} round {} {:?} members {}",
+            self.me,
             self.round.0,
             self.status,
             self.members.len()
@@ -1525,20 +1878,23 @@ impl RoundMachine {
         }
         if let Some(s) = &self.state {
             let mine = s.computed.as_ref().map(|c| c.2);
-            let mut tally: BTreeMap<Hash32, usize> = BTreeMap::new();
-            for (_, d) in s.votes.values() {
-                *tally.entry(*d).or_default() += 1;
+            let mut tally: BTreeMap<(u32, Hash32), usize> = BTreeMap::new();
+            for (rank, d) in s.votes.values() {
+                *tally.entry((*rank, *d)).or_default() += 1;
             }
             line += &format!(
-                " committee {} rank {} commits {} sets {:?} reveals {} proposal {:?} computed {:?} votes {:?}",
-                s.committee.len(),
+                " proposers {:?} committee {} attempts {} rank {} commits {} sets {:?} reveals {} proposal {:?} computed {:?} voted {:?} votes {:?}",
+                (0..6).map(|r| s.proposer_at(r)).collect::<Vec<_>>(),
+                s.eligible.len(),
+                s.attempts.len(),
                 s.active_rank,
                 s.commitments.len(),
                 s.commit_sets.keys().collect::<Vec<_>>(),
                 s.reveals.len(),
                 s.proposal.as_ref().map(|p| (p.body.rank, p.body.included.len(), p.aggregate_requested)),
                 mine,
-                tally.values().collect::<Vec<_>>(),
+                s.voted_rank,
+                tally,
             );
         }
         line
@@ -1552,7 +1908,12 @@ impl RoundMachine {
         bytes += self.ahead.values().map(|t| t.len() * 64).sum::<usize>();
         bytes += (self.pending_joins.len() + self.pending_leaves.len()) * 200;
         if let Some(s) = &self.state {
-            bytes += (s.committee.len() + s.ranks.len()) * peer;
+            bytes += s.eligible.len() * peer;
+            bytes += s
+                .attempts
+                .iter()
+                .map(|a| (a.committee.len() + a.ranks.len()) * peer)
+                .sum::<usize>();
             bytes += s.commitments.len() * 400
                 + s.commit_sets
                     .values()

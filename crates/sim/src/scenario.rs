@@ -9,6 +9,8 @@ pub enum Aggregation {
     Mean,
     /// Coordinate-wise mean after dropping `trim_permille` of the values at each end.
     TrimmedMean,
+    /// Updates above the median L2 norm scaled down to it, then the mean (Templar).
+    MedianNormClip,
 }
 
 /// Link model between two nodes: `latency_min + Exp(latency_extra_mean) + cross-region penalty + size/bandwidth`.

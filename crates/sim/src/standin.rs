@@ -3,6 +3,9 @@
 //! Shard `d` has a target vector `t_d`; training on shards `D` minimises `½‖θ − mean(t_d, d ∈ D)‖²` with H
 //! gradient steps. The update is `Δ = θ − θ_local`, as in DiLoCo. The verifier applies `Δ` and checks that the
 //! loss on the trainer's assigned data at least halves (honest updates shrink it to `(1 − lr)^{2H}`).
+//!
+//! Only the objective is a stand-in: the sanity gate is `verify::sanity` and the aggregation is
+//! `sync::Aggregator`, the production code the node runs.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -125,9 +128,10 @@ impl StandIn {
         )
     }
 
-    /// The sanity-gate verifier: finite values and at least a halving of the loss on the assigned data.
+    /// The verifier: the production sanity gate (`verify::sanity`: finite values), then the stand-in's loss
+    /// score (at least a halving of the loss on the assigned data).
     pub fn verify(&self, theta: &[f32], delta: &[f32], data_ids: &[u32]) -> bool {
-        if delta.len() != theta.len() || delta.iter().any(|v| !v.is_finite()) {
+        if delta.len() != theta.len() || verify::sanity::first_non_finite(delta).is_some() {
             return false;
         }
         let target = self.target_of(data_ids);
@@ -137,25 +141,50 @@ impl StandIn {
         after.is_finite() && after <= 0.5 * before && before > 0.0
     }
 
-    /// `θ − outer_lr · aggregate(Δs)`, folding the updates in the order given. The machine hands them sorted by
-    /// trainer, which is what makes every node's result bit-identical.
-    pub fn apply(&self, theta: &[f32], deltas: &[&[f32]]) -> Vec<f32> {
-        if deltas.is_empty() {
+    /// `θ − outer_lr · aggregate(Δs)` with the production aggregator (`sync::Aggregator`), which orders the
+    /// updates by trainer itself: that is what makes every node's result bit-identical.
+    #[cfg(not(feature = "inject-arrival-order-bug"))]
+    pub fn apply(&self, theta: &[f32], updates: Vec<(PeerId, Vec<f32>)>) -> Vec<f32> {
+        if updates.is_empty() {
             return theta.to_vec();
         }
-        let aggregate = match self.aggregation {
-            Aggregation::Mean => mean(deltas, self.params),
-            Aggregation::TrimmedMean => trimmed_mean(deltas, self.params, self.trim_permille),
+        let aggregator = match self.aggregation {
+            Aggregation::Mean => sync::aggregate::Aggregator::Mean,
+            Aggregation::TrimmedMean => {
+                let n = updates.len();
+                let trim = (n * self.trim_permille as usize / 1000).min((n - 1) / 2);
+                sync::aggregate::Aggregator::TrimmedMean { trim }
+            }
+            Aggregation::MedianNormClip => sync::aggregate::Aggregator::MedianNormClip,
         };
+        let aggregate = aggregator
+            .aggregate(&updates)
+            .expect("the world hands over verified, same-length updates within the peer bound");
+        Self::step(theta, &aggregate, self.outer_lr)
+    }
+
+    /// The injected bug: a home-made mean that folds the updates in the order given (arrival order), not by
+    /// trainer, so honest nodes can end up with different bits.
+    #[cfg(feature = "inject-arrival-order-bug")]
+    pub fn apply(&self, theta: &[f32], updates: Vec<(PeerId, Vec<f32>)>) -> Vec<f32> {
+        if updates.is_empty() {
+            return theta.to_vec();
+        }
+        let refs: Vec<&[f32]> = updates.iter().map(|(_, d)| d.as_slice()).collect();
+        let aggregate = mean(&refs, self.params);
+        Self::step(theta, &aggregate, self.outer_lr)
+    }
+
+    fn step(theta: &[f32], aggregate: &[f32], outer_lr: f32) -> Vec<f32> {
         theta
             .iter()
-            .zip(&aggregate)
-            .map(|(t, a)| t - self.outer_lr * a)
+            .zip(aggregate)
+            .map(|(t, a)| t - outer_lr * a)
             .collect()
     }
 }
 
-/// Coordinate-wise mean, summed in the order given.
+/// Coordinate-wise mean, summed in the order given (the injected bug's aggregator, and the test below).
 pub fn mean(deltas: &[&[f32]], params: usize) -> Vec<f32> {
     let mut sum = vec![0.0f32; params];
     for delta in deltas {
@@ -166,22 +195,6 @@ pub fn mean(deltas: &[&[f32]], params: usize) -> Vec<f32> {
     let n = deltas.len() as f32;
     sum.iter_mut().for_each(|s| *s /= n);
     sum
-}
-
-/// Coordinate-wise trimmed mean: drop `trim_permille` of the values at each end of every coordinate.
-pub fn trimmed_mean(deltas: &[&[f32]], params: usize, trim_permille: u32) -> Vec<f32> {
-    let n = deltas.len();
-    let trim = (n * trim_permille as usize / 1000).min((n - 1) / 2);
-    let mut column = Vec::with_capacity(n);
-    (0..params)
-        .map(|i| {
-            column.clear();
-            column.extend(deltas.iter().map(|d| d[i]));
-            column.sort_by(f32::total_cmp);
-            let kept = &column[trim..n - trim];
-            kept.iter().sum::<f32>() / kept.len() as f32
-        })
-        .collect()
 }
 
 pub fn blob_cid(bytes: &[u8]) -> Hash32 {

@@ -226,6 +226,8 @@ pub struct World {
     partition: Option<Vec<bool>>,
     healthy_since_ms: u64,
     last_progress_ms: u64,
+    /// (node, round, rank) of every proposal the no-lost-update checker judged, so re-broadcasts are not re-judged.
+    proposals_checked: BTreeSet<(u32, u64, u32)>,
     max_round: u64,
     records: BTreeMap<u64, RoundRecord>,
     aggregates: HashMap<(u64, Hash32), Hash32>,
@@ -302,6 +304,7 @@ impl World {
             partition: None,
             healthy_since_ms: 0,
             last_progress_ms: 0,
+            proposals_checked: BTreeSet::new(),
             max_round: 0,
             records: BTreeMap::new(),
             aggregates: HashMap::new(),
@@ -347,6 +350,28 @@ impl World {
     }
 
     fn fail(&self, checker: &str, detail: String) -> SimFailure {
+        if std::env::var("SIM_DIAGNOSE").is_ok() {
+            if let Some(m) = self.nodes.iter().find_map(|n| n.machine.as_ref()) {
+                let dead: Vec<u32> = m
+                    .members()
+                    .iter()
+                    .filter_map(|p| self.index.get(p).copied())
+                    .filter(|&j| !self.nodes[j as usize].online)
+                    .collect();
+                let departed = dead
+                    .iter()
+                    .filter(|&&j| self.nodes[j as usize].departed)
+                    .count();
+                eprintln!(
+                    "members offline: {} ({departed} departed): {dead:?}",
+                    dead.len()
+                );
+            }
+            for (i, n) in self.nodes.iter().enumerate().filter(|(_, n)| n.online) {
+                let line = n.machine.as_ref().map(|m| m.describe()).unwrap_or_default();
+                eprintln!("node {i} byz {:?}: {line}", n.attack);
+            }
+        }
         SimFailure {
             seed: self.seed,
             checker: checker.to_string(),
@@ -538,12 +563,6 @@ impl World {
         }
         let since = self.last_progress_ms.max(self.healthy_since_ms);
         if self.now > since + stall_ms {
-            if std::env::var("SIM_DIAGNOSE").is_ok() {
-                for (i, n) in self.nodes.iter().enumerate().filter(|(_, n)| n.online) {
-                    let line = n.machine.as_ref().map(|m| m.describe()).unwrap_or_default();
-                    eprintln!("node {i} byz {:?}: {line}", n.attack);
-                }
-            }
             return Err(self.fail(
                 PROGRESS,
                 format!(
@@ -1128,7 +1147,7 @@ impl World {
                 .filter(|p| updates.iter().any(|(q, _)| q == p))
                 .collect();
         }
-        let mut deltas = Vec::with_capacity(order.len());
+        let mut updates = Vec::with_capacity(order.len());
         for trainer in &order {
             let (bytes, _) = node
                 .blobs
@@ -1138,10 +1157,9 @@ impl World {
                 .model
                 .decode_blob(bytes, round, *trainer)
                 .expect("aggregated updates were verified");
-            deltas.push(delta);
+            updates.push((*trainer, delta));
         }
-        let refs: Vec<&[f32]> = deltas.iter().map(|d| d.as_slice()).collect();
-        let next = Arc::new(self.model.apply(&node.theta, &refs));
+        let next = Arc::new(self.model.apply(&node.theta, updates));
         let hash = Hash32::of_f32s(&next);
         if self.honest(id) {
             match self.aggregates.get(&(round.0, proposal_digest)) {
@@ -1177,6 +1195,13 @@ impl World {
         set: &Signed<round::wire::CommitSet>,
     ) -> Result<(), SimFailure> {
         let round = set.body.round.0;
+        if self.nodes[id as usize]
+            .commit_sets
+            .contains_key(&(round, set.body.rank))
+        {
+            // A re-broadcast after a rank timeout: judged when it was first sent.
+            return Ok(());
+        }
         let signers: Vec<PeerId> = set.body.commitments.iter().map(|c| c.signer).collect();
         let node = &self.nodes[id as usize];
         let committee = node
@@ -1212,6 +1237,10 @@ impl World {
         p: &Signed<round::wire::Proposal>,
     ) -> Result<(), SimFailure> {
         let round = p.body.round.0;
+        if !self.proposals_checked.insert((id, round, p.body.rank)) {
+            // A re-broadcast after a rank timeout: judged when it was first sent.
+            return Ok(());
+        }
         let node = &self.nodes[id as usize];
         let set = node
             .commit_sets

@@ -21,7 +21,7 @@ pub const LEAVES_PER_ROUND_MAX: usize = 256;
 /// Joins a node keeps pending (announced, not yet admitted).
 pub const PENDING_JOINS_MAX: usize = 4 * JOINS_PER_ROUND_MAX;
 /// Proposer ranks tried in one round before the round is declared stalled and ranks wrap.
-pub const PROPOSER_RANKS_MAX: u32 = 8;
+pub const PROPOSER_RANKS_MAX: u32 = 16;
 /// Messages for the next round buffered while this round is still open.
 pub const FUTURE_MESSAGES_MAX: usize = 4096;
 /// Rounds ahead of ours whose votes are tallied, to detect that we fell behind.
@@ -43,3 +43,11 @@ pub const RESYNC_PEERS_MAX: usize = 16;
 pub const REVOTE_AFTER_RANKS: u32 = 1;
 /// Top proposer ranks of the current round that a join or leave announcement is sent to directly.
 pub const ANNOUNCE_TARGET_PEERS: usize = 3;
+/// Proposer ranks tried with one committee before a stalled round re-draws its committee (an *attempt*).
+pub const RANKS_PER_ATTEMPT: u32 = 2;
+/// Committees one round may draw; the union of their members also stays within `COMMITTEE_PEERS_MAX`.
+pub const ATTEMPTS_PER_ROUND_MAX: usize = 8;
+/// Pending join and leave announcements one node forwards to a new round's first proposers.
+pub const ANNOUNCES_FORWARDED_PER_ROUND_MAX: usize = 64;
+/// Resync requests for one vouched-for state before a synced node gives up on it and goes on in its own round.
+pub const RESYNC_RETRIES_MAX: u32 = 8;
