@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet, VecDequ
 use std::sync::Arc;
 
 use ed25519_dalek::SigningKey;
+use ledger::{LedgerState, NoFraudProofs, SignedTx, TxBody};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use round::wire::{Message, Signed};
@@ -13,7 +14,7 @@ use round::{
     Action, Boot, GenesisConfig, Input, MessageKind, RoundMachine, Settled, Snapshot, Status,
     Verdict,
 };
-use types::limits::{round as round_limits, sim as limits};
+use types::limits::{ledger as ledger_limits, round as round_limits, sim as limits};
 use types::{Hash32, PeerId, RoundNumber, RunId};
 
 use crate::report::{CheckerResult, Meter, SimFailure, Summary};
@@ -58,7 +59,7 @@ struct Served {
     digest: Hash32,
     snapshot: Snapshot,
     theta: Arc<Vec<f32>>,
-    credits: Arc<BTreeMap<PeerId, u64>>,
+    ledger: Arc<LedgerState>,
 }
 
 struct Disk {
@@ -79,7 +80,7 @@ struct Node {
     steady: bool,
     machine: Option<RoundMachine>,
     theta: Arc<Vec<f32>>,
-    credits: Arc<BTreeMap<PeerId, u64>>,
+    ledger: Arc<LedgerState>,
     pending: Option<(Hash32, Arc<Vec<f32>>)>,
     my_blob: Option<(RoundNumber, Arc<Vec<u8>>)>,
     blobs: BTreeMap<(u64, PeerId), (Arc<Vec<u8>>, bool)>,
@@ -150,7 +151,7 @@ impl Wire {
             Wire::SnapshotResponse { served } => {
                 (served.snapshot.members.len() * 32
                     + served.theta.len() * 4
-                    + served.credits.len() * 40
+                    + served.ledger.accounts.len() * 64
                     + 80) as u64
             }
         }
@@ -236,6 +237,7 @@ pub struct World {
     counts: BTreeMap<&'static str, u64>,
     kind_messages: BTreeMap<String, u64>,
     genesis_theta: Arc<Vec<f32>>,
+    genesis_ledger: Arc<LedgerState>,
     /// Nodes online, and nodes not departed: recounted whenever a fault changes them.
     online_count: usize,
     alive_count: usize,
@@ -249,13 +251,13 @@ fn peer_key(seed: u64, index: u64) -> SigningKey {
     SigningKey::from_bytes(blake3::hash(&bytes).as_bytes())
 }
 
-fn ledger_digest(credits: &BTreeMap<PeerId, u64>) -> Hash32 {
-    let mut hasher = blake3::Hasher::new();
-    for (peer, amount) in credits {
-        hasher.update(&peer.0);
-        hasher.update(&amount.to_le_bytes());
-    }
-    Hash32(*hasher.finalize().as_bytes())
+/// Tokens credited per accepted update in the simulated ledger (the stand-in trains no real tokens).
+const TOKENS_PER_UPDATE: u64 = 1_000;
+
+/// The run's verifier for the production ledger state machine: one key signs the verdicts of every settled round
+/// (in the node, each verifier signs its own; the sim only needs the ledger's rules and its agreement).
+fn ledger_key(seed: u64) -> SigningKey {
+    peer_key(seed, u64::MAX)
 }
 
 impl World {
@@ -288,6 +290,15 @@ impl World {
             founders: founders.clone(),
         });
         let run_id = config.run_id();
+        let verifier = round::wire::peer_id_of(&ledger_key(seed));
+        let genesis_ledger = Arc::new(LedgerState::new(&ledger::Genesis {
+            version: ledger::WIRE_VERSION,
+            run: run_id,
+            validators: vec![verifier],
+            verifiers: vec![verifier],
+            verifier_quorum: 1,
+            namespace: "commonweight-sim".to_owned(),
+        }));
         let mut world = World {
             scenario: scenario.clone(),
             seed,
@@ -313,6 +324,7 @@ impl World {
             counts: BTreeMap::new(),
             kind_messages: BTreeMap::new(),
             genesis_theta,
+            genesis_ledger,
             online_count: 0,
             alive_count: 0,
         };
@@ -408,7 +420,7 @@ impl World {
             steady: founder,
             machine: None,
             theta: Arc::clone(&self.genesis_theta),
-            credits: Arc::new(BTreeMap::new()),
+            ledger: Arc::clone(&self.genesis_ledger),
             pending: None,
             my_blob: None,
             blobs: BTreeMap::new(),
@@ -506,7 +518,7 @@ impl World {
             digest: snapshot.digest(self.run_id),
             snapshot,
             theta: Arc::clone(&node.theta),
-            credits: Arc::clone(&node.credits),
+            ledger: Arc::clone(&node.ledger),
         };
         if node.served.len() >= limits::SERVED_STATES_PER_NODE_MAX {
             node.served.pop_front();
@@ -1295,14 +1307,9 @@ impl World {
             ));
         }
         self.check_included(id, &settled)?;
-        // The stand-in ledger: one credit per included update, minted by every node from the agreed record.
+        // The production ledger state machine: every node applies the verdicts of the agreed record.
+        let ledger = self.apply_ledger(id, &settled)?;
         let node = &mut self.nodes[id as usize];
-        let mut credits = (*node.credits).clone();
-        for trainer in &settled.included {
-            *credits.entry(*trainer).or_default() += 1;
-        }
-        let ledger = ledger_digest(&credits);
-        node.credits = Arc::new(credits);
         node.theta = next;
         node.blobs.retain(|(r, _), _| *r > round);
         node.arrival.retain(|(r, _)| *r > round);
@@ -1384,9 +1391,61 @@ impl World {
         Ok(())
     }
 
+    /// Applies the settled round's verdicts to this node's `ledger::LedgerState`; returns the new state root.
+    fn apply_ledger(&mut self, id: u32, settled: &Settled) -> Result<Hash32, SimFailure> {
+        let node = &self.nodes[id as usize];
+        if settled.included.is_empty() {
+            return Ok(node.ledger.root());
+        }
+        let key = ledger_key(self.seed);
+        let signer = round::wire::peer_id_of(&key);
+        let nonce = node.ledger.nonce(&signer);
+        let verdicts = settled
+            .included
+            .iter()
+            .map(|trainer| {
+                ledger::Verdict::sign(
+                    &key,
+                    node.ledger.run,
+                    settled.round,
+                    *trainer,
+                    true,
+                    ledger_limits::SCORE_PPM_MAX,
+                    "",
+                    TOKENS_PER_UPDATE,
+                )
+            })
+            .collect();
+        let tx = SignedTx::sign(
+            &key,
+            node.ledger.chain,
+            nonce,
+            TxBody::RecordVerdicts { verdicts },
+        );
+        let mut ledger = (*node.ledger).clone();
+        if let Err(rejection) = ledger.apply(&tx, &NoFraudProofs) {
+            return Err(self.fail(
+                "ledger",
+                format!(
+                    "node {id}: the ledger refused round {}'s verdicts: {rejection}",
+                    settled.round.0
+                ),
+            ));
+        }
+        let root = ledger.root();
+        self.nodes[id as usize].ledger = Arc::new(ledger);
+        Ok(root)
+    }
+
     fn check_ledger(&mut self, id: u32) -> Result<(), SimFailure> {
         let node = &self.nodes[id as usize];
-        let total: u64 = node.credits.values().sum();
+        if !node.ledger.conservation_holds() {
+            return Err(self.fail(
+                "ledger",
+                format!("node {id}: balances do not add up to minted minus slashed shares"),
+            ));
+        }
+        let total: u64 = node.ledger.total_minted / TOKENS_PER_UPDATE.max(1);
         let minted: u64 = self
             .records
             .iter()
@@ -1399,7 +1458,7 @@ impl World {
         {
             return Err(self.fail(
                 "ledger",
-                format!("node {id} holds {total} credits after {minted} rounds"),
+                format!("node {id} holds {total} updates' worth of shares after {minted} rounds"),
             ));
         }
         self.pass("ledger");
@@ -1429,7 +1488,7 @@ impl World {
                 if record.ledger_digest != ledger {
                     return Err(self.fail(
                         "ledger",
-                        format!("round {round}: node {id}'s credits differ from other nodes'"),
+                        format!("round {round}: node {id}'s ledger root differs from other nodes'"),
                     ));
                 }
                 self.pass("agreement");
@@ -1461,9 +1520,9 @@ impl World {
         let Some(machine) = node.machine.as_mut() else {
             return Ok(());
         };
-        let old = (Arc::clone(&node.theta), Arc::clone(&node.credits));
+        let old = (Arc::clone(&node.theta), Arc::clone(&node.ledger));
         node.theta = Arc::clone(&served.theta);
-        node.credits = Arc::clone(&served.credits);
+        node.ledger = Arc::clone(&served.ledger);
         let actions = machine.handle(
             local_time(self.now, node.drift_ppm),
             Input::Snapshot(served.snapshot.clone()),
@@ -1472,7 +1531,7 @@ impl World {
             && machine.model_hash() == served.snapshot.model_hash
             && machine.status() == Status::Synced;
         if !adopted {
-            (node.theta, node.credits) = old;
+            (node.theta, node.ledger) = old;
             return self.process(id, actions, work);
         }
         node.pending = None;
@@ -1582,12 +1641,12 @@ impl World {
             // The stand-in for a corrupted store: the checksum fails, the node wipes it and rejoins from peers.
             Some(disk) if !disk.corrupted => {
                 node.theta = Arc::clone(&disk.served.theta);
-                node.credits = Arc::clone(&disk.served.credits);
+                node.ledger = Arc::clone(&disk.served.ledger);
                 Boot::Restore(disk.served.snapshot)
             }
             Some(_) | None => {
                 node.theta = Arc::clone(&self.genesis_theta);
-                node.credits = Arc::new(BTreeMap::new());
+                node.ledger = Arc::clone(&self.genesis_ledger);
                 Boot::Join
             }
         };
