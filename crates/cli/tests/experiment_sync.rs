@@ -1,5 +1,5 @@
 //! `commonweight experiment sync` end to end at toy scale: real training of the tiny preset on a small text file,
-//! data-parallel and single-worker baselines, one SparseLoCo run, and the results it must write.
+//! data-parallel and single-worker baselines, a SparseLoCo and a DiLoCo run from one `--runs` list, and the results it must write.
 
 use std::process::Command;
 
@@ -29,8 +29,8 @@ fn experiment_sync_writes_results_and_compresses_against_data_parallel() {
             "4",
         ])
         .args([
-            "--codec",
-            "topk",
+            "--runs",
+            "codec=topk; codec=fp32/h=2",
             "--tokens",
             "8192",
             "--batch",
@@ -84,6 +84,16 @@ fn experiment_sync_writes_results_and_compresses_against_data_parallel() {
         ratio > 100.0,
         "top-k with H=4 must send far fewer bytes than data-parallel, got {ratio}x"
     );
+    let dense = rows
+        .iter()
+        .find(|r| r["run"] == "low-comm" && r["codec"] == "fp32")
+        .expect("the second run of --runs has its row");
+    let dense_ratio = dense["ratio_vs_ddp"].as_f64().expect("a number");
+    assert!(
+        (dense_ratio - 2.0).abs() < 0.01,
+        "fp32 every 2 steps sends half the data-parallel bytes, got {dense_ratio}x"
+    );
+    assert_eq!(dense["inner_steps"], 2);
     let val = low_comm["val_loss"].as_f64().expect("val_loss is a number");
     assert!(
         val.is_finite() && val < (256f64).ln(),
