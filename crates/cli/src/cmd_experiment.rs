@@ -59,7 +59,8 @@ pub struct SyncArgs {
     tokens: u64,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Output folder: results.json, curves/, baselines/, loss_vs_tokens.svg, loss_vs_bytes.svg.
+    /// Output folder: results.json, curves.json, baselines/ and runs/ (finished runs, reused by
+    /// later invocations with the same settings), loss_vs_tokens.svg, loss_vs_bytes.svg.
     #[arg(long)]
     out: PathBuf,
     /// A prepared dataset folder (with dataset.json), or .txt/.jsonl/.parquet inputs to prepare
@@ -198,16 +199,22 @@ fn run_sync(args: SyncArgs) -> Result<()> {
         runs.len(),
     );
 
-    let ddp = cached(&args.out, &format!("ddp-{}", setup.baseline_key), || {
-        run_ddp(&setup)
-    })?;
+    let ddp = cached(
+        &args.out,
+        "baselines",
+        &format!("ddp-{}", setup.baseline_key),
+        || run_ddp(&setup),
+    )?;
     println!("data-parallel: val loss {:.4}", ddp.val_loss);
     let single = if args.skip_single {
         None
     } else {
-        let outcome = cached(&args.out, &format!("single-{}", setup.baseline_key), || {
-            run_single(&setup)
-        })?;
+        let outcome = cached(
+            &args.out,
+            "baselines",
+            &format!("single-{}", setup.baseline_key),
+            || run_single(&setup),
+        )?;
         println!("single worker: val loss {:.4}", outcome.val_loss);
         Some(outcome)
     };
@@ -253,7 +260,10 @@ fn run_sync(args: SyncArgs) -> Result<()> {
     // Results are written after every run, so a long table interrupted keeps what finished.
     for spec in &runs {
         let label = spec.label();
-        let low_comm = run_low_comm(&setup, spec, &label)?;
+        let key = Hash32::of(format!("{}|{label}", setup.baseline_key).as_bytes()).to_hex();
+        let low_comm = cached(&args.out, "runs", &format!("run-{}", &key[..16]), || {
+            run_low_comm(&setup, spec, &label)
+        })?;
         println!(
             "{label}: val loss {:.4} ({:.0} s)",
             low_comm.val_loss, low_comm.wall_s
@@ -731,9 +741,15 @@ fn finish(
     })
 }
 
-/// Runs `make` unless OUT/baselines/KEY.json holds its result already.
-fn cached(out: &Path, key: &str, make: impl FnOnce() -> Result<RunOutcome>) -> Result<RunOutcome> {
-    let path = out.join("baselines").join(format!("{key}.json"));
+/// Runs `make` unless OUT/DIR/KEY.json holds its result already (a finished run is never
+/// trained twice: a long table can be split over several invocations).
+fn cached(
+    out: &Path,
+    dir: &str,
+    key: &str,
+    make: impl FnOnce() -> Result<RunOutcome>,
+) -> Result<RunOutcome> {
+    let path = out.join(dir).join(format!("{key}.json"));
     if let Ok(text) = fs::read_to_string(&path) {
         if let Ok(outcome) = serde_json::from_str(&text) {
             println!("reusing {}", path.display());

@@ -17,37 +17,44 @@ fn experiment_sync_writes_results_and_compresses_against_data_parallel() {
     let input = dir.path().join("corpus.txt");
     std::fs::write(&input, text).expect("write corpus");
     let out = dir.path().join("out");
-    let status = Command::new(env!("CARGO_BIN_EXE_commonweight"))
-        .args([
-            "experiment",
-            "sync",
-            "--preset",
-            "tiny",
-            "--workers",
-            "2",
-            "--inner-steps",
-            "4",
-        ])
-        .args([
-            "--runs",
-            "codec=topk; codec=fp32/h=2",
-            "--tokens",
-            "8192",
-            "--batch",
-            "2",
-            "--seq-len",
-            "32",
-            "--threads",
-            "1",
-        ])
-        .args(["--eval-seqs", "4"])
-        .arg("--data")
-        .arg(&input)
-        .arg("--out")
-        .arg(&out)
-        .status()
-        .expect("run commonweight");
-    assert!(status.success(), "experiment sync failed: {status}");
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_commonweight"))
+            .args([
+                "experiment",
+                "sync",
+                "--preset",
+                "tiny",
+                "--workers",
+                "2",
+                "--inner-steps",
+                "4",
+            ])
+            .args([
+                "--runs",
+                "codec=topk; codec=fp32/h=2",
+                "--tokens",
+                "8192",
+                "--batch",
+                "2",
+                "--seq-len",
+                "32",
+                "--threads",
+                "1",
+            ])
+            .args(["--eval-seqs", "4"])
+            .arg("--data")
+            .arg(&input)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .expect("run commonweight")
+    };
+    let first = run();
+    assert!(
+        first.status.success(),
+        "experiment sync failed: {}",
+        String::from_utf8_lossy(&first.stderr)
+    );
 
     let rows: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("results.json")).expect("results.json"))
@@ -100,4 +107,10 @@ fn experiment_sync_writes_results_and_compresses_against_data_parallel() {
         "training must beat a uniform byte model, got {val}"
     );
     assert!(out.join("loss_vs_tokens.svg").exists() && out.join("loss_vs_bytes.svg").exists());
+
+    // The same invocation again trains nothing: both baselines and both runs are reused.
+    let second = run();
+    assert!(second.status.success(), "second invocation failed");
+    let stdout = String::from_utf8_lossy(&second.stdout);
+    assert_eq!(stdout.matches("reusing").count(), 4, "{stdout}");
 }
