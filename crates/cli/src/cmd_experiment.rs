@@ -48,12 +48,19 @@ pub struct SyncArgs {
     /// Update codec: fp32, bf16, fp16, int8, topk, dct (options: see `sync::codec::CodecKind`).
     #[arg(long, default_value = "fp32")]
     codec: String,
+    /// Several low-communication runs in one invocation (the baselines train once), separated by
+    /// `;`. Each run is `key=value` fields joined by `/`: `codec`, `h`, `outer`, `outer_lr`,
+    /// `momentum`, `ef` (a decay, or `off`); a field left out takes its flag's value. Example:
+    /// `codec=fp32/h=10; codec=topk:k=64/h=30/ef=0.9`.
+    #[arg(long)]
+    runs: Option<String>,
     /// Total training tokens (inputs), the same for every run.
     #[arg(long)]
     tokens: u64,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Output folder: results.json, curves/, baselines/, loss_vs_tokens.svg, loss_vs_bytes.svg.
+    /// Output folder: results.json, curves.json, baselines/ and runs/ (finished runs, reused by
+    /// later invocations with the same settings), loss_vs_tokens.svg, loss_vs_bytes.svg.
     #[arg(long)]
     out: PathBuf,
     /// A prepared dataset folder (with dataset.json), or .txt/.jsonl/.parquet inputs to prepare
@@ -66,6 +73,12 @@ pub struct SyncArgs {
     /// Tokens per sequence (default: the preset's).
     #[arg(long)]
     seq_len: Option<usize>,
+    /// Override the preset's MLP width (issue 3's reference model is `tiny` with 512).
+    #[arg(long)]
+    intermediate_size: Option<usize>,
+    /// Override the preset's key/value head count (issue 3's reference model is `tiny` with 4).
+    #[arg(long)]
+    kv_heads: Option<usize>,
     /// Peak inner AdamW learning rate (default: the preset's).
     #[arg(long)]
     lr: Option<f64>,
@@ -84,9 +97,12 @@ pub struct SyncArgs {
     /// libtorch threads.
     #[arg(long, default_value_t = 2)]
     threads: usize,
-    /// Validation windows evaluated at each point.
+    /// Validation windows evaluated at each curve point.
     #[arg(long, default_value_t = 64)]
     eval_seqs: usize,
+    /// Validation windows of the final evaluation (the table's val loss); 0: the whole split.
+    #[arg(long, default_value_t = 0)]
+    final_eval_seqs: usize,
     /// Evaluation points per run (plus the start).
     #[arg(long, default_value_t = 20)]
     eval_points: u64,
@@ -146,7 +162,10 @@ struct Setup {
     workers: usize,
     steps: u64,
     shards: Vec<Vec<u32>>,
+    /// The first `--eval-seqs` validation windows: the curves' points.
     eval_tokens: Vec<u32>,
+    /// The first `--final-eval-seqs` windows (all by default): the table's val loss.
+    final_eval_tokens: Vec<u32>,
     params0: Vec<f32>,
     seed: u64,
     threads: usize,
@@ -162,23 +181,14 @@ pub fn run(command: ExperimentCommand) -> Result<()> {
 }
 
 fn run_sync(args: SyncArgs) -> Result<()> {
-    let codec: CodecKind = args
-        .codec
-        .parse()
-        .with_context(|| format!("--codec {}", args.codec))?;
-    let outer_name = match args.outer.as_deref() {
-        Some(name @ ("nesterov" | "sparseloco")) => name.to_string(),
-        Some(other) => bail!("--outer {other:?}: expected nesterov or sparseloco"),
-        None if matches!(codec, CodecKind::TopK(_) | CodecKind::DctSign(_)) => "sparseloco".into(),
-        None => "nesterov".into(),
-    };
-    if args.inner_steps == 0 || args.workers == 0 {
-        bail!("--inner-steps and --workers must be at least 1");
+    let runs = parse_runs(&args)?;
+    if args.workers == 0 {
+        bail!("--workers must be at least 1");
     }
     fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let setup = prepare_setup(&args)?;
     println!(
-        "model: {} preset, {} parameters; {} workers x batch {} x seq_len {}; {} data-parallel steps ({} tokens)",
+        "model: {} preset, {} parameters; {} workers x batch {} x seq_len {}; {} data-parallel steps ({} tokens); {} low-communication runs",
         setup.preset.name(),
         setup.params0.len(),
         setup.workers,
@@ -186,26 +196,28 @@ fn run_sync(args: SyncArgs) -> Result<()> {
         setup.seq_len,
         setup.steps,
         setup.steps * tokens_per_ddp_step(&setup),
+        runs.len(),
     );
 
-    let ddp = cached(&args.out, &format!("ddp-{}", setup.baseline_key), || {
-        run_ddp(&setup)
-    })?;
+    let ddp = cached(
+        &args.out,
+        "baselines",
+        &format!("ddp-{}", setup.baseline_key),
+        || run_ddp(&setup),
+    )?;
     println!("data-parallel: val loss {:.4}", ddp.val_loss);
     let single = if args.skip_single {
         None
     } else {
-        let outcome = cached(&args.out, &format!("single-{}", setup.baseline_key), || {
-            run_single(&setup)
-        })?;
+        let outcome = cached(
+            &args.out,
+            "baselines",
+            &format!("single-{}", setup.baseline_key),
+            || run_single(&setup),
+        )?;
         println!("single worker: val loss {:.4}", outcome.val_loss);
         Some(outcome)
     };
-
-    let outer = OuterChoice::from_args(&args, &outer_name);
-    let label = format!("{} {} H={}", codec, outer.describe(), args.inner_steps);
-    let low_comm = run_low_comm(&setup, codec, &outer, args.inner_steps, &label)?;
-    println!("{label}: val loss {:.4}", low_comm.val_loss);
 
     let tokens = setup.steps * tokens_per_ddp_step(&setup);
     let row = |run: &str, codec: String, outer: String, h: u64, outcome: &RunOutcome| Row {
@@ -232,6 +244,7 @@ fn run_sync(args: SyncArgs) -> Result<()> {
         1,
         &ddp,
     )];
+    let mut curves = vec![ddp.curve.clone()];
     if let Some(single) = &single {
         rows.push(row(
             "single-worker",
@@ -240,20 +253,32 @@ fn run_sync(args: SyncArgs) -> Result<()> {
             0,
             single,
         ));
+        curves.push(single.curve.clone());
     }
-    rows.push(row(
-        "low-comm",
-        codec.to_string(),
-        outer.describe(),
-        args.inner_steps,
-        &low_comm,
-    ));
-
-    let mut curves = vec![ddp.curve.clone()];
-    curves.extend(single.iter().map(|s| s.curve.clone()));
-    curves.push(low_comm.curve.clone());
-    let all_rows = merge_results(&args.out, &rows)?;
-    let all_curves = merge_curves(&args.out, &curves)?;
+    let mut all_rows = merge_results(&args.out, &rows)?;
+    let mut all_curves = merge_curves(&args.out, &curves)?;
+    // Results are written after every run, so a long table interrupted keeps what finished.
+    for spec in &runs {
+        let label = spec.label();
+        let key = Hash32::of(format!("{}|{label}", setup.baseline_key).as_bytes()).to_hex();
+        let low_comm = cached(&args.out, "runs", &format!("run-{}", &key[..16]), || {
+            run_low_comm(&setup, spec, &label)
+        })?;
+        println!(
+            "{label}: val loss {:.4} ({:.0} s)",
+            low_comm.val_loss, low_comm.wall_s
+        );
+        let low_comm_row = row(
+            "low-comm",
+            spec.codec.to_string(),
+            spec.outer.describe(),
+            spec.inner_steps,
+            &low_comm,
+        );
+        all_rows = merge_results(&args.out, &[low_comm_row])?;
+        all_curves = merge_curves(&args.out, &[low_comm.curve.clone()])?;
+        write_plots(&args.out, &all_curves)?;
+    }
     write_plots(&args.out, &all_curves)?;
     print_table(&all_rows);
     println!(
@@ -263,6 +288,111 @@ fn run_sync(args: SyncArgs) -> Result<()> {
         args.out.join("loss_vs_bytes.svg").display()
     );
     Ok(())
+}
+
+/// One low-communication configuration: codec, H, and outer optimizer.
+struct RunSpec {
+    codec: CodecKind,
+    inner_steps: u64,
+    outer: OuterChoice,
+}
+
+impl RunSpec {
+    fn label(&self) -> String {
+        format!(
+            "{} {} H={}",
+            self.codec,
+            self.outer.describe(),
+            self.inner_steps
+        )
+    }
+}
+
+/// The runs of `--runs`, or the single run the flags describe.
+fn parse_runs(args: &SyncArgs) -> Result<Vec<RunSpec>> {
+    let Some(list) = &args.runs else {
+        return Ok(vec![parse_run(args, "")?]);
+    };
+    let runs: Vec<RunSpec> = list
+        .split(';')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| parse_run(args, item).with_context(|| format!("--runs item {item:?}")))
+        .collect::<Result<_>>()?;
+    if runs.is_empty() {
+        bail!("--runs lists no run");
+    }
+    Ok(runs)
+}
+
+/// Parses one `key=value/key=value` run; fields left out take the flags' values.
+fn parse_run(args: &SyncArgs, item: &str) -> Result<RunSpec> {
+    let mut codec_text = args.codec.clone();
+    let mut inner_steps = args.inner_steps;
+    let mut outer = args.outer.clone();
+    let mut lr = args.outer_lr;
+    let mut momentum = args.outer_momentum;
+    let mut ef_decay = args.ef_decay.map(Some);
+    for field in item.split('/').map(str::trim).filter(|f| !f.is_empty()) {
+        let (key, value) = field
+            .split_once('=')
+            .with_context(|| format!("field {field:?} is not key=value"))?;
+        let number = || -> Result<f32> {
+            value
+                .trim()
+                .parse::<f32>()
+                .ok()
+                .filter(|x| x.is_finite())
+                .with_context(|| format!("{key}={value:?} is not a number"))
+        };
+        match key.trim() {
+            "codec" => codec_text = value.trim().to_string(),
+            "h" => {
+                inner_steps = value
+                    .trim()
+                    .parse()
+                    .with_context(|| format!("h={value:?} is not a step count"))?
+            }
+            "outer" => outer = Some(value.trim().to_string()),
+            "outer_lr" => lr = Some(number()?),
+            "momentum" => momentum = Some(number()?),
+            "ef" if value.trim() == "off" => ef_decay = Some(None),
+            "ef" => {
+                let decay = number()?;
+                if !(0.0..=1.0).contains(&decay) {
+                    bail!("ef={decay}: a decay must be in [0, 1]");
+                }
+                ef_decay = Some(Some(decay));
+            }
+            other => {
+                bail!("unknown field {other:?}; expected codec, h, outer, outer_lr, momentum or ef")
+            }
+        }
+    }
+    let codec: CodecKind = codec_text
+        .parse()
+        .with_context(|| format!("codec {codec_text}"))?;
+    if inner_steps == 0 {
+        bail!("inner steps (H) must be at least 1");
+    }
+    let outer_name = match outer.as_deref() {
+        Some(name @ ("nesterov" | "sparseloco")) => name.to_string(),
+        Some(other) => bail!("outer {other:?}: expected nesterov or sparseloco"),
+        None if matches!(codec, CodecKind::TopK(_) | CodecKind::DctSign(_)) => "sparseloco".into(),
+        None => "nesterov".into(),
+    };
+    let sparse = outer_name == "sparseloco";
+    let outer = OuterChoice {
+        lr: lr.unwrap_or(if sparse { 1.0 } else { 0.7 }),
+        momentum: momentum.unwrap_or(0.9),
+        ef_decay: ef_decay.unwrap_or(sparse.then_some(0.95)),
+        name: outer_name,
+    };
+    Ok(RunSpec {
+        codec,
+        inner_steps,
+        outer,
+    })
 }
 
 fn gap_pct(loss: f32, ddp_loss: f32) -> f64 {
@@ -294,6 +424,13 @@ fn prepare_setup(args: &SyncArgs) -> Result<Setup> {
     let lr = args.lr.unwrap_or(defaults.lr);
     let mut model = preset.model_config(dataset.vocab_size());
     model.max_position_embeddings = model.max_position_embeddings.max(seq_len);
+    if let Some(inter) = args.intermediate_size {
+        model.intermediate_size = inter;
+    }
+    if let Some(kv) = args.kv_heads {
+        model.num_key_value_heads = kv;
+    }
+    model.validate()?;
     let per_step = (args.workers * batch * seq_len) as u64;
     let steps = ((args.tokens as f64 / per_step as f64).round() as u64).max(1);
     let train = dataset.train_tokens()?;
@@ -321,11 +458,20 @@ fn prepare_setup(args: &SyncArgs) -> Result<Setup> {
         );
     }
     let eval_tokens = val[..windows * window].to_vec();
+    let all_windows = val.len() / window;
+    let final_windows = match args.final_eval_seqs {
+        0 => all_windows,
+        n => n.min(all_windows),
+    };
+    let final_eval_tokens = val[..final_windows * window].to_vec();
     let params0 = model::init_params(&model, args.seed);
     let baseline_key = Hash32::of(
         format!(
-            "{}|{}|{}|{}|{}|{}|{}|{}|{}|{}",
+            "{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}",
             preset.name(),
+            model.intermediate_size,
+            model.num_key_value_heads,
+            final_windows,
             args.workers,
             batch,
             seq_len,
@@ -350,6 +496,7 @@ fn prepare_setup(args: &SyncArgs) -> Result<Setup> {
         steps,
         shards,
         eval_tokens,
+        final_eval_tokens,
         params0,
         seed: args.seed,
         threads: args.threads,
@@ -408,14 +555,16 @@ fn run_ddp(setup: &Setup) -> Result<RunOutcome> {
                 val_loss: trainer.eval_loss(&setup.eval_tokens)?,
             });
             eprintln!(
-                "  data-parallel step {}/{}: val {:.4}",
+                "  data-parallel step {}/{}: val {:.4} ({:.0} s)",
                 step + 1,
                 setup.steps,
-                points.last().unwrap().val_loss
+                points.last().unwrap().val_loss,
+                started.elapsed().as_secs_f64()
             );
         }
     }
-    finish("fp32 data-parallel", points, started)
+    let final_loss = final_eval(setup, &trainer)?;
+    finish("fp32 data-parallel", points, final_loss, started)
 }
 
 fn run_single(setup: &Setup) -> Result<RunOutcome> {
@@ -440,14 +589,16 @@ fn run_single(setup: &Setup) -> Result<RunOutcome> {
                 val_loss: trainer.eval_loss(&setup.eval_tokens)?,
             });
             eprintln!(
-                "  single worker step {}/{}: val {:.4}",
+                "  single worker step {}/{}: val {:.4} ({:.0} s)",
                 step + 1,
                 total,
-                points.last().unwrap().val_loss
+                points.last().unwrap().val_loss,
+                started.elapsed().as_secs_f64()
             );
         }
     }
-    finish("single worker", points, started)
+    let final_loss = final_eval(setup, &trainer)?;
+    finish("single worker", points, final_loss, started)
 }
 
 /// Outer optimizer and error-feedback settings of a low-communication run.
@@ -459,16 +610,6 @@ struct OuterChoice {
 }
 
 impl OuterChoice {
-    fn from_args(args: &SyncArgs, name: &str) -> OuterChoice {
-        let sparse = name == "sparseloco";
-        OuterChoice {
-            name: name.into(),
-            lr: args.outer_lr.unwrap_or(if sparse { 1.0 } else { 0.7 }),
-            momentum: args.outer_momentum.unwrap_or(0.9),
-            ef_decay: args.ef_decay.or(sparse.then_some(0.95)),
-        }
-    }
-
     fn build(&self) -> Box<dyn OuterOptimizer> {
         match self.name.as_str() {
             "sparseloco" => Box::new(SparseLocoOuter::new(self.lr)),
@@ -493,13 +634,8 @@ impl OuterChoice {
     }
 }
 
-fn run_low_comm(
-    setup: &Setup,
-    codec: CodecKind,
-    outer_choice: &OuterChoice,
-    inner_steps: u64,
-    label: &str,
-) -> Result<RunOutcome> {
+fn run_low_comm(setup: &Setup, spec: &RunSpec, label: &str) -> Result<RunOutcome> {
+    let (codec, outer_choice, inner_steps) = (spec.codec, &spec.outer, spec.inner_steps);
     let started = Instant::now();
     let train = train_config(setup, setup.batch, setup.steps);
     let mut theta = setup.params0.clone();
@@ -544,13 +680,16 @@ fn run_low_comm(
                 val_loss: evaluator.eval_loss(&setup.eval_tokens)?,
             });
             eprintln!(
-                "  {label} round {}/{rounds}: val {:.4}",
+                "  {label} round {}/{rounds}: val {:.4} ({:.0} s)",
                 round + 1,
-                points.last().unwrap().val_loss
+                points.last().unwrap().val_loss,
+                started.elapsed().as_secs_f64()
             );
         }
     }
-    finish(label, points, started)
+    evaluator.set_params(&theta)?;
+    let final_loss = final_eval(setup, &evaluator)?;
+    finish(label, points, final_loss, started)
 }
 
 /// A stable peer id per simulated worker, so aggregation order is by worker index.
@@ -560,13 +699,39 @@ fn worker_peer(index: usize) -> PeerId {
     PeerId(id)
 }
 
-fn finish(label: &str, points: Vec<Point>, started: Instant) -> Result<RunOutcome> {
+/// Mean validation loss over the final-evaluation windows, in slices of `EVAL_WINDOWS_PER_CALL`
+/// windows (every window has the same token count, so the mean of slice means weighted by
+/// window count is the mean over all windows).
+fn final_eval(setup: &Setup, trainer: &Trainer) -> Result<f32> {
+    let window = setup.seq_len + 1;
+    let mut weighted = 0.0f64;
+    let mut windows = 0usize;
+    for slice in setup
+        .final_eval_tokens
+        .chunks(EVAL_WINDOWS_PER_CALL * window)
+    {
+        let count = slice.len() / window;
+        weighted += f64::from(trainer.eval_loss(slice)?) * count as f64;
+        windows += count;
+    }
+    Ok((weighted / windows as f64) as f32)
+}
+
+/// Validation windows per forward pass of the final evaluation (bounds its memory).
+const EVAL_WINDOWS_PER_CALL: usize = 64;
+
+fn finish(
+    label: &str,
+    points: Vec<Point>,
+    final_loss: f32,
+    started: Instant,
+) -> Result<RunOutcome> {
     let last = points.last().context("no evaluation points")?;
-    if !last.val_loss.is_finite() {
-        bail!("{label}: validation loss is {}", last.val_loss);
+    if !final_loss.is_finite() {
+        bail!("{label}: validation loss is {final_loss}");
     }
     Ok(RunOutcome {
-        val_loss: last.val_loss,
+        val_loss: final_loss,
         bytes_per_worker: last.bytes_per_worker,
         curve: Curve {
             label: label.into(),
@@ -576,9 +741,15 @@ fn finish(label: &str, points: Vec<Point>, started: Instant) -> Result<RunOutcom
     })
 }
 
-/// Runs `make` unless OUT/baselines/KEY.json holds its result already.
-fn cached(out: &Path, key: &str, make: impl FnOnce() -> Result<RunOutcome>) -> Result<RunOutcome> {
-    let path = out.join("baselines").join(format!("{key}.json"));
+/// Runs `make` unless OUT/DIR/KEY.json holds its result already (a finished run is never
+/// trained twice: a long table can be split over several invocations).
+fn cached(
+    out: &Path,
+    dir: &str,
+    key: &str,
+    make: impl FnOnce() -> Result<RunOutcome>,
+) -> Result<RunOutcome> {
+    let path = out.join(dir).join(format!("{key}.json"));
     if let Ok(text) = fs::read_to_string(&path) {
         if let Ok(outcome) = serde_json::from_str(&text) {
             println!("reusing {}", path.display());
@@ -823,6 +994,56 @@ mod tests {
         let svg = svg_plot("t", "x", true, &series);
         assert_eq!(svg.matches("<polyline").count(), 2);
         assert!(svg.contains("b&lt;c"));
+    }
+
+    fn sync_args(extra: &[&str]) -> SyncArgs {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(subcommand)]
+            command: ExperimentCommand,
+        }
+        let base = ["x", "sync", "--tokens", "1", "--data", "d", "--out", "o"];
+        let cli = <Cli as clap::Parser>::try_parse_from(base.iter().chain(extra)).expect("parses");
+        match cli.command {
+            ExperimentCommand::Sync(args) => args,
+        }
+    }
+
+    #[test]
+    fn runs_list_takes_defaults_from_the_flags() {
+        let args = sync_args(&[
+            "--inner-steps",
+            "7",
+            "--runs",
+            "codec=fp32/h=10; codec=topk:k=32,bits=2/ef=0.9/outer_lr=0.8 ;h=3/ef=off;",
+        ]);
+        let runs = parse_runs(&args).unwrap();
+        assert_eq!(runs.len(), 3);
+        assert_eq!(runs[0].inner_steps, 10);
+        assert_eq!(runs[0].outer.name, "nesterov");
+        assert_eq!((runs[0].outer.lr, runs[0].outer.ef_decay), (0.7, None));
+        assert_eq!(runs[1].inner_steps, 7);
+        assert_eq!(runs[1].outer.name, "sparseloco");
+        assert_eq!((runs[1].outer.lr, runs[1].outer.ef_decay), (0.8, Some(0.9)));
+        assert!(matches!(runs[1].codec, CodecKind::TopK(t) if t.k == 32));
+        assert_eq!((runs[2].inner_steps, runs[2].outer.ef_decay), (3, None));
+    }
+
+    #[test]
+    fn runs_list_rejects_bad_fields() {
+        for bad in [
+            "codec=nope",
+            "h=0",
+            "h=x",
+            "speed=3",
+            "ef=1.5",
+            "outer=adam",
+            "codec",
+            ";",
+        ] {
+            let args = sync_args(&["--runs", bad]);
+            assert!(parse_runs(&args).is_err(), "{bad:?} must be rejected");
+        }
     }
 
     #[test]
