@@ -57,9 +57,10 @@ pub struct SwarmArgs {
     /// Model initialisation seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Upper bound on a phase of a round (ms); phases normally close far earlier, at quorum.
-    #[arg(long, default_value_t = 120_000)]
-    pub phase_max_ms: u64,
+    /// Upper bound on a phase of a round (ms); phases normally close far earlier, at quorum. A silent
+    /// proposer is replaced after 3x this. Default: by preset (tiny 30 s, mini 120 s, larger 300 s).
+    #[arg(long)]
+    pub phase_max_ms: Option<u64>,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 3600)]
     pub timeout_s: u64,
@@ -108,7 +109,6 @@ struct NodeView {
 #[derive(Deserialize, Clone, Debug)]
 struct HistoryView {
     round: u64,
-    model_hash: String,
     seed: String,
     included: Vec<String>,
     val_loss: Option<f32>,
@@ -204,9 +204,15 @@ pub fn run(args: SwarmArgs) -> Result<()> {
         shards: 64,
         shards_per_trainer: None,
         committee_size: args.nodes as u32,
-        quorum_permille: 750,
+        // All of a small local swarm is expected in every phase: a node slowed by a busy CPU is waited for (up
+        // to phase_max_ms), not dropped from the run as a no-show.
+        quorum_permille: 1000,
         phase_min_ms: 300,
-        phase_max_ms: args.phase_max_ms,
+        phase_max_ms: args.phase_max_ms.unwrap_or(match args.preset.as_str() {
+            "tiny" => 30_000,
+            "mini" => 120_000,
+            _ => 300_000,
+        }),
         deadline_mad_k_millis: 3_000,
         seed: args.seed,
         eval_windows: args.eval_windows,

@@ -60,7 +60,9 @@ fn four_nodes_survive_a_sigkill_and_agree() {
             "--kill",
             "3@2",
             "--timeout-s",
-            "240",
+            "400",
+            "--phase-max-ms",
+            "20000",
         ])
         .arg("--data")
         .arg(&corpus)

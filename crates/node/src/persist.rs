@@ -293,9 +293,9 @@ impl RunDir {
                 .expect("serializes")
                 .as_bytes(),
         )?;
-        let _ = fs::remove_file(self.outer_path(RoundNumber(
-            snapshot.next_round.0.saturating_sub(limits::ROUNDS_KEPT),
-        )));
+        if let Some(old) = snapshot.next_round.0.checked_sub(limits::ROUNDS_KEPT) {
+            let _ = fs::remove_file(self.outer_path(RoundNumber(old)));
+        }
         Ok(())
     }
 

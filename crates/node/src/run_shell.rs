@@ -190,6 +190,8 @@ struct NodeLoop {
     /// The base model hash of each recently aggregated round (to name its seed in the history).
     last_base: BTreeMap<u64, Hash32>,
     contributions: u64,
+    /// Evaluations of settled rounds still running (their history lines are not written yet).
+    evals_pending: u32,
 }
 
 pub async fn run(
@@ -364,10 +366,13 @@ pub async fn run(
         blobs_by_round: BTreeMap::new(),
         model_blobs: VecDeque::new(),
         last_base: BTreeMap::new(),
+        evals_pending: 0,
     };
     {
         let mut status = shared.status.lock().expect("lock");
         status.peers = peers.len();
+        status.history = node.dir.read_history();
+        status.val_loss = status.history.last().and_then(|h| h.val_loss);
     }
     node.apply(effects).await;
     node.refresh_status();
@@ -793,6 +798,7 @@ impl NodeLoop {
     }
 
     fn evaluate(&mut self, mut line: HistoryLine) {
+        self.evals_pending += 1;
         let work = Arc::clone(&self.work);
         let theta = Arc::clone(&self.theta);
         self.spawn_done(async move {
@@ -858,6 +864,8 @@ impl NodeLoop {
         let run_id = self.run.run_id;
         let me = net.local_peer();
         let peers: Vec<PeerId> = peers.into_iter().filter(|p| *p != me).collect();
+        // A node that fell behind by a vote often holds the agreed model already, as its own staged aggregate.
+        let staged = self.staged.as_ref().map(|s| Arc::clone(&s.params));
         self.spawn_done(async move {
             for attempt in 0..limits::SNAPSHOT_FETCH_ATTEMPTS_MAX as usize {
                 let Some(&peer) = peers.get(attempt % peers.len().max(1)) else {
@@ -878,6 +886,12 @@ impl NodeLoop {
                     continue;
                 };
                 let hash = record.snapshot.model_hash;
+                if let Some(params) = staged.as_ref().filter(|p| Hash32::of_f32s(p) == hash) {
+                    return Done::Snapshot {
+                        record,
+                        params: Arc::clone(params),
+                    };
+                }
                 let params = match dir.read_params(&hash) {
                     Some(params) => params,
                     None => {
@@ -986,6 +1000,7 @@ impl NodeLoop {
                 Vec::new()
             }
             Done::Evaluated { line } => {
+                self.evals_pending -= 1;
                 if let Err(e) = self.dir.append_history(&line) {
                     tracing::warn!(%e, "writing history failed");
                 }
@@ -1012,8 +1027,10 @@ impl NodeLoop {
         };
         status.phase = self.core.phase();
         status.model_hash = machine.model_hash().to_hex();
-        status.finished = self.core.finished();
+        // Finished once the last round is settled and its evaluation is in the history.
+        status.finished = self.core.finished() && self.evals_pending == 0;
         status.core = self.core.stats().clone();
+        status.machine = machine.describe();
         status.contributions = self.contributions;
         status.members = machine.members().len();
         status.bytes_out = self.shared.published.load(Ordering::Relaxed)

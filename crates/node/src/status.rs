@@ -52,6 +52,8 @@ pub struct NodeStatus {
     /// Rounds whose aggregate included this node's update.
     pub contributions: u64,
     pub core: CoreStats,
+    /// The round machine's own one-line summary (for debugging a stalled round).
+    pub machine: String,
     #[serde(skip)]
     pub history: Vec<HistoryLine>,
 }
@@ -79,6 +81,7 @@ impl NodeStatus {
             val_loss: None,
             contributions: 0,
             core: CoreStats::default(),
+            machine: String::new(),
             history: Vec::new(),
         }
     }
