@@ -52,7 +52,7 @@ fn print_help() {
          build   build target/release/commonweight\n\
          test    run all tests (what CI runs)\n\
          bench   run the benchmarks (results go to bench/RESULTS.md by hand, with the command)\n\
-         demo    the main job: train on the default corpus and print samples"
+         demo    the main job: a 4-node swarm trains on the default corpus; report and samples"
     );
 }
 
@@ -258,22 +258,16 @@ fn with_venv_cmd(program: &Path) -> Command {
 }
 
 fn demo(extra: &[String]) -> Result<()> {
+    // The main job: 4 real node processes on 127.0.0.1 train one model together over libp2p, then a report
+    // (runs/demo/report.md, report.json, loss.svg) against one process trained on the same tokens.
     let bin = commonweight_bin();
     let out = root().join("runs/demo");
     run(Command::new(&bin)
-        .args(["train", "--preset", "tiny", "--steps", "300", "--data"])
+        .args([
+            "swarm", "--nodes", "4", "--preset", "tiny", "--rounds", "20", "--data",
+        ])
         .arg(corpus_dir())
         .arg("--out")
         .arg(&out)
-        .args(extra))?;
-    run(Command::new(&bin)
-        .args([
-            "generate",
-            "--prompt",
-            "ROMEO:",
-            "--tokens",
-            "200",
-            "--checkpoint",
-        ])
-        .arg(&out))
+        .args(extra))
 }

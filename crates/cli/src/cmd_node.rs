@@ -1,6 +1,9 @@
-//! `commonweight node`: run a node (network plus local control API) until Ctrl-C or SIGTERM.
+//! `commonweight node`: run a node until Ctrl-C or SIGTERM. Without `--run`, the network shell and control
+//! API only; with `--run FILE|RUN_ID`, a member of a training run with the given roles.
 
-use anyhow::{Context, Result};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
 
 use crate::data_dir::DataDirArgs;
 
@@ -20,6 +23,19 @@ pub struct NodeArgs {
     /// Relay traffic for peers behind NAT (for publicly reachable nodes).
     #[arg(long)]
     pub relay_server: bool,
+    /// Join a training run: a run file from `commonweight run init`, or the id of a run whose file this
+    /// data dir already holds (it keeps a copy at DATA_DIR/runs/<id prefix>/run.json).
+    #[arg(long, value_name = "FILE|RUN_ID")]
+    pub run: Option<String>,
+    /// Roles in the run (comma-separated): trainer, verifier, storage.
+    #[arg(long, default_value = "trainer,verifier,storage")]
+    pub roles: String,
+    /// libtorch threads for training and evaluation.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Wait (up to 30 s) for this many peers before the first round.
+    #[arg(long, default_value_t = 0)]
+    pub wait_peers: usize,
 }
 
 pub fn run(args: NodeArgs) -> Result<()> {
@@ -30,15 +46,56 @@ pub fn run(args: NodeArgs) -> Result<()> {
     let data_dir = args.data_dir.resolve()?;
     let mut net = node::shell::default_net_config();
     if !args.listen.is_empty() {
-        net.listen = args.listen;
+        net.listen = args.listen.clone();
     }
-    net.bootstrap = args.bootstrap;
+    net.bootstrap = args.bootstrap.clone();
     net.mdns = args.mdns;
     net.relay_server = args.relay_server;
+    if let Some(run) = &args.run {
+        let run_file = resolve_run_file(&data_dir, run)?;
+        let roles: node::Roles = args.roles.parse()?;
+        let config = node::RunNodeConfig {
+            data_dir: data_dir.clone(),
+            run_file,
+            roles,
+            net,
+            threads: args.threads,
+            wait_peers: args.wait_peers,
+        };
+        return node::run_shell::run_blocking(config)
+            .with_context(|| format!("run node with data dir {}", data_dir.display()));
+    }
     let config = node::ShellConfig {
         data_dir: data_dir.clone(),
         net,
     };
     node::shell::run_blocking(config)
         .with_context(|| format!("node with data dir {}", data_dir.display()))
+}
+
+/// A run file path, or a run id whose file this data dir keeps. A path is copied into the data dir, so a
+/// restart can name the run by its id.
+fn resolve_run_file(data_dir: &std::path::Path, run: &str) -> Result<PathBuf> {
+    let path = PathBuf::from(run);
+    if path.is_file() {
+        let loaded = node::Run::load(&path)?;
+        let dir = data_dir.join("runs").join(&loaded.run_id.0.to_hex()[..16]);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let copy = dir.join("run.json");
+        node::Run::write_spec(&loaded.spec, &copy)?;
+        return Ok(copy);
+    }
+    let id = types::Hash32::from_hex(run)
+        .ok()
+        .with_context(|| format!("--run {run:?} is neither a file nor a run id"))?;
+    let copy = data_dir
+        .join("runs")
+        .join(&id.to_hex()[..16])
+        .join("run.json");
+    if !copy.is_file() {
+        bail!(
+            "this data dir has no run file for run {run}; pass the run file (from `commonweight run init`) once"
+        );
+    }
+    Ok(copy)
 }

@@ -7,8 +7,10 @@ mod cmd_generate;
 mod cmd_ledger;
 mod cmd_node;
 mod cmd_peers;
+mod cmd_run;
 mod cmd_sim;
 mod cmd_store;
+mod cmd_swarm;
 mod cmd_train;
 mod data_dir;
 
@@ -52,6 +54,11 @@ enum Command {
     Peers(cmd_peers::PeersArgs),
     /// Run the deterministic whole-network simulator.
     Sim(cmd_sim::SimArgs),
+    /// Training runs: `run init` writes a run's genesis.
+    #[command(subcommand)]
+    Run(cmd_run::RunCommand),
+    /// Start N node processes on 127.0.0.1 that train one model together, and report.
+    Swarm(cmd_swarm::SwarmArgs),
 }
 
 fn main() {
@@ -77,5 +84,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Node(args) => cmd_node::run(args),
         Command::Peers(args) => cmd_peers::run(args),
         Command::Sim(args) => cmd_sim::run(args),
+        Command::Run(command) => cmd_run::run(command),
+        Command::Swarm(args) => cmd_swarm::run(args),
     }
 }

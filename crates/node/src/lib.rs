@@ -1,10 +1,21 @@
 //! Node roles and the shell that owns tokio.
 //!
-//! `shell` runs the network and the local control API until shutdown. Roles (trainer, verifier,
-//! storage) plug into the shell as sans-IO state machines in later modules.
+//! `shell` runs the network and the local control API (`commonweight node` without a run). `roles` is the
+//! sans-IO core of a node in a training run; `run_shell` drives it with real I/O (`commonweight node --run`);
+//! `work` is the model math it runs off the event loop; `persist` what it keeps on disk; `runspec` the run
+//! file; `status` the run node's control API (`/status`, `/metrics`).
 
 mod control;
 mod dir_blobs;
+pub mod persist;
+pub mod roles;
+pub mod run_shell;
+pub mod runspec;
 pub mod shell;
+pub mod status;
+pub mod work;
 
+pub use roles::{Core, Effect, Input, Roles};
+pub use run_shell::{RunNodeConfig, RunNodeError};
+pub use runspec::{Run, RunConfig, RunSpec};
 pub use shell::{ShellConfig, ShellError};

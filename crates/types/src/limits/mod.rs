@@ -7,6 +7,7 @@ pub mod data;
 pub mod ledger;
 pub mod model;
 pub mod net;
+pub mod node;
 pub mod round;
 pub mod sim;
 pub mod store;

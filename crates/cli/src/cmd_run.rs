@@ -1,0 +1,82 @@
+//! `commonweight run init --config run.toml [--out run.json]`: creates a run's genesis (model preset,
+//! dataset, codec, H, committee, phase limits, founders) and writes the run file nodes join with.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+
+#[derive(Subcommand, Debug)]
+pub enum RunCommand {
+    /// Write a run file (genesis + training spec) from a run.toml.
+    Init(InitArgs),
+    /// Print the peer id of a data dir's identity (creating it if needed), to list it as a founder.
+    PeerId(crate::data_dir::DataDirArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// The run config (TOML). Fields: see `node::runspec::RunConfig` and the README.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Where to write the run file.
+    #[arg(long, default_value = "run.json")]
+    pub out: PathBuf,
+}
+
+pub fn run(command: RunCommand) -> Result<()> {
+    match command {
+        RunCommand::Init(args) => init(&args),
+        RunCommand::PeerId(args) => {
+            println!(
+                "{}",
+                node::run_shell::peer_id_of_data_dir(&args.resolve()?)?
+            );
+            Ok(())
+        }
+    }
+}
+
+fn init(args: &InitArgs) -> Result<()> {
+    let text = std::fs::read_to_string(&args.config)
+        .with_context(|| format!("reading {}", args.config.display()))?;
+    let mut config: node::RunConfig = toml::from_str(&text)
+        .with_context(|| format!("{} is not a valid run config", args.config.display()))?;
+    let base = args.config.parent().unwrap_or(Path::new("."));
+    if config.data.is_relative() {
+        config.data = base.join(&config.data);
+    }
+    let out_dir = args
+        .out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    config.data = prepared_dataset(&config.data, &out_dir.join("dataset"))?;
+    let spec = node::runspec::init(&config).context("creating the genesis")?;
+    node::Run::write_spec(&spec, &args.out)?;
+    let run = node::Run::from_spec(spec)?;
+    println!("run id {}", run.run_id.0.to_hex());
+    println!(
+        "{}: preset {}, codec {}, H {}, {} rounds, {} founders, committee {}",
+        run.genesis.run_name,
+        run.genesis.model_preset,
+        run.spec.codec,
+        run.genesis.inner_steps,
+        run.spec.rounds,
+        run.genesis.founders.len(),
+        run.genesis.committee_size
+    );
+    println!("wrote {}", args.out.display());
+    Ok(())
+}
+
+/// A prepared dataset folder as is, or raw text prepared with the byte tokenizer into `into`.
+pub fn prepared_dataset(data: &Path, into: &Path) -> Result<PathBuf> {
+    if data.join("dataset.json").is_file() {
+        return Ok(data.to_owned());
+    }
+    let spec = data::TokenizerSpec::parse("bytes")?;
+    let prepared = data::prepare(&[data.to_owned()], spec, into, 0.05, 0)
+        .with_context(|| format!("preparing {}", data.display()))?;
+    Ok(prepared.dir)
+}

@@ -1,0 +1,739 @@
+//! The node's roles as one sans-IO core: it owns the `RoundMachine`, turns its actions into effects for the
+//! shell (gossip, train, fetch, verify, aggregate, persist), and takes the shell's results back as a closed
+//! `Input` enum. No tokio, socket, clock, file or RNG in here: time comes in with every input.
+//!
+//! Payloads on the run's gossip topic start with a tag byte: `TAG_ROUND` (a round message, decoded and
+//! signature-checked by the machine) or `TAG_UPDATE` (an [`UpdateAnnounce`]: "my update for round r is blob
+//! CID, fetch it from me"). Update blobs themselves travel by the blob protocol, not by gossip.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use round::{Action, GenesisConfig, RoundMachine, Settled, Snapshot, Status, Verdict};
+use types::limits::node as limits;
+use types::{Hash32, PeerId, RoundNumber};
+
+/// Tag of a round message on the run topic.
+pub const TAG_ROUND: u8 = 0;
+/// Tag of an update announcement on the run topic.
+pub const TAG_UPDATE: u8 = 1;
+/// Version byte of an update announcement.
+pub const ANNOUNCE_VERSION: u8 = 1;
+/// Encoded size of an update announcement, tag included.
+pub const ANNOUNCE_BYTES: usize = 1 + 1 + 8 + 32 + 32 + 8;
+
+/// Which work this node does. A node may hold several roles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Roles {
+    /// Trains when drawn into a round's committee.
+    pub trainer: bool,
+    /// Runs the sanity gates on every update before it votes on an aggregate.
+    pub verifier: bool,
+    /// Keeps recent models, updates and snapshot records on disk for peers that catch up.
+    pub storage: bool,
+}
+
+impl Roles {
+    pub const ALL: Roles = Roles {
+        trainer: true,
+        verifier: true,
+        storage: true,
+    };
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown role {0:?}; expected trainer, verifier or storage")]
+pub struct RoleParseError(pub String);
+
+impl FromStr for Roles {
+    type Err = RoleParseError;
+    fn from_str(text: &str) -> Result<Roles, RoleParseError> {
+        let mut roles = Roles {
+            trainer: false,
+            verifier: false,
+            storage: false,
+        };
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part {
+                "trainer" => roles.trainer = true,
+                "verifier" => roles.verifier = true,
+                "storage" => roles.storage = true,
+                other => return Err(RoleParseError(other.into())),
+            }
+        }
+        Ok(roles)
+    }
+}
+
+/// "My update for `round` is blob `cid` of `bytes` bytes." Signed by gossip (strict mode): the author must be
+/// the trainer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UpdateAnnounce {
+    pub round: RoundNumber,
+    pub trainer: PeerId,
+    pub cid: Hash32,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AnnounceError {
+    #[error("update announcement is {0} bytes, expected {ANNOUNCE_BYTES}")]
+    Length(usize),
+    #[error("not an update announcement (tag {0})")]
+    Tag(u8),
+    #[error("update announcement version {0} is not supported")]
+    Version(u8),
+    #[error("update of {0} bytes is over the limit")]
+    TooLarge(u64),
+}
+
+impl UpdateAnnounce {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(ANNOUNCE_BYTES);
+        out.push(TAG_UPDATE);
+        out.push(ANNOUNCE_VERSION);
+        out.extend_from_slice(&self.round.0.to_le_bytes());
+        out.extend_from_slice(&self.trainer.0);
+        out.extend_from_slice(&self.cid.0);
+        out.extend_from_slice(&self.bytes.to_le_bytes());
+        out
+    }
+
+    pub fn decode(data: &[u8]) -> Result<UpdateAnnounce, AnnounceError> {
+        if data.len() != ANNOUNCE_BYTES {
+            return Err(AnnounceError::Length(data.len()));
+        }
+        if data[0] != TAG_UPDATE {
+            return Err(AnnounceError::Tag(data[0]));
+        }
+        if data[1] != ANNOUNCE_VERSION {
+            return Err(AnnounceError::Version(data[1]));
+        }
+        let u64_at = |at: usize| u64::from_le_bytes(data[at..at + 8].try_into().expect("8 bytes"));
+        let b32_at = |at: usize| -> [u8; 32] { data[at..at + 32].try_into().expect("32 bytes") };
+        let bytes = u64_at(74);
+        if bytes == 0 || bytes > limits::UPDATE_BLOB_BYTES_MAX {
+            return Err(AnnounceError::TooLarge(bytes));
+        }
+        Ok(UpdateAnnounce {
+            round: RoundNumber(u64_at(2)),
+            trainer: PeerId(b32_at(10)),
+            cid: Hash32(b32_at(42)),
+            bytes,
+        })
+    }
+}
+
+/// How the shell should judge a gossip payload for forwarding, before the core sees it.
+pub fn judge_gossip(data: &[u8]) -> net::Verdict {
+    match data.first() {
+        Some(&TAG_ROUND) if round::Message::decode(&data[1..]).is_ok() => net::Verdict::Accept,
+        Some(&TAG_UPDATE) if UpdateAnnounce::decode(data).is_ok() => net::Verdict::Accept,
+        _ => net::Verdict::Reject,
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// Time passed; deadlines may fire.
+    Tick,
+    /// A payload on the run topic, authored (signed) by `source`.
+    Gossip { source: PeerId, data: Vec<u8> },
+    /// Our training for `round` finished; the encoded update is stored locally as blob `update_cid`.
+    Trained {
+        round: RoundNumber,
+        base_model_hash: Hash32,
+        update_cid: Hash32,
+        update_bytes: u64,
+        claimed_loss: f32,
+    },
+    /// Our training for `round` failed (logged by the shell); we simply do not commit this round.
+    TrainFailed { round: RoundNumber },
+    /// An update blob is stored locally and its hash checked.
+    BlobFetched {
+        round: RoundNumber,
+        trainer: PeerId,
+        cid: Hash32,
+        bytes: u64,
+    },
+    /// No provider delivered the blob.
+    BlobFetchFailed {
+        round: RoundNumber,
+        trainer: PeerId,
+        cid: Hash32,
+    },
+    /// The shell ran the gates on an update.
+    Verified {
+        round: RoundNumber,
+        trainer: PeerId,
+        cid: Hash32,
+        bytes: u64,
+        accepted: bool,
+    },
+    /// The shell aggregated the agreed updates onto the base model (the result is staged, not yet current).
+    Aggregated {
+        round: RoundNumber,
+        proposal_digest: Hash32,
+        model_hash: Hash32,
+    },
+    /// A snapshot fetched after `Effect::FetchSnapshot`; its model parameters are staged in the shell.
+    SnapshotFetched(Snapshot),
+    /// Leave the run gracefully.
+    Leave,
+}
+
+#[derive(Clone, Debug)]
+pub enum Effect {
+    /// Gossip these bytes on the run topic.
+    Publish(Vec<u8>),
+    /// Train H inner steps from the current model on these shards, then answer `Input::Trained`.
+    Train {
+        round: RoundNumber,
+        base_model_hash: Hash32,
+        seed: Hash32,
+        data_ids: Vec<u32>,
+    },
+    /// Fetch update blob `cid` from these providers, check its hash, store it, answer `Input::BlobFetched`.
+    Fetch {
+        round: RoundNumber,
+        trainer: PeerId,
+        cid: Hash32,
+        bytes: u64,
+        providers: Vec<PeerId>,
+    },
+    /// Run the gates on a stored update blob, answer `Input::Verified`.
+    Verify {
+        round: RoundNumber,
+        trainer: PeerId,
+        cid: Hash32,
+        bytes: u64,
+        base_model_hash: Hash32,
+        data_ids: Vec<u32>,
+    },
+    /// Aggregate these updates (sorted by trainer) onto the current model, answer `Input::Aggregated`.
+    Aggregate {
+        round: RoundNumber,
+        proposal_digest: Hash32,
+        base_model_hash: Hash32,
+        updates: Vec<(PeerId, Hash32)>,
+    },
+    /// The round is final: make the staged model current, persist, and serve `snapshot` to peers.
+    Settled {
+        settled: Settled,
+        snapshot: Snapshot,
+    },
+    /// Fetch the snapshot with this digest (record, then model) from these peers; answer `SnapshotFetched`.
+    FetchSnapshot {
+        next_round: RoundNumber,
+        state_digest: Hash32,
+        peers: Vec<PeerId>,
+    },
+    /// The fetched snapshot was adopted: make its staged model current, persist, serve it.
+    Adopted(Snapshot),
+    /// Call `handle(Input::Tick)` at this time or earlier.
+    WakeAt(u64),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum UpdateState {
+    Fetching,
+    Held,
+    Verifying,
+    Done(Verdict),
+}
+
+#[derive(Clone, Debug)]
+struct UpdateEntry {
+    cid: Hash32,
+    bytes: u64,
+    state: UpdateState,
+}
+
+/// Counters for the status API and metrics (dropped peer input is counted, never a panic).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct CoreStats {
+    pub announces_accepted: u64,
+    pub announces_ignored: u64,
+    pub fetches_requested: u64,
+    pub fetches_failed: u64,
+    pub updates_accepted: u64,
+    pub updates_rejected: u64,
+    pub rounds_settled: u64,
+    pub snapshots_adopted: u64,
+    pub trainings: u64,
+}
+
+/// The roles' core. One per node process.
+pub struct Core {
+    machine: RoundMachine,
+    genesis: Arc<GenesisConfig>,
+    roles: Roles,
+    /// Rounds the run lasts: no training is started for a later round.
+    rounds: u64,
+    updates: BTreeMap<(u64, PeerId), UpdateEntry>,
+    my_update: Option<(RoundNumber, Hash32, u64)>,
+    entered_round: RoundNumber,
+    phase: &'static str,
+    stats: CoreStats,
+}
+
+impl Core {
+    /// Wraps a started machine; `boot_actions` are the actions `RoundMachine::new` returned.
+    pub fn new(
+        machine: RoundMachine,
+        genesis: Arc<GenesisConfig>,
+        roles: Roles,
+        rounds: u64,
+        boot_actions: Vec<Action>,
+    ) -> (Core, Vec<Effect>) {
+        let entered_round = machine.round();
+        let mut core = Core {
+            machine,
+            genesis,
+            roles,
+            rounds,
+            updates: BTreeMap::new(),
+            my_update: None,
+            entered_round,
+            phase: "sync",
+            stats: CoreStats::default(),
+        };
+        let mut out = Vec::new();
+        core.perform(boot_actions, &mut out);
+        (core, out)
+    }
+
+    pub fn machine(&self) -> &RoundMachine {
+        &self.machine
+    }
+    pub fn roles(&self) -> Roles {
+        self.roles
+    }
+    pub fn phase(&self) -> &'static str {
+        self.phase
+    }
+    pub fn stats(&self) -> &CoreStats {
+        &self.stats
+    }
+    /// Whether the run is over for this node: it settled the last round.
+    pub fn finished(&self) -> bool {
+        self.machine.status() == Status::Synced && self.machine.round().0 >= self.rounds
+    }
+
+    pub fn handle(&mut self, now_ms: u64, input: Input) -> Vec<Effect> {
+        let mut out = Vec::new();
+        match input {
+            Input::Tick => self.feed(now_ms, round::Input::Tick, &mut out),
+            Input::Gossip { source, data } => self.on_gossip(now_ms, source, data, &mut out),
+            Input::Trained {
+                round,
+                base_model_hash,
+                update_cid,
+                update_bytes,
+                claimed_loss,
+            } => {
+                self.my_update = Some((round, update_cid, update_bytes));
+                if round == self.machine.round() {
+                    self.phase = "commit";
+                }
+                let input = round::Input::Trained {
+                    round,
+                    base_model_hash,
+                    update_cid,
+                    update_bytes,
+                    claimed_loss,
+                };
+                self.feed(now_ms, input, &mut out);
+            }
+            Input::TrainFailed { round } => {
+                if round == self.machine.round() {
+                    self.phase = "wait";
+                }
+            }
+            Input::BlobFetched {
+                round,
+                trainer,
+                cid,
+                bytes,
+            } => self.on_blob(round, trainer, cid, bytes, &mut out),
+            Input::BlobFetchFailed {
+                round,
+                trainer,
+                cid,
+            } => {
+                self.stats.fetches_failed += 1;
+                // Forget it, so a later announcement or FetchUpdates tries again.
+                if self
+                    .updates
+                    .get(&(round.0, trainer))
+                    .is_some_and(|e| e.cid == cid && e.state == UpdateState::Fetching)
+                {
+                    self.updates.remove(&(round.0, trainer));
+                }
+            }
+            Input::Verified {
+                round,
+                trainer,
+                cid,
+                bytes,
+                accepted,
+            } => self.on_verified(now_ms, round, trainer, cid, bytes, accepted, &mut out),
+            Input::Aggregated {
+                round,
+                proposal_digest,
+                model_hash,
+            } => {
+                if round == self.machine.round() {
+                    self.phase = "finalize";
+                }
+                let input = round::Input::Aggregated {
+                    round,
+                    proposal_digest,
+                    model_hash,
+                };
+                self.feed(now_ms, input, &mut out);
+            }
+            Input::SnapshotFetched(snapshot) => self.on_snapshot(now_ms, snapshot, &mut out),
+            Input::Leave => self.feed(now_ms, round::Input::Leave, &mut out),
+        }
+        out
+    }
+
+    fn on_gossip(&mut self, now_ms: u64, source: PeerId, data: Vec<u8>, out: &mut Vec<Effect>) {
+        match data.first() {
+            Some(&TAG_ROUND) => {
+                let mut data = data;
+                data.remove(0);
+                self.feed(now_ms, round::Input::Message(data), out);
+            }
+            Some(&TAG_UPDATE) => match UpdateAnnounce::decode(&data) {
+                Ok(announce) if announce.trainer == source => self.on_announce(announce, out),
+                _ => self.stats.announces_ignored += 1,
+            },
+            _ => self.stats.announces_ignored += 1,
+        }
+    }
+
+    fn on_announce(&mut self, announce: UpdateAnnounce, out: &mut Vec<Effect>) {
+        let current = self.machine.round().0;
+        let round = announce.round.0;
+        let key = (round, announce.trainer);
+        if round < current
+            || round > current + 1
+            || self.updates.contains_key(&key)
+            || self.updates.len() >= limits::UPDATE_BLOBS_MAX
+        {
+            self.stats.announces_ignored += 1;
+            return;
+        }
+        self.stats.announces_accepted += 1;
+        self.start_fetch(
+            announce.round,
+            announce.trainer,
+            announce.cid,
+            announce.bytes,
+            vec![announce.trainer],
+            out,
+        );
+    }
+
+    fn start_fetch(
+        &mut self,
+        round: RoundNumber,
+        trainer: PeerId,
+        cid: Hash32,
+        bytes: u64,
+        providers: Vec<PeerId>,
+        out: &mut Vec<Effect>,
+    ) {
+        self.updates.insert(
+            (round.0, trainer),
+            UpdateEntry {
+                cid,
+                bytes,
+                state: UpdateState::Fetching,
+            },
+        );
+        self.stats.fetches_requested += 1;
+        out.push(Effect::Fetch {
+            round,
+            trainer,
+            cid,
+            bytes,
+            providers,
+        });
+    }
+
+    fn on_blob(
+        &mut self,
+        round: RoundNumber,
+        trainer: PeerId,
+        cid: Hash32,
+        bytes: u64,
+        out: &mut Vec<Effect>,
+    ) {
+        let Some(entry) = self.updates.get_mut(&(round.0, trainer)) else {
+            return;
+        };
+        if entry.cid != cid || entry.state != UpdateState::Fetching {
+            return;
+        }
+        entry.state = UpdateState::Held;
+        entry.bytes = bytes;
+        self.verify_ready(out);
+    }
+
+    /// Starts the gates on every held update of the current round (blobs that came early wait here).
+    fn verify_ready(&mut self, out: &mut Vec<Effect>) {
+        if self.machine.status() != Status::Synced {
+            return;
+        }
+        let round = self.machine.round();
+        let base = self.machine.model_hash();
+        let seed = round::round_seed(self.machine.run_id(), round, base);
+        for ((r, trainer), entry) in self.updates.range_mut((round.0, PeerId([0; 32]))..) {
+            if *r != round.0 {
+                break;
+            }
+            if entry.state != UpdateState::Held {
+                continue;
+            }
+            entry.state = UpdateState::Verifying;
+            let data_ids = round::assign_data(
+                seed,
+                *trainer,
+                self.genesis.dataset_cid,
+                self.genesis.dataset_shards,
+                self.genesis.shards_per_trainer,
+            );
+            out.push(Effect::Verify {
+                round,
+                trainer: *trainer,
+                cid: entry.cid,
+                bytes: entry.bytes,
+                base_model_hash: base,
+                data_ids,
+            });
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_verified(
+        &mut self,
+        now_ms: u64,
+        round: RoundNumber,
+        trainer: PeerId,
+        cid: Hash32,
+        bytes: u64,
+        accepted: bool,
+        out: &mut Vec<Effect>,
+    ) {
+        let Some(entry) = self.updates.get_mut(&(round.0, trainer)) else {
+            return;
+        };
+        if entry.cid != cid {
+            return;
+        }
+        let verdict = if accepted {
+            self.stats.updates_accepted += 1;
+            Verdict::Accepted
+        } else {
+            self.stats.updates_rejected += 1;
+            Verdict::Rejected
+        };
+        entry.state = UpdateState::Done(verdict);
+        let input = round::Input::UpdateReceived {
+            round,
+            trainer,
+            update_cid: cid,
+            update_bytes: bytes,
+            verdict,
+        };
+        self.feed(now_ms, input, out);
+    }
+
+    fn on_snapshot(&mut self, now_ms: u64, snapshot: Snapshot, out: &mut Vec<Effect>) {
+        let actions = self
+            .machine
+            .handle(now_ms, round::Input::Snapshot(snapshot.clone()));
+        let adopted = self.machine.status() == Status::Synced
+            && self.machine.round() == snapshot.next_round
+            && self.machine.model_hash() == snapshot.model_hash;
+        if adopted {
+            self.stats.snapshots_adopted += 1;
+            out.push(Effect::Adopted(snapshot));
+        }
+        self.perform(actions, out);
+    }
+
+    fn feed(&mut self, now_ms: u64, input: round::Input, out: &mut Vec<Effect>) {
+        let actions = self.machine.handle(now_ms, input);
+        self.perform(actions, out);
+    }
+
+    fn perform(&mut self, actions: Vec<Action>, out: &mut Vec<Effect>) {
+        for action in actions {
+            self.perform_one(action, out);
+        }
+        if self.machine.round() != self.entered_round {
+            self.entered_round = self.machine.round();
+            let current = self.entered_round.0;
+            self.updates.retain(|(r, _), _| *r >= current);
+            if self.machine.status() == Status::Synced {
+                self.phase = "wait";
+            }
+        }
+        self.verify_ready(out);
+    }
+
+    fn perform_one(&mut self, action: Action, out: &mut Vec<Effect>) {
+        match action {
+            Action::Broadcast { bytes, .. } | Action::SendTo { bytes, .. } => {
+                // Direct sends go over gossip too: the run topic reaches every member, and the machine
+                // ignores what is not meant for it.
+                let mut data = Vec::with_capacity(bytes.len() + 1);
+                data.push(TAG_ROUND);
+                data.extend_from_slice(&bytes);
+                out.push(Effect::Publish(data));
+            }
+            Action::Train {
+                round,
+                base_model_hash,
+                seed,
+                data_ids,
+            } => {
+                if self.roles.trainer && round.0 < self.rounds {
+                    self.stats.trainings += 1;
+                    self.phase = "train";
+                    out.push(Effect::Train {
+                        round,
+                        base_model_hash,
+                        seed,
+                        data_ids,
+                    });
+                }
+            }
+            Action::PublishUpdate { round, update_cid } => {
+                let Some((my_round, cid, bytes)) = self.my_update else {
+                    return;
+                };
+                if my_round != round || cid != update_cid {
+                    return;
+                }
+                self.phase = "reveal";
+                let me = self.machine.peer_id();
+                let announce = UpdateAnnounce {
+                    round,
+                    trainer: me,
+                    cid,
+                    bytes,
+                };
+                out.push(Effect::Publish(announce.encode()));
+                // Our own update goes through the same gates as everyone else's.
+                self.updates.insert(
+                    (round.0, me),
+                    UpdateEntry {
+                        cid,
+                        bytes,
+                        state: UpdateState::Held,
+                    },
+                );
+            }
+            Action::Aggregate {
+                round,
+                proposal_digest,
+                base_model_hash,
+                updates,
+            } => {
+                self.phase = "aggregate";
+                out.push(Effect::Aggregate {
+                    round,
+                    proposal_digest,
+                    base_model_hash,
+                    updates,
+                });
+            }
+            Action::FetchUpdates {
+                round,
+                updates,
+                peers,
+            } => {
+                for (trainer, cid) in updates {
+                    let held = self
+                        .updates
+                        .get(&(round.0, trainer))
+                        .is_some_and(|e| e.cid == cid && e.state != UpdateState::Fetching);
+                    if held || self.updates.len() >= limits::UPDATE_BLOBS_MAX {
+                        continue;
+                    }
+                    let mut providers = vec![trainer];
+                    providers.extend(peers.iter().copied().filter(|p| *p != trainer));
+                    // The size is unknown here; the shell bounds the fetch by the update size limit.
+                    self.start_fetch(round, trainer, cid, 0, providers, out);
+                }
+            }
+            Action::Settled(settled) => {
+                self.stats.rounds_settled += 1;
+                let snapshot = self
+                    .machine
+                    .snapshot()
+                    .expect("a machine that settles a round is synced");
+                out.push(Effect::Settled { settled, snapshot });
+            }
+            Action::Resync {
+                next_round,
+                state_digest,
+                peers,
+            } => {
+                self.phase = "resync";
+                out.push(Effect::FetchSnapshot {
+                    next_round,
+                    state_digest,
+                    peers,
+                });
+            }
+            Action::WakeAt(at) => out.push(Effect::WakeAt(at)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn announce_round_trips_and_rejects_bad_bytes() {
+        let a = UpdateAnnounce {
+            round: RoundNumber(7),
+            trainer: PeerId([3; 32]),
+            cid: Hash32([9; 32]),
+            bytes: 1234,
+        };
+        let bytes = a.encode();
+        assert_eq!(bytes.len(), ANNOUNCE_BYTES);
+        assert_eq!(UpdateAnnounce::decode(&bytes), Ok(a));
+        assert_eq!(judge_gossip(&bytes), net::Verdict::Accept);
+        assert!(UpdateAnnounce::decode(&bytes[..10]).is_err());
+        let mut bad = bytes.clone();
+        bad[1] = 9;
+        assert_eq!(UpdateAnnounce::decode(&bad), Err(AnnounceError::Version(9)));
+        let mut zero = bytes.clone();
+        zero[74..82].copy_from_slice(&0u64.to_le_bytes());
+        assert_eq!(
+            UpdateAnnounce::decode(&zero),
+            Err(AnnounceError::TooLarge(0))
+        );
+        assert_eq!(judge_gossip(&[]), net::Verdict::Reject);
+        assert_eq!(judge_gossip(&[TAG_ROUND, 1, 2, 3]), net::Verdict::Reject);
+        assert_eq!(judge_gossip(&[7]), net::Verdict::Reject);
+    }
+
+    #[test]
+    fn roles_parse() {
+        assert_eq!("trainer,verifier,storage".parse::<Roles>(), Ok(Roles::ALL));
+        let v: Roles = "verifier".parse().unwrap();
+        assert!(v.verifier && !v.trainer && !v.storage);
+        assert!("miner".parse::<Roles>().is_err());
+    }
+}

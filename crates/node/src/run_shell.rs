@@ -1,0 +1,1080 @@
+//! `commonweight node --run`: the shell that runs the roles' core against real I/O. It owns tokio, the
+//! network, the disk and the model; one event loop feeds the core a closed `roles::Input` and carries out its
+//! `roles::Effect`s. Training, verification, aggregation and evaluation run on the blocking pool and come back
+//! through a bounded queue, so the loop never waits on the model.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ed25519_dalek::SigningKey;
+use net::{BlobSource, Identity, NetClient, NetConfig, NetEvent};
+use round::{Boot, RoundMachine, Snapshot, Status};
+use tokio::sync::mpsc;
+use types::limits::node as limits;
+use types::{Hash32, PeerId, RoundNumber};
+
+use crate::persist::{bytes_to_f32s, f32s_to_bytes, HistoryLine, RunDir, SnapshotRecord};
+use crate::roles::{judge_gossip, Core, Effect, Input, Roles};
+use crate::runspec::Run;
+use crate::status::{serve_run_control, NodeStatus, RunShared};
+use crate::work::{LocalTrainer, Workload};
+
+#[derive(Debug, Clone)]
+pub struct RunNodeConfig {
+    pub data_dir: PathBuf,
+    pub run_file: PathBuf,
+    pub roles: Roles,
+    pub net: NetConfig,
+    /// libtorch intra-op threads for this node's training and evaluation.
+    pub threads: usize,
+    /// Wait (up to a limit) for this many connected peers before the first round.
+    pub wait_peers: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunNodeError {
+    #[error(transparent)]
+    Spec(#[from] crate::runspec::RunSpecError),
+    #[error(transparent)]
+    Work(#[from] crate::work::WorkError),
+    #[error(transparent)]
+    Persist(#[from] crate::persist::PersistError),
+    #[error(transparent)]
+    Identity(#[from] net::IdentityError),
+    #[error("identity key {path}: {reason}")]
+    Key { path: PathBuf, reason: String },
+    #[error("network: {0}")]
+    Net(#[from] net::NetError),
+    #[error("round machine: {0}")]
+    Genesis(#[from] round::ConfigError),
+    #[error("control API: {0}")]
+    Control(std::io::Error),
+    #[error("tokio runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("background task: {0}")]
+    Join(String),
+}
+
+/// Wall-clock milliseconds since the Unix epoch: the `now` the core gets.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Runs the node until Ctrl-C or SIGTERM.
+pub fn run_blocking(config: RunNodeConfig) -> Result<(), RunNodeError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(8)
+        .enable_all()
+        .build()
+        .map_err(RunNodeError::Runtime)?;
+    runtime.block_on(run(config, crate::shell::shutdown_signal()))
+}
+
+/// Reads the node's signing key (the same Ed25519 key as its network identity).
+fn signing_key(
+    data_dir: &std::path::Path,
+    identity: &Identity,
+) -> Result<SigningKey, RunNodeError> {
+    let path = data_dir.join("identity.key");
+    let bytes = std::fs::read(&path).map_err(|e| RunNodeError::Key {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    let secret: [u8; 32] = bytes
+        .get(1..33)
+        .and_then(|s| s.try_into().ok())
+        .ok_or_else(|| RunNodeError::Key {
+            path: path.clone(),
+            reason: "not 33 bytes".into(),
+        })?;
+    let key = SigningKey::from_bytes(&secret);
+    if PeerId(key.verifying_key().to_bytes()) != identity.peer_id() {
+        return Err(RunNodeError::Key {
+            path,
+            reason: "does not match the network identity".into(),
+        });
+    }
+    Ok(key)
+}
+
+/// The peer id of the identity in `data_dir` (created if missing): what `run init` lists as a founder.
+pub fn peer_id_of_data_dir(data_dir: &std::path::Path) -> Result<PeerId, RunNodeError> {
+    std::fs::create_dir_all(data_dir).map_err(RunNodeError::Control)?;
+    Ok(Identity::load_or_create(data_dir)?.peer_id())
+}
+
+/// Serves the run's blobs from disk and counts the bytes it serves.
+struct CountingBlobs {
+    dir: RunDir,
+    served: Arc<AtomicU64>,
+}
+
+impl BlobSource for CountingBlobs {
+    fn blob_len(&self, hash: &Hash32) -> Option<u64> {
+        std::fs::metadata(self.dir.blob_path(hash))
+            .ok()
+            .map(|m| m.len())
+    }
+    fn read(&self, hash: &Hash32, offset: u64, len: u32) -> Option<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::File::open(self.dir.blob_path(hash)).ok()?;
+        let mut buf = vec![0u8; len as usize];
+        file.read_exact_at(&mut buf, offset).ok()?;
+        self.served.fetch_add(u64::from(len), Ordering::Relaxed);
+        Some(buf)
+    }
+}
+
+/// Results of background work, back on the event loop.
+enum Done {
+    Core(Input),
+    Trained {
+        input: Input,
+        mean_loss: f32,
+    },
+    Verified {
+        input: Input,
+        norm: Option<f64>,
+    },
+    Aggregated {
+        round: RoundNumber,
+        proposal_digest: Hash32,
+        params: Arc<Vec<f32>>,
+        outer: Arc<Vec<u8>>,
+    },
+    Snapshot {
+        record: SnapshotRecord,
+        params: Arc<Vec<f32>>,
+    },
+    SnapshotFailed,
+    Evaluated {
+        line: HistoryLine,
+    },
+}
+
+struct Staged {
+    proposal_digest: Hash32,
+    params: Arc<Vec<f32>>,
+    outer: Arc<Vec<u8>>,
+}
+
+struct NodeLoop {
+    run: Arc<Run>,
+    work: Arc<Workload>,
+    dir: RunDir,
+    net: NetClient,
+    topic: String,
+    core: Core,
+    theta: Arc<Vec<f32>>,
+    outer: Arc<Vec<u8>>,
+    staged: Option<Staged>,
+    staged_snapshot: Option<(SnapshotRecord, Arc<Vec<f32>>)>,
+    fetching_snapshot: bool,
+    trainer: Arc<Mutex<LocalTrainer>>,
+    train_loss: BTreeMap<u64, f32>,
+    norms: BTreeMap<(u64, PeerId), f64>,
+    median_norm: Option<f64>,
+    wake_at: Option<u64>,
+    retry: VecDeque<(Vec<u8>, u64)>,
+    done_tx: mpsc::Sender<Done>,
+    shared: Arc<RunShared>,
+    blobs_by_round: BTreeMap<u64, Vec<Hash32>>,
+    /// Model blobs on disk, oldest first (kept for peers that catch up).
+    model_blobs: VecDeque<Hash32>,
+    /// The base model hash of each recently aggregated round (to name its seed in the history).
+    last_base: BTreeMap<u64, Hash32>,
+    contributions: u64,
+    /// Evaluations of settled rounds still running (their history lines are not written yet).
+    evals_pending: u32,
+}
+
+pub async fn run(
+    config: RunNodeConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), RunNodeError> {
+    let run = Arc::new(Run::load(&config.run_file)?);
+    let work = {
+        let run = Arc::clone(&run);
+        tokio::task::spawn_blocking(move || Workload::open(&run))
+            .await
+            .map_err(|e| RunNodeError::Join(e.to_string()))??
+    };
+    let work = Arc::new(work);
+    std::fs::create_dir_all(&config.data_dir).map_err(RunNodeError::Control)?;
+    let identity = Identity::load_or_create(&config.data_dir)?;
+    let key = signing_key(&config.data_dir, &identity)?;
+    let me = identity.peer_id();
+    let dir = RunDir::open(&config.data_dir, run.run_id)?;
+
+    let served = Arc::new(AtomicU64::new(0));
+    let (net, mut events, event_loop) = net::new(&identity, config.net.clone())?;
+    let net_task = tokio::spawn(event_loop.run());
+    net.set_blob_source(Arc::new(CountingBlobs {
+        dir: dir.clone(),
+        served: Arc::clone(&served),
+    }))
+    .await?;
+    let topic = run.topic();
+    net.subscribe(&topic).await?;
+
+    let shared = Arc::new(RunShared {
+        net: net.clone(),
+        status: Mutex::new(NodeStatus::new(me, &run, config.roles)),
+        served,
+        received: AtomicU64::new(0),
+        published: AtomicU64::new(0),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(RunNodeError::Control)?;
+    let control_addr = listener.local_addr().map_err(RunNodeError::Control)?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve_run_control(
+        listener,
+        Arc::clone(&shared),
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    println!("peer id {me}");
+    println!("run {} ({})", run.run_id.0.to_hex(), run.genesis.run_name);
+    println!("control api http://{control_addr}");
+    let listen_addrs = net.listen_addrs().await?;
+    for addr in &listen_addrs {
+        println!("listening on {addr}");
+    }
+    shared.status.lock().expect("lock").listen_addrs = listen_addrs;
+    crate::shell::write_atomic(
+        &config.data_dir.join(crate::shell::CONTROL_ADDR_FILE),
+        control_addr.to_string().as_bytes(),
+    )
+    .map_err(RunNodeError::Control)?;
+
+    // Give the mesh a moment to form, so the first round's messages reach everyone.
+    let mut peers: BTreeSet<PeerId> = BTreeSet::new();
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_millis(limits::NODE_START_TIMEOUT_MS / 2);
+    while peers.len() < config.wait_peers && tokio::time::Instant::now() < deadline {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(NetEvent::PeerConnected { peer, .. })) => {
+                peers.insert(peer);
+            }
+            Ok(Some(NetEvent::Gossip(m))) => {
+                let _ = net.report_validation(m.id, net::Verdict::Ignore).await;
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+    // One gossip heartbeat or two for the mesh to graft.
+    tokio::time::sleep(Duration::from_millis(
+        2 * types::limits::net::GOSSIP_HEARTBEAT_MS,
+    ))
+    .await;
+
+    let (boot, theta, outer) = match dir.load_state()? {
+        Some((snapshot, params, outer)) => {
+            println!(
+                "restoring round {} model {}",
+                snapshot.next_round.0, snapshot.model_hash
+            );
+            (Boot::Restore(snapshot), params, outer)
+        }
+        None if run.genesis.founders.contains(&me) => {
+            let params = work.genesis_params().to_vec();
+            let outer = work.initial_outer_state();
+            let snapshot = Snapshot {
+                next_round: RoundNumber(0),
+                model_hash: run.genesis.genesis_model_hash,
+                members: Arc::new(run.genesis.founders.clone()),
+            };
+            dir.save_state(run.run_id, &snapshot, &params, &outer)?;
+            (Boot::Genesis, params, outer)
+        }
+        None => (
+            Boot::Join,
+            work.genesis_params().to_vec(),
+            work.initial_outer_state(),
+        ),
+    };
+    let restore_round = match &boot {
+        Boot::Restore(s) => Some(s.next_round),
+        _ => None,
+    };
+    let trainer = {
+        let work = Arc::clone(&work);
+        let theta = theta.clone();
+        let threads = config.threads.max(1);
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || -> Result<LocalTrainer, RunNodeError> {
+            let mut trainer = work.new_trainer(&theta, threads)?;
+            let mut feedback = work.new_feedback();
+            if let Some(round) = restore_round {
+                if let Some((state, fb)) = dir.load_inner(round, work.param_count()) {
+                    trainer
+                        .set_optimizer_state(&state)
+                        .map_err(crate::work::WorkError::from)?;
+                    feedback = fb;
+                }
+            }
+            Ok(LocalTrainer { trainer, feedback })
+        })
+        .await
+        .map_err(|e| RunNodeError::Join(e.to_string()))??
+    };
+
+    let (machine, actions) = RoundMachine::new(Arc::clone(&run.genesis), key, now_ms(), boot)?;
+    let (core, effects) = Core::new(
+        machine,
+        Arc::clone(&run.genesis),
+        config.roles,
+        run.spec.rounds,
+        actions,
+    );
+    let (done_tx, mut done_rx) = mpsc::channel(limits::WORK_QUEUE_LEN_MAX);
+    let mut node = NodeLoop {
+        contributions: dir
+            .read_history()
+            .iter()
+            .filter(|h| h.included.contains(&me.to_string()))
+            .count() as u64,
+        run: Arc::clone(&run),
+        work,
+        dir,
+        net: net.clone(),
+        topic,
+        core,
+        theta: Arc::new(theta),
+        outer: Arc::new(outer),
+        staged: None,
+        staged_snapshot: None,
+        fetching_snapshot: false,
+        trainer: Arc::new(Mutex::new(trainer)),
+        train_loss: BTreeMap::new(),
+        norms: BTreeMap::new(),
+        median_norm: None,
+        wake_at: None,
+        retry: VecDeque::new(),
+        done_tx,
+        shared: Arc::clone(&shared),
+        blobs_by_round: BTreeMap::new(),
+        model_blobs: VecDeque::new(),
+        last_base: BTreeMap::new(),
+        evals_pending: 0,
+    };
+    {
+        let mut status = shared.status.lock().expect("lock");
+        status.peers = peers.len();
+        status.history = node.dir.read_history();
+        status.val_loss = status.history.last().and_then(|h| h.val_loss);
+    }
+    node.apply(effects).await;
+    node.refresh_status();
+
+    let mut housekeeping =
+        tokio::time::interval(Duration::from_millis(limits::HOUSEKEEPING_INTERVAL_MS));
+    tokio::pin!(shutdown);
+    loop {
+        let wake = node.wake_at.map_or(Duration::from_secs(3600), |at| {
+            Duration::from_millis(at.saturating_sub(now_ms()))
+        });
+        tokio::select! {
+            _ = &mut shutdown => break,
+            event = events.recv() => {
+                let Some(event) = event else { break };
+                match event {
+                    NetEvent::Gossip(message) => {
+                        let verdict = if message.topic == node.topic {
+                            judge_gossip(&message.data)
+                        } else {
+                            net::Verdict::Ignore
+                        };
+                        let _ = net.report_validation(message.id, verdict).await;
+                        if verdict == net::Verdict::Accept {
+                            shared.received.fetch_add(message.data.len() as u64, Ordering::Relaxed);
+                            let effects = node.core.handle(now_ms(), Input::Gossip { source: message.source, data: message.data });
+                            node.apply(effects).await;
+                        }
+                    }
+                    NetEvent::PeerConnected { peer, .. } => { peers.insert(peer); }
+                    NetEvent::PeerDisconnected { peer } => { peers.remove(&peer); }
+                    _ => {}
+                }
+                shared.status.lock().expect("lock").peers = peers.len();
+            }
+            done = done_rx.recv() => {
+                let Some(done) = done else { break };
+                node.on_done(done).await;
+            }
+            _ = tokio::time::sleep(wake) => {
+                node.wake_at = None;
+                let effects = node.core.handle(now_ms(), Input::Tick);
+                node.apply(effects).await;
+            }
+            _ = housekeeping.tick() => {
+                node.retry_publish().await;
+                let effects = node.core.handle(now_ms(), Input::Tick);
+                node.apply(effects).await;
+            }
+        }
+        node.refresh_status();
+    }
+
+    let _ = std::fs::remove_file(config.data_dir.join(crate::shell::CONTROL_ADDR_FILE));
+    let _ = stop_tx.send(());
+    let _ = server.await;
+    let _ = net.shutdown().await;
+    let _ = net_task.await;
+    println!("stopped");
+    Ok(())
+}
+
+impl NodeLoop {
+    fn spawn_done(&self, fut: impl std::future::Future<Output = Done> + Send + 'static) {
+        let tx = self.done_tx.clone();
+        tokio::spawn(async move {
+            let done = fut.await;
+            let _ = tx.send(done).await;
+        });
+    }
+
+    async fn publish(&mut self, data: Vec<u8>) {
+        let len = data.len() as u64;
+        match self.net.publish(&self.topic, data.clone()).await {
+            Ok(()) => {
+                self.shared.published.fetch_add(len, Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::debug!(%e, "publish failed; retrying");
+                if self.retry.len() < limits::PUBLISH_RETRY_QUEUE_LEN_MAX {
+                    self.retry
+                        .push_back((data, now_ms() + limits::PUBLISH_RETRY_FOR_MS));
+                }
+            }
+        }
+    }
+
+    async fn retry_publish(&mut self) {
+        let now = now_ms();
+        let pending: Vec<(Vec<u8>, u64)> = self.retry.drain(..).collect();
+        for (data, until) in pending {
+            if until < now {
+                continue;
+            }
+            let len = data.len() as u64;
+            match self.net.publish(&self.topic, data.clone()).await {
+                Ok(()) => {
+                    self.shared.published.fetch_add(len, Ordering::Relaxed);
+                }
+                Err(_) => self.retry.push_back((data, until)),
+            }
+        }
+    }
+
+    async fn apply(&mut self, effects: Vec<Effect>) {
+        let mut queue: VecDeque<Effect> = effects.into();
+        while let Some(effect) = queue.pop_front() {
+            let more = self.apply_one(effect).await;
+            queue.extend(more);
+        }
+    }
+
+    async fn apply_one(&mut self, effect: Effect) -> Vec<Effect> {
+        match effect {
+            Effect::Publish(data) => self.publish(data).await,
+            Effect::WakeAt(at) => {
+                self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
+            }
+            Effect::Train {
+                round,
+                base_model_hash,
+                seed,
+                data_ids,
+            } => self.start_training(round, base_model_hash, seed, data_ids),
+            Effect::Fetch {
+                round,
+                trainer,
+                cid,
+                providers,
+                ..
+            } => self.start_fetch(round, trainer, cid, providers),
+            Effect::Verify {
+                round,
+                trainer,
+                cid,
+                bytes,
+                ..
+            } => self.start_verify(round, trainer, cid, bytes),
+            Effect::Aggregate {
+                round,
+                proposal_digest,
+                base_model_hash,
+                updates,
+            } => return self.start_aggregate(round, proposal_digest, base_model_hash, updates),
+            Effect::Settled { settled, snapshot } => self.on_settled(settled, snapshot),
+            Effect::FetchSnapshot {
+                state_digest,
+                peers,
+                ..
+            } => self.start_snapshot_fetch(state_digest, peers),
+            Effect::Adopted(snapshot) => self.on_adopted(snapshot),
+        }
+        Vec::new()
+    }
+
+    fn start_training(
+        &mut self,
+        round: RoundNumber,
+        base: Hash32,
+        seed: Hash32,
+        data_ids: Vec<u32>,
+    ) {
+        let theta = Arc::clone(&self.theta);
+        if Hash32::of_f32s(&theta) != base {
+            tracing::warn!(
+                round = round.0,
+                "asked to train from a model this node does not hold"
+            );
+            return;
+        }
+        let work = Arc::clone(&self.work);
+        let trainer = Arc::clone(&self.trainer);
+        let dir = self.dir.clone();
+        self.blobs_by_round.entry(round.0).or_default();
+        self.spawn_done(async move {
+            let result = tokio::task::spawn_blocking(move || {
+                let mut local = trainer.lock().expect("lock");
+                let local = &mut *local;
+                let update = work.train_round(
+                    &mut local.trainer,
+                    &mut local.feedback,
+                    &theta,
+                    seed,
+                    &data_ids,
+                )?;
+                let cid = Hash32::of(&update.blob);
+                dir.put_blob(&cid, &update.blob)
+                    .map_err(|e| crate::work::WorkError::Aggregate(e.to_string()))?;
+                Ok::<_, crate::work::WorkError>((
+                    cid,
+                    update.blob.len() as u64,
+                    update.mean_loss,
+                    update.last_loss,
+                ))
+            })
+            .await;
+            match result {
+                Ok(Ok((cid, bytes, mean_loss, last_loss))) => Done::Trained {
+                    input: Input::Trained {
+                        round,
+                        base_model_hash: base,
+                        update_cid: cid,
+                        update_bytes: bytes,
+                        claimed_loss: last_loss,
+                    },
+                    mean_loss,
+                },
+                Ok(Err(e)) => {
+                    tracing::error!(%e, round = round.0, "training failed");
+                    Done::Core(Input::TrainFailed { round })
+                }
+                Err(e) => {
+                    tracing::error!(%e, round = round.0, "training task failed");
+                    Done::Core(Input::TrainFailed { round })
+                }
+            }
+        });
+    }
+
+    fn start_fetch(
+        &mut self,
+        round: RoundNumber,
+        trainer: PeerId,
+        cid: Hash32,
+        providers: Vec<PeerId>,
+    ) {
+        self.blobs_by_round.entry(round.0).or_default().push(cid);
+        let dir = self.dir.clone();
+        let net = self.net.clone();
+        let me = self.net.local_peer();
+        let shared = Arc::clone(&self.shared);
+        self.spawn_done(async move {
+            if let Some(len) = std::fs::metadata(dir.blob_path(&cid)).ok().map(|m| m.len()) {
+                return Done::Core(Input::BlobFetched {
+                    round,
+                    trainer,
+                    cid,
+                    bytes: len,
+                });
+            }
+            let providers: Vec<PeerId> = providers.into_iter().filter(|p| *p != me).collect();
+            match fetch_checked(&net, cid, providers, limits::UPDATE_BLOB_BYTES_MAX).await {
+                Some(bytes) => {
+                    shared
+                        .received
+                        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                    let len = bytes.len() as u64;
+                    if dir.put_blob(&cid, &bytes).is_err() {
+                        return Done::Core(Input::BlobFetchFailed {
+                            round,
+                            trainer,
+                            cid,
+                        });
+                    }
+                    Done::Core(Input::BlobFetched {
+                        round,
+                        trainer,
+                        cid,
+                        bytes: len,
+                    })
+                }
+                None => Done::Core(Input::BlobFetchFailed {
+                    round,
+                    trainer,
+                    cid,
+                }),
+            }
+        });
+    }
+
+    fn start_verify(&mut self, round: RoundNumber, trainer: PeerId, cid: Hash32, bytes: u64) {
+        let work = Arc::clone(&self.work);
+        let dir = self.dir.clone();
+        let median = self.median_norm;
+        let verifier = self.core.roles().verifier;
+        self.spawn_done(async move {
+            let outcome = tokio::task::spawn_blocking(move || {
+                let blob = dir
+                    .read_blob(&cid)
+                    .ok_or_else(|| "blob is gone".to_string())?;
+                if Hash32::of(&blob) != cid {
+                    return Err("blob does not match its CID".to_string());
+                }
+                if verifier {
+                    work.check_update(&blob, median)
+                } else {
+                    // Without the verifier role a node still refuses what it cannot decode.
+                    sync::codec::decode(&blob, work.param_count())
+                        .map(|_| 0.0)
+                        .map_err(|e| e.to_string())
+                }
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+            let (accepted, norm) = match outcome {
+                Ok(norm) => (true, Some(norm)),
+                Err(reason) => {
+                    tracing::warn!(round = round.0, %trainer, %reason, "update rejected");
+                    (false, None)
+                }
+            };
+            Done::Verified {
+                input: Input::Verified {
+                    round,
+                    trainer,
+                    cid,
+                    bytes,
+                    accepted,
+                },
+                norm,
+            }
+        });
+    }
+
+    fn start_aggregate(
+        &mut self,
+        round: RoundNumber,
+        proposal_digest: Hash32,
+        base: Hash32,
+        updates: Vec<(PeerId, Hash32)>,
+    ) -> Vec<Effect> {
+        if Hash32::of_f32s(&self.theta) != base {
+            tracing::warn!(
+                round = round.0,
+                "asked to aggregate onto a model this node does not hold"
+            );
+            return Vec::new();
+        }
+        let work = Arc::clone(&self.work);
+        let dir = self.dir.clone();
+        let theta = Arc::clone(&self.theta);
+        let outer = Arc::clone(&self.outer);
+        self.spawn_done(async move {
+            let result = tokio::task::spawn_blocking(move || {
+                let mut blobs = Vec::with_capacity(updates.len());
+                for (peer, cid) in &updates {
+                    let blob = dir.read_blob(cid).ok_or_else(|| {
+                        crate::work::WorkError::Aggregate(format!("update {cid} is missing"))
+                    })?;
+                    blobs.push((*peer, blob));
+                }
+                work.aggregate(&theta, &outer, &blobs)
+            })
+            .await;
+            match result {
+                Ok(Ok((params, outer))) => Done::Aggregated {
+                    round,
+                    proposal_digest,
+                    params: Arc::new(params),
+                    outer: Arc::new(outer),
+                },
+                Ok(Err(e)) => {
+                    tracing::error!(%e, round = round.0, "aggregation failed");
+                    Done::SnapshotFailed
+                }
+                Err(e) => {
+                    tracing::error!(%e, "aggregation task failed");
+                    Done::SnapshotFailed
+                }
+            }
+        });
+        Vec::new()
+    }
+
+    fn on_settled(&mut self, settled: round::Settled, snapshot: Snapshot) {
+        let staged = self.staged.take();
+        let Some(staged) = staged.filter(|s| {
+            s.proposal_digest == settled.proposal_digest
+                && Hash32::of_f32s(&s.params) == settled.model_hash
+        }) else {
+            tracing::error!(
+                round = settled.round.0,
+                "settled a round whose aggregate is not staged here"
+            );
+            return;
+        };
+        self.theta = staged.params;
+        self.outer = staged.outer;
+        if settled.included.contains(&self.net.local_peer()) {
+            self.contributions += 1;
+        }
+        // The median norm of this round's accepted updates bounds the next round's.
+        let mut norms: Vec<f64> = settled
+            .included
+            .iter()
+            .filter_map(|p| self.norms.get(&(settled.round.0, *p)).copied())
+            .collect();
+        norms.sort_by(f64::total_cmp);
+        if !norms.is_empty() {
+            self.median_norm = Some(norms[norms.len() / 2]);
+        }
+        self.norms.retain(|(r, _), _| *r > settled.round.0);
+        if let Err(e) = self
+            .dir
+            .save_state(self.run.run_id, &snapshot, &self.theta, &self.outer)
+        {
+            tracing::error!(%e, "persisting the settled state failed");
+        }
+        self.save_inner(snapshot.next_round);
+        self.prune(snapshot.next_round);
+        let seed = round::round_seed(self.run.run_id, settled.round, self.base_of(&settled));
+        let line = HistoryLine {
+            round: settled.round.0,
+            model_hash: settled.model_hash.to_hex(),
+            seed: seed.to_hex(),
+            included: settled.included.iter().map(|p| p.to_string()).collect(),
+            excluded: settled.excluded.len(),
+            proposer: settled.proposer.to_string(),
+            train_loss: self.train_loss.remove(&settled.round.0),
+            val_loss: None,
+            unix_ms: now_ms(),
+        };
+        self.train_loss.retain(|r, _| *r > settled.round.0);
+        self.evaluate(line);
+    }
+
+    /// The base model hash of a settled round: the previous state's model (what the node held before).
+    fn base_of(&self, settled: &round::Settled) -> Hash32 {
+        self.last_base
+            .get(&settled.round.0)
+            .copied()
+            .unwrap_or(Hash32::ZERO)
+    }
+
+    fn evaluate(&mut self, mut line: HistoryLine) {
+        self.evals_pending += 1;
+        let work = Arc::clone(&self.work);
+        let theta = Arc::clone(&self.theta);
+        self.spawn_done(async move {
+            let loss = tokio::task::spawn_blocking(move || work.eval_loss(&theta)).await;
+            line.val_loss = match loss {
+                Ok(Ok(loss)) => Some(loss),
+                _ => None,
+            };
+            Done::Evaluated { line }
+        });
+    }
+
+    fn save_inner(&self, next_round: RoundNumber) {
+        let trainer = Arc::clone(&self.trainer);
+        let dir = self.dir.clone();
+        if !self.core.roles().trainer {
+            return;
+        }
+        tokio::task::spawn_blocking(move || {
+            let local = trainer.lock().expect("lock");
+            if let Err(e) = dir.save_inner(next_round, &local.optimizer_state(), &local.feedback) {
+                tracing::warn!(%e, "persisting the inner optimizer failed");
+            }
+        });
+    }
+
+    /// Keeps the blobs of the last `ROUNDS_KEPT` rounds (more with the storage role) plus the current model.
+    fn prune(&mut self, next_round: RoundNumber) {
+        let keep_rounds = if self.core.roles().storage {
+            limits::ROUNDS_KEPT
+        } else {
+            1
+        };
+        let cutoff = next_round.0.saturating_sub(keep_rounds);
+        let old: Vec<u64> = self
+            .blobs_by_round
+            .range(..cutoff)
+            .map(|(r, _)| *r)
+            .collect();
+        for round in old {
+            for cid in self.blobs_by_round.remove(&round).unwrap_or_default() {
+                let _ = std::fs::remove_file(self.dir.blob_path(&cid));
+            }
+        }
+        let model_hash = Hash32::of_f32s(&self.theta);
+        self.model_blobs.push_back(model_hash);
+        while self.model_blobs.len() as u64 > keep_rounds + 1 {
+            if let Some(old) = self.model_blobs.pop_front() {
+                if old != model_hash && old != self.run.genesis.genesis_model_hash {
+                    let _ = std::fs::remove_file(self.dir.blob_path(&old));
+                }
+            }
+        }
+    }
+
+    fn start_snapshot_fetch(&mut self, digest: Hash32, peers: Vec<PeerId>) {
+        if self.fetching_snapshot {
+            return;
+        }
+        self.fetching_snapshot = true;
+        let net = self.net.clone();
+        let dir = self.dir.clone();
+        let run_id = self.run.run_id;
+        let me = net.local_peer();
+        let peers: Vec<PeerId> = peers.into_iter().filter(|p| *p != me).collect();
+        // A node that fell behind by a vote often holds the agreed model already, as its own staged aggregate.
+        let staged = self.staged.as_ref().map(|s| Arc::clone(&s.params));
+        self.spawn_done(async move {
+            for attempt in 0..limits::SNAPSHOT_FETCH_ATTEMPTS_MAX as usize {
+                let Some(&peer) = peers.get(attempt % peers.len().max(1)) else {
+                    break;
+                };
+                let Some(bytes) = fetch_checked_raw(
+                    &net,
+                    digest,
+                    vec![peer],
+                    limits::SNAPSHOT_RECORD_BYTES_MAX + limits::OUTER_STATE_BYTES_MAX,
+                )
+                .await
+                else {
+                    continue;
+                };
+                let Ok(record) = SnapshotRecord::decode_checked(&bytes, run_id, digest) else {
+                    tracing::warn!(%peer, "peer served a bad snapshot record");
+                    continue;
+                };
+                let hash = record.snapshot.model_hash;
+                if let Some(params) = staged.as_ref().filter(|p| Hash32::of_f32s(p) == hash) {
+                    return Done::Snapshot {
+                        record,
+                        params: Arc::clone(params),
+                    };
+                }
+                let params = match dir.read_params(&hash) {
+                    Some(params) => params,
+                    None => {
+                        let Some(bytes) = fetch_checked(
+                            &net,
+                            hash,
+                            peers.clone(),
+                            types::limits::net::BLOB_BYTES_MAX,
+                        )
+                        .await
+                        else {
+                            continue;
+                        };
+                        match bytes_to_f32s(&bytes) {
+                            Some(params) if Hash32::of_f32s(&params) == hash => params,
+                            _ => continue,
+                        }
+                    }
+                };
+                return Done::Snapshot {
+                    record,
+                    params: Arc::new(params),
+                };
+            }
+            Done::SnapshotFailed
+        });
+    }
+
+    fn on_adopted(&mut self, snapshot: Snapshot) {
+        let Some((record, params)) = self.staged_snapshot.take() else {
+            return;
+        };
+        if record.snapshot != snapshot {
+            return;
+        }
+        println!(
+            "caught up to round {} model {}",
+            snapshot.next_round.0, snapshot.model_hash
+        );
+        self.theta = params;
+        self.outer = Arc::new(record.outer_state);
+        self.staged = None;
+        if let Err(e) = self
+            .dir
+            .save_state(self.run.run_id, &snapshot, &self.theta, &self.outer)
+        {
+            tracing::error!(%e, "persisting the adopted state failed");
+        }
+    }
+
+    async fn on_done(&mut self, done: Done) {
+        let effects = match done {
+            Done::Core(input) => self.core.handle(now_ms(), input),
+            Done::Trained { input, mean_loss } => {
+                if let Input::Trained {
+                    round,
+                    update_bytes,
+                    ..
+                } = &input
+                {
+                    self.train_loss.insert(round.0, mean_loss);
+                    let mut status = self.shared.status.lock().expect("lock");
+                    status.train_loss = Some(mean_loss);
+                    status.update_bytes += update_bytes;
+                }
+                self.core.handle(now_ms(), input)
+            }
+            Done::Verified { input, norm } => {
+                if let (Input::Verified { round, trainer, .. }, Some(norm)) = (&input, norm) {
+                    self.norms.insert((round.0, *trainer), norm);
+                }
+                self.core.handle(now_ms(), input)
+            }
+            Done::Aggregated {
+                round,
+                proposal_digest,
+                params,
+                outer,
+            } => {
+                let model_hash = Hash32::of_f32s(&params);
+                self.last_base.insert(round.0, Hash32::of_f32s(&self.theta));
+                self.last_base
+                    .retain(|r, _| *r + limits::ROUNDS_KEPT >= round.0);
+                self.staged = Some(Staged {
+                    proposal_digest,
+                    params,
+                    outer,
+                });
+                self.core.handle(
+                    now_ms(),
+                    Input::Aggregated {
+                        round,
+                        proposal_digest,
+                        model_hash,
+                    },
+                )
+            }
+            Done::Snapshot { record, params } => {
+                self.fetching_snapshot = false;
+                let snapshot = record.snapshot.clone();
+                self.staged_snapshot = Some((record, params));
+                self.core.handle(now_ms(), Input::SnapshotFetched(snapshot))
+            }
+            Done::SnapshotFailed => {
+                self.fetching_snapshot = false;
+                Vec::new()
+            }
+            Done::Evaluated { line } => {
+                self.evals_pending -= 1;
+                if let Err(e) = self.dir.append_history(&line) {
+                    tracing::warn!(%e, "writing history failed");
+                }
+                let mut status = self.shared.status.lock().expect("lock");
+                status.val_loss = line.val_loss;
+                status.history.push(line);
+                if status.history.len() > limits::HISTORY_ROUNDS_KEPT_MAX {
+                    status.history.remove(0);
+                }
+                Vec::new()
+            }
+        };
+        self.apply(effects).await;
+    }
+
+    fn refresh_status(&self) {
+        let machine = self.core.machine();
+        let mut status = self.shared.status.lock().expect("lock");
+        status.round = machine.round().0;
+        status.status = match machine.status() {
+            Status::Synced => "synced",
+            Status::Syncing => "syncing",
+            Status::Left => "left",
+        };
+        status.phase = self.core.phase();
+        status.model_hash = machine.model_hash().to_hex();
+        // Finished once the last round is settled and its evaluation is in the history.
+        status.finished = self.core.finished() && self.evals_pending == 0;
+        status.core = self.core.stats().clone();
+        status.machine = machine.describe();
+        status.contributions = self.contributions;
+        status.members = machine.members().len();
+        status.bytes_out = self.shared.published.load(Ordering::Relaxed)
+            + self.shared.served.load(Ordering::Relaxed);
+        status.bytes_in = self.shared.received.load(Ordering::Relaxed);
+    }
+}
+
+/// Fetches blob `hash` from `providers` and checks its BLAKE3 hash; `None` on any failure.
+async fn fetch_checked(
+    net: &NetClient,
+    hash: Hash32,
+    providers: Vec<PeerId>,
+    max: u64,
+) -> Option<Vec<u8>> {
+    let bytes = fetch_checked_raw(net, hash, providers, max).await?;
+    (Hash32::of(&bytes) == hash).then_some(bytes)
+}
+
+/// Fetches blob `hash` without checking its hash (snapshot records are named by the digest they decode to).
+async fn fetch_checked_raw(
+    net: &NetClient,
+    hash: Hash32,
+    providers: Vec<PeerId>,
+    max: u64,
+) -> Option<Vec<u8>> {
+    if providers.is_empty() {
+        return None;
+    }
+    let mut receiver = net.fetch_blob(hash, providers);
+    let mut out = Vec::new();
+    while let Some(chunk) = receiver.next().await {
+        let chunk = chunk.ok()?;
+        if chunk.blob_len > max {
+            return None;
+        }
+        out.extend_from_slice(&chunk.bytes);
+    }
+    Some(out)
+}
+
+#[allow(dead_code)]
+fn _assert_send() {
+    fn is_send<T: Send>() {}
+    is_send::<Done>();
+    let _ = f32s_to_bytes;
+}

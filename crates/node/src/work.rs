@@ -1,0 +1,279 @@
+//! The model math behind the roles, run by the shell off the event loop (on tokio's blocking pool):
+//! train H inner steps on the assigned shards and encode Δ, run the sanity gates on an update, aggregate the
+//! agreed updates deterministically and apply the outer step, and evaluate the validation loss.
+//!
+//! Same math as `commonweight experiment sync`: `Δ = θ − θ_local`, encoded with error feedback, decoded,
+//! averaged in f64 by peer id (`sync::aggregate`), then `θ ← outer.step(θ, mean Δ)`.
+
+use model::{LanguageModel, OptimizerState, Trainer};
+use sync::aggregate::Aggregator;
+use sync::codec::{decode, ErrorFeedback};
+use sync::outer::{NesterovOuter, OuterOptimizer, SparseLocoOuter};
+use types::limits::node as limits;
+use types::{Hash32, PeerId};
+
+use crate::runspec::{dataset_hash, Run};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkError {
+    #[error("dataset: {0}")]
+    Data(#[from] data::DataError),
+    #[error("batch: {0}")]
+    Batch(#[from] data::BatchError),
+    #[error("model: {0}")]
+    Model(#[from] model::ModelError),
+    #[error("update: {0}")]
+    Codec(#[from] sync::codec::CodecError),
+    #[error("aggregation: {0}")]
+    Aggregate(String),
+    #[error("outer optimizer state: {0}")]
+    OuterState(String),
+    #[error("the dataset at {path} hashes to {got}, the genesis names {expected}")]
+    DatasetMismatch {
+        path: String,
+        got: Hash32,
+        expected: Hash32,
+    },
+    #[error("the initial model hashes to {got}, the genesis names {expected}")]
+    GenesisMismatch { got: Hash32, expected: Hash32 },
+    #[error("shard id {0} is outside the dataset")]
+    ShardId(u32),
+}
+
+/// The prepared data and fixed settings a node trains and evaluates with.
+pub struct Workload {
+    pub run: Run,
+    train_tokens: Vec<u32>,
+    shard_len: usize,
+    eval_tokens: Vec<u32>,
+    genesis_params: Vec<f32>,
+}
+
+/// What one round of local training produced.
+pub struct TrainedUpdate {
+    pub blob: Vec<u8>,
+    /// Mean training loss over the H inner steps.
+    pub mean_loss: f32,
+    /// Loss of the last inner step (the commitment's claimed loss).
+    pub last_loss: f32,
+}
+
+impl Workload {
+    /// Loads the dataset and checks it, and the initial model, against the genesis.
+    pub fn open(run: &Run) -> Result<Workload, WorkError> {
+        let dataset = data::PreparedDataset::open(&run.spec.dataset)?;
+        let train_tokens = dataset.train_tokens()?;
+        let got = dataset_hash(&train_tokens);
+        if got != run.genesis.dataset_cid {
+            return Err(WorkError::DatasetMismatch {
+                path: run.spec.dataset.display().to_string(),
+                got,
+                expected: run.genesis.dataset_cid,
+            });
+        }
+        let genesis_params = model::init_params(&run.model, run.spec.seed);
+        let got = Hash32::of_f32s(&genesis_params);
+        if got != run.genesis.genesis_model_hash {
+            return Err(WorkError::GenesisMismatch {
+                got,
+                expected: run.genesis.genesis_model_hash,
+            });
+        }
+        let val = dataset.val_tokens()?;
+        let window = run.spec.seq_len + 1;
+        let windows = (val.len() / window)
+            .min(run.spec.eval_windows)
+            .min(limits::EVAL_WINDOWS_MAX)
+            .max(1);
+        let eval_tokens = val[..(windows * window).min(val.len())].to_vec();
+        let shard_len = train_tokens.len() / run.genesis.dataset_shards as usize;
+        Ok(Workload {
+            run: run.clone(),
+            train_tokens,
+            shard_len,
+            eval_tokens,
+            genesis_params,
+        })
+    }
+
+    pub fn genesis_params(&self) -> &[f32] {
+        &self.genesis_params
+    }
+
+    pub fn param_count(&self) -> usize {
+        self.genesis_params.len()
+    }
+
+    pub fn eval_tokens(&self) -> &[u32] {
+        &self.eval_tokens
+    }
+
+    /// The tokens of the assigned shards, concatenated in shard order.
+    pub fn assigned_tokens(&self, data_ids: &[u32]) -> Result<Vec<u32>, WorkError> {
+        let mut tokens = Vec::with_capacity(data_ids.len() * self.shard_len);
+        for &id in data_ids {
+            if id >= self.run.genesis.dataset_shards {
+                return Err(WorkError::ShardId(id));
+            }
+            let start = id as usize * self.shard_len;
+            tokens.extend_from_slice(&self.train_tokens[start..start + self.shard_len]);
+        }
+        Ok(tokens)
+    }
+
+    /// The batch seed of a round: the first 8 bytes of the round seed.
+    pub fn batch_seed(seed: Hash32) -> u64 {
+        u64::from_le_bytes(seed.0[..8].try_into().expect("8 bytes"))
+    }
+
+    /// A trainer at `params` with fresh AdamW state (the schedule spans the whole run).
+    pub fn new_trainer(&self, params: &[f32], threads: usize) -> Result<Trainer, WorkError> {
+        Ok(Trainer::with_params(
+            self.run.model.clone(),
+            self.run.train.clone(),
+            params,
+            threads,
+        )?)
+    }
+
+    pub fn new_feedback(&self) -> ErrorFeedback {
+        self.run
+            .spec
+            .ef_decay
+            .map_or_else(ErrorFeedback::off, ErrorFeedback::new)
+    }
+
+    /// H inner AdamW steps from `theta` on the assigned shards; Δ = θ − θ_local, encoded with feedback.
+    pub fn train_round(
+        &self,
+        trainer: &mut Trainer,
+        feedback: &mut ErrorFeedback,
+        theta: &[f32],
+        seed: Hash32,
+        data_ids: &[u32],
+    ) -> Result<TrainedUpdate, WorkError> {
+        let tokens = self.assigned_tokens(data_ids)?;
+        trainer.set_params(theta)?;
+        let batch_seed = Self::batch_seed(seed);
+        let mut total = 0.0f64;
+        let mut last = 0.0f32;
+        let steps = self.run.genesis.inner_steps;
+        for step in 0..steps {
+            let batch = data::sample_batch(
+                batch_seed,
+                &tokens,
+                u64::from(step),
+                self.run.spec.batch,
+                self.run.spec.seq_len,
+            )?;
+            last = trainer.train_step(&batch)?;
+            total += f64::from(last);
+        }
+        let local = trainer.params();
+        let delta: Vec<f32> = theta.iter().zip(&local).map(|(g, l)| g - l).collect();
+        let blob = self.run.codec.codec().encode(&delta, feedback);
+        Ok(TrainedUpdate {
+            blob,
+            mean_loss: (total / f64::from(steps.max(1))) as f32,
+            last_loss: last,
+        })
+    }
+
+    /// The sanity gates (issue 7, step 5) on one update: it decodes for this model (typed error on any bad
+    /// byte), every value is finite, it is not empty, and its norm is not an outlier against the median
+    /// norm of the previous round's accepted updates. Returns the norm, or why it is rejected.
+    pub fn check_update(&self, blob: &[u8], median_norm: Option<f64>) -> Result<f64, String> {
+        let values = decode(blob, self.param_count()).map_err(|e| e.to_string())?;
+        if let Some((index, bits)) = verify::sanity::first_non_finite(&values) {
+            return Err(format!("value {index} is not finite (bits {bits:#x})"));
+        }
+        let norm = verify::sanity::l2_norm(&values);
+        if norm == 0.0 {
+            return Err("the update is empty (zero norm)".into());
+        }
+        if let Some(median) = median_norm.filter(|m| *m > 0.0) {
+            if norm > median * limits::UPDATE_NORM_RATIO_MAX {
+                return Err(format!(
+                    "norm {norm:.4e} is over {}x the previous median {median:.4e}",
+                    limits::UPDATE_NORM_RATIO_MAX
+                ));
+            }
+            if verify::sanity::is_zero_update(norm, median) {
+                return Err(format!(
+                    "norm {norm:.4e} is negligible against the median {median:.4e}"
+                ));
+            }
+        }
+        Ok(norm)
+    }
+
+    /// The outer optimizer's state at genesis.
+    pub fn initial_outer_state(&self) -> Vec<u8> {
+        self.build_outer().to_bytes()
+    }
+
+    fn build_outer(&self) -> Box<dyn OuterOptimizer> {
+        let spec = &self.run.spec;
+        match spec.outer.as_str() {
+            "sparseloco" => Box::new(SparseLocoOuter::new(spec.outer_lr)),
+            _ => Box::new(NesterovOuter::new(spec.outer_lr, spec.outer_momentum)),
+        }
+    }
+
+    /// Restores the outer optimizer from its state bytes (typed error on bad bytes).
+    pub fn outer_from_state(&self, bytes: &[u8]) -> Result<Box<dyn OuterOptimizer>, WorkError> {
+        let outer: Box<dyn OuterOptimizer> = match self.run.spec.outer.as_str() {
+            "sparseloco" => Box::new(
+                SparseLocoOuter::from_bytes(bytes)
+                    .map_err(|e| WorkError::OuterState(e.to_string()))?,
+            ),
+            _ => Box::new(
+                NesterovOuter::from_bytes(bytes, self.param_count())
+                    .map_err(|e| WorkError::OuterState(e.to_string()))?,
+            ),
+        };
+        Ok(outer)
+    }
+
+    /// Decodes the agreed updates, averages them in peer-id order, applies the outer step to `theta`.
+    /// Returns the next parameters and the next outer state. Deterministic: same inputs, same bits.
+    pub fn aggregate(
+        &self,
+        theta: &[f32],
+        outer_state: &[u8],
+        blobs: &[(PeerId, Vec<u8>)],
+    ) -> Result<(Vec<f32>, Vec<u8>), WorkError> {
+        let mut outer = self.outer_from_state(outer_state)?;
+        let mut next = theta.to_vec();
+        if blobs.is_empty() {
+            return Ok((next, outer.to_bytes()));
+        }
+        let mut updates = Vec::with_capacity(blobs.len());
+        for (peer, blob) in blobs {
+            updates.push((*peer, decode(blob, theta.len())?));
+        }
+        let mean = Aggregator::Mean
+            .aggregate(&updates)
+            .map_err(|e| WorkError::Aggregate(e.to_string()))?;
+        outer.step(&mut next, &mean);
+        Ok((next, outer.to_bytes()))
+    }
+
+    /// Mean validation loss (nats/token) of `params` over the fixed evaluation windows.
+    pub fn eval_loss(&self, params: &[f32]) -> Result<f32, WorkError> {
+        let model = LanguageModel::new(self.run.model.clone(), params)?;
+        Ok(model.eval_loss(&self.eval_tokens, self.run.spec.seq_len)?)
+    }
+}
+
+/// The trainer's local state kept across rounds and persisted: inner AdamW moments and error feedback.
+pub struct LocalTrainer {
+    pub trainer: Trainer,
+    pub feedback: ErrorFeedback,
+}
+
+impl LocalTrainer {
+    pub fn optimizer_state(&self) -> OptimizerState {
+        self.trainer.optimizer_state()
+    }
+}

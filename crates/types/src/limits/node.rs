@@ -1,0 +1,35 @@
+//! Bounds for the `node` crate: the run shell, its roles and its control API.
+
+/// Update blobs a node holds or fetches at once (current and next round, every trainer).
+pub const UPDATE_BLOBS_MAX: usize = 2 * super::round::COMMITTEE_PEERS_MAX;
+/// Largest update blob a node fetches or accepts (an fp32 update of a 1B model is 4.4 GB; runs this size use
+/// a sparse codec).
+pub const UPDATE_BLOB_BYTES_MAX: u64 = 8 * 1024 * 1024 * 1024;
+/// Largest snapshot record (round, model hash, members, outer optimizer state header).
+pub const SNAPSHOT_RECORD_BYTES_MAX: u64 = 8 * 1024 * 1024;
+/// Largest outer-optimizer state carried in a snapshot record besides the momentum (bytes).
+pub const OUTER_STATE_BYTES_MAX: u64 = 16 * 1024 * 1024 * 1024;
+/// Largest run file (`run.json`: genesis plus the training spec).
+pub const RUN_FILE_BYTES_MAX: u64 = 8 * 1024 * 1024;
+/// Inputs from background work (training, fetches, verification, aggregation) queued for the event loop.
+pub const WORK_QUEUE_LEN_MAX: usize = 256;
+/// Gossip publications kept for a retry while the mesh has no peers yet.
+pub const PUBLISH_RETRY_QUEUE_LEN_MAX: usize = 256;
+/// How long a failed publication is retried before it is dropped.
+pub const PUBLISH_RETRY_FOR_MS: u64 = 30_000;
+/// Interval of the event loop's retry and housekeeping tick.
+pub const HOUSEKEEPING_INTERVAL_MS: u64 = 200;
+/// Snapshot fetch attempts per resync before waiting for the machine's next request.
+pub const SNAPSHOT_FETCH_ATTEMPTS_MAX: u32 = 3;
+/// Rounds of model and update blobs kept on disk for serving peers that catch up.
+pub const ROUNDS_KEPT: u64 = 4;
+/// Rounds of history kept in memory for the status API (the file keeps all).
+pub const HISTORY_ROUNDS_KEPT_MAX: usize = 10_000;
+/// Validation windows a node evaluates after each settled round.
+pub const EVAL_WINDOWS_MAX: usize = 4096;
+/// Nodes one `commonweight swarm` starts.
+pub const SWARM_NODES_MAX: usize = 64;
+/// How long `swarm` waits for a node's control API to appear.
+pub const NODE_START_TIMEOUT_MS: u64 = 60_000;
+/// Largest update norm accepted, as a multiple of the median norm of the previous round's accepted updates.
+pub const UPDATE_NORM_RATIO_MAX: f64 = 20.0;
