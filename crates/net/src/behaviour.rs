@@ -1,5 +1,6 @@
 //! The composed libp2p behaviour: every protocol a node speaks, and how each is configured.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use libp2p::identity::Keypair;
@@ -136,11 +137,19 @@ fn new_gossipsub(key: &Keypair) -> Result<gossipsub::Behaviour, BehaviourError> 
     let mut gossipsub =
         gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), config)
             .map_err(|e| BehaviourError::Gossipsub(e.to_string()))?;
+    // The IP colocation penalty (more than 10 peers on one IP) is meant for distinct hosts behind
+    // one address; nodes on one host's loopback (tests, benchmarks, a local cluster) are exempt,
+    // and no remote peer can appear on a loopback address.
+    let score_params = gossipsub::PeerScoreParams {
+        ip_colocation_factor_whitelist: [
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ]
+        .into(),
+        ..gossipsub::PeerScoreParams::default()
+    };
     gossipsub
-        .with_peer_score(
-            gossipsub::PeerScoreParams::default(),
-            gossipsub::PeerScoreThresholds::default(),
-        )
+        .with_peer_score(score_params, gossipsub::PeerScoreThresholds::default())
         .map_err(BehaviourError::Gossipsub)?;
     Ok(gossipsub)
 }
