@@ -67,9 +67,22 @@ fn load_average() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
+/// CPU seconds (user + system) this process has used so far, from /proc/self/stat.
+fn cpu_s() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses): utime and stime are 12th and 13th.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 struct Outcome {
     /// Delivery latencies in ms, sorted.
     latencies_ms: Vec<f64>,
+    /// CPU cores busy (CPU seconds per wall second) while idle after joining, and while publishing.
+    idle_cores: f64,
+    publish_cores: f64,
     expected: usize,
     join_s: f64,
     peers_min: usize,
@@ -87,7 +100,8 @@ impl Outcome {
     fn print(&self, name: &str) {
         println!(
             "{name}: joined in {:.1} s (peers per node {}..{}); delivered {} of {} ({:.4}); \
-             latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+             latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; \
+             CPU cores busy: {:.2} idle (mesh settling), {:.2} while publishing",
             self.join_s,
             self.peers_min,
             self.peers_max,
@@ -96,7 +110,9 @@ impl Outcome {
             self.latencies_ms.len() as f64 / self.expected as f64,
             self.percentile(0.50),
             self.percentile(0.99),
-            self.latencies_ms.last().copied().unwrap_or(f64::NAN)
+            self.latencies_ms.last().copied().unwrap_or(f64::NAN),
+            self.idle_cores,
+            self.publish_cores
         );
     }
 }
@@ -184,7 +200,10 @@ async fn run(
     for client in &clients {
         client.subscribe(TOPIC).await.unwrap();
     }
+    let (idle_wall, idle_cpu) = (Instant::now(), cpu_s());
     tokio::time::sleep(Duration::from_secs(MESH_SETTLE_S)).await;
+    let idle_cores = (cpu_s() - idle_cpu) / idle_wall.elapsed().as_secs_f64();
+    let (publish_wall, publish_cpu) = (Instant::now(), cpu_s());
 
     let mut sent_at = Vec::with_capacity(messages);
     let mut authors = Vec::with_capacity(messages);
@@ -219,12 +238,15 @@ async fn run(
         }
         latencies_ms.push(at.duration_since(sent).as_secs_f64() * 1e3);
     }
+    let publish_cores = (cpu_s() - publish_cpu) / publish_wall.elapsed().as_secs_f64();
     for client in &clients {
         let _ = client.shutdown().await;
     }
     latencies_ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
     Outcome {
         latencies_ms,
+        idle_cores,
+        publish_cores,
         expected,
         join_s,
         peers_min,

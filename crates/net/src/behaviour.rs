@@ -55,9 +55,14 @@ impl Behaviour {
             .with_max_established_per_peer(Some(limits::CONNECTIONS_PER_PEER_MAX))
             .with_max_pending_incoming(Some(limits::CONNECTIONS_PENDING_INCOMING_MAX))
             .with_max_pending_outgoing(Some(limits::CONNECTIONS_PENDING_OUTGOING_MAX));
-        let relay_server = config
-            .relay_server
-            .then(|| relay::Behaviour::new(peer_id, relay_config()));
+        // A relay server is configured only on publicly reachable nodes, so it serves from the
+        // start rather than waiting for AutoNAT to confirm an external address (which it never
+        // does for private address ranges).
+        let relay_server = config.relay_server.then(|| {
+            let mut relay = relay::Behaviour::new(peer_id, relay_config());
+            relay.set_status(Some(relay::Status::Enable));
+            relay
+        });
         let autonat_config = autonat::Config {
             only_global_ips: config.autonat_only_global_ips,
             ..autonat::Config::default()

@@ -52,6 +52,12 @@ pub struct EventLoop {
     topics: HashSet<TopicHash>,
     bootstrapped: bool,
     events_dropped: u64,
+    /// Serving as a relay: the operator says this node is publicly reachable, so its listen
+    /// addresses are its external addresses (a relay hands them out in reservations, and
+    /// libp2p's relay server stays off until it has one; AutoNAT cannot confirm private ones).
+    relay_server: bool,
+    /// Every configured listen address is loopback (tests): loopback may then be external too.
+    loopback_only: bool,
 }
 
 /// Builds the swarm, starts listening and dials the bootstrap peers. Call inside a tokio runtime.
@@ -61,6 +67,7 @@ pub fn new(
 ) -> Result<(NetClient, mpsc::Receiver<NetEvent>, EventLoop), NetError> {
     config.check()?;
     let listen = parse_addrs(&config.listen)?;
+    let loopback_only = listen.iter().all(is_loopback);
     let bootstrap = parse_addrs(&config.bootstrap)?;
     let mut swarm = build_swarm(identity, &config)?;
     for addr in listen {
@@ -92,6 +99,8 @@ pub fn new(
         topics: HashSet::new(),
         bootstrapped: false,
         events_dropped: 0,
+        relay_server: config.relay_server,
+        loopback_only,
     };
     for addr in bootstrap {
         event_loop.dial(addr)?;
@@ -155,6 +164,14 @@ fn build_swarm(identity: &Identity, config: &NetConfig) -> Result<Swarm<Behaviou
         })
         .build();
     Ok(swarm)
+}
+
+fn is_loopback(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_loopback(),
+        Protocol::Ip6(ip) => ip.is_loopback(),
+        _ => false,
+    })
 }
 
 fn is_relayed(addr: &Multiaddr) -> bool {
@@ -385,6 +402,12 @@ impl EventLoop {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 let local = *self.swarm.local_peer_id();
+                if self.relay_server
+                    && !is_relayed(&address)
+                    && (self.loopback_only || !is_loopback(&address))
+                {
+                    self.swarm.add_external_address(address.clone());
+                }
                 self.emit(NetEvent::Listening {
                     addr: address.with(Protocol::P2p(local)).to_string(),
                 });
