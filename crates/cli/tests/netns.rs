@@ -405,6 +405,12 @@ fn node_behind_nat_is_reached_through_a_relay() {
     must("ip -n cwt_priv route add default via 192.168.77.1");
     must("ip netns exec cwt_gw sysctl -qw net.ipv4.ip_forward=1");
     must("ip netns exec cwt_gw iptables -t nat -A POSTROUTING -o cwtg0 -j MASQUERADE");
+    // A strict NAT: from the private side, only the relay's port may be dialed. So N cannot dial
+    // C itself once the DHT tells it about C, and C can reach N only through the relay.
+    must(
+        "ip netns exec cwt_gw iptables -A FORWARD -i cwtg1 -o cwtg0 -p tcp --dport 4002 -j ACCEPT \
+         && ip netns exec cwt_gw iptables -A FORWARD -i cwtg1 -o cwtg0 -m conntrack --ctstate NEW -j DROP",
+    );
     // The private node cannot be reached from the public side.
     assert!(!sh(
         "ip netns exec cwt_pub curl -s -m 2 http://192.168.77.2:1 2>/dev/null"

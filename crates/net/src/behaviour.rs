@@ -87,10 +87,12 @@ impl Behaviour {
             relay_server: relay_server.into(),
             dcutr: dcutr::Behaviour::new(peer_id),
             autonat: autonat::Behaviour::new(peer_id, autonat_config),
-            identify: identify::Behaviour::new(identify::Config::new(
-                IDENTIFY_PROTOCOL.into(),
-                key.public(),
-            )),
+            // Push new listen addresses (a relay reservation's circuit address appears only after
+            // connecting), so peers' DHT entries learn how to reach a node behind NAT.
+            identify: identify::Behaviour::new(
+                identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
+                    .with_push_listen_addr_updates(true),
+            ),
             ping: ping::Behaviour::new(ping::Config::new()),
             kad: new_kad(peer_id, config),
             mdns: mdns.into(),
