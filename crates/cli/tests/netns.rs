@@ -1,10 +1,21 @@
 //! Network-namespace tests (root only, behind `COMMONWEIGHT_NETNS_TESTS=1`):
-//! 1. a blob fetched across a veth pair shaped to 100 Mbit/s (plus 50 ms each way with netem, when
-//!    the kernel has it) must reach at least 80% of the shaped rate, over QUIC and over TCP;
-//! 2. a node behind a namespace NAT (iptables MASQUERADE) is reached through a relay node.
+//! 1. a blob fetched across a veth pair shaped to 100 Mbit/s and a 100 ms round trip must reach
+//!    at least 80% of the shaped rate, over QUIC and over TCP;
+//! 2. a node behind a namespace NAT (iptables MASQUERADE) is reached through a relay node, over a
+//!    link shaped the same way.
+//!
+//! Shaping: the rate is `tc tbf` (or netem's `rate`). The delay is `tc netem` when the kernel has
+//! `sch_netem`; otherwise (this dev VM's kernel has neither netem nor fq/etf) each side's
+//! PREROUTING hook sends packets to an iptables NFQUEUE whose packets are released after the delay
+//! by a thread of this test (`support/nfqueue_delay.rs`): the packets stay in the kernel, only
+//! their release time is decided in userspace. `COMMONWEIGHT_NETNS_DELAY_MS` sets the one-way
+//! delay (default 50, so a 100 ms round trip); the measured ping round trip is printed and checked.
 //!
 //! Every node is a real `commonweight node` process run with `ip netns exec`; the control API is
 //! reached with `curl` inside the same namespace.
+
+#[path = "support/nfqueue_delay.rs"]
+mod nfqueue_delay;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -12,6 +23,9 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_commonweight");
 const SHAPED_MBIT: f64 = 100.0;
+
+/// The tests run one at a time: a throughput measurement must not share the CPU with the other.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn enabled() -> bool {
     std::env::var("COMMONWEIGHT_NETNS_TESTS").as_deref() == Ok("1")
@@ -64,32 +78,119 @@ fn veth(a_ns: &str, a_dev: &str, a_ip: &str, b_ns: &str, b_dev: &str, b_ip: &str
     ));
 }
 
-/// Shapes egress of `dev`: netem (delay + rate) if the kernel has it, else tbf (rate only).
-/// Returns a description of what was applied.
-fn shape(ns: &str, dev: &str) -> String {
-    let netem = format!(
-        "ip netns exec {ns} tc qdisc add dev {dev} root netem delay 50ms rate 100mbit limit 100000"
-    );
-    if sh(&format!("{netem} 2>/dev/null")) {
-        return "netem delay 50ms each way (100 ms RTT), rate 100mbit".into();
+/// Size of the blob sent across the shaped link (`COMMONWEIGHT_NETNS_BLOB_MIB`, default 256:
+/// about 21 s at 100 Mbit/s, so slow start and the DHT lookup weigh little in the rate).
+fn blob_mib() -> u32 {
+    std::env::var("COMMONWEIGHT_NETNS_BLOB_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256)
+}
+
+fn one_way_delay_ms() -> u64 {
+    std::env::var("COMMONWEIGHT_NETNS_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50)
+}
+
+/// The shaping of one veth pair; dropping it stops the delay threads (after the nodes stop).
+struct Shaping {
+    description: String,
+    delays: Vec<nfqueue_delay::NfqueueDelay>,
+}
+
+impl Shaping {
+    fn report(self) {
+        for delay in self.delays {
+            let stats = delay.finish();
+            eprintln!(
+                "nfqueue delay: {} packets held, released in {} batches",
+                stats.packets, stats.verdict_batches
+            );
+        }
     }
-    must(&format!(
-        "ip netns exec {ns} tc qdisc add dev {dev} root tbf rate 100mbit burst 128kb latency 100ms"
-    ));
-    "tbf rate 100mbit, NO delay (this kernel has no sch_netem)".into()
+}
+
+/// Shapes both directions of the veth pair (`ns`, `dev`) x 2: `SHAPED_MBIT` each way, and
+/// `one_way_delay_ms()` each way. Uses netem when the kernel has it, else tbf + NFQUEUE delay.
+fn shape(ends: [(&str, &str); 2]) -> Shaping {
+    let delay_ms = one_way_delay_ms();
+    let netem = |ns: &str, dev: &str| {
+        format!(
+            "ip netns exec {ns} tc qdisc add dev {dev} root netem delay {delay_ms}ms \
+             rate {SHAPED_MBIT}mbit limit 100000 2>/dev/null"
+        )
+    };
+    if sh(&netem(ends[0].0, ends[0].1)) {
+        must(&netem(ends[1].0, ends[1].1));
+        return Shaping {
+            description: format!(
+                "netem delay {delay_ms} ms each way, rate {SHAPED_MBIT} Mbit/s each way"
+            ),
+            delays: Vec::new(),
+        };
+    }
+    let mut delays = Vec::new();
+    for (ns, dev) in ends {
+        must(&format!(
+            "ip netns exec {ns} tc qdisc add dev {dev} root tbf rate {SHAPED_MBIT}mbit \
+             burst 128kb latency 100ms"
+        ));
+        // Packets arriving on `dev` wait in queue 0 of this namespace until the thread lets them in.
+        delays.push(nfqueue_delay::NfqueueDelay::start(
+            ns,
+            0,
+            Duration::from_millis(delay_ms),
+        ));
+        must(&format!(
+            "ip netns exec {ns} iptables -t mangle -A PREROUTING -i {dev} -j NFQUEUE --queue-num 0"
+        ));
+    }
+    Shaping {
+        description: format!(
+            "tbf rate {SHAPED_MBIT} Mbit/s each way + NFQUEUE delay {delay_ms} ms each way \
+             (no sch_netem in this kernel)"
+        ),
+        delays,
+    }
+}
+
+/// Checks that the round trip across a shaped link is what the shaping promises, measured as
+/// the fastest of 5 TCP handshakes from `ns` to `addr` (a node's TCP listen address).
+fn check_rtt(ns: &str, addr: &str) -> f64 {
+    let rtt = nfqueue_delay::tcp_connect_ms(ns, addr.parse().unwrap(), 5);
+    let want = 2.0 * one_way_delay_ms() as f64;
+    eprintln!("TCP handshake {ns} -> {addr}: {rtt:.1} ms round trip (shaped: {want} ms)");
+    assert!(
+        rtt >= want * 0.95 && rtt <= want + 50.0,
+        "round trip {rtt} ms, want about {want} ms"
+    );
+    rtt
 }
 
 struct NodeProcess {
     child: Child,
     ns: String,
-    dir: PathBuf,
     control: String,
+    log: PathBuf,
 }
 
 impl Drop for NodeProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!(
+                "--- log of the node in {} (last 40 lines, newest first):",
+                self.ns
+            );
+            for line in tail {
+                eprintln!("    {line}");
+            }
+        }
     }
 }
 
@@ -106,15 +207,16 @@ fn start(ns: &str, dir: &Path, args: &[String]) -> NodeProcess {
     let mut node = NodeProcess {
         child,
         ns: ns.to_owned(),
-        dir: dir.to_owned(),
         control: String::new(),
+        log: dir.with_extension("log"),
     };
     let file = dir.join("control.addr");
     let deadline = Instant::now() + Duration::from_secs(30);
     while !file.exists() {
         assert!(
             Instant::now() < deadline && node.child.try_wait().unwrap().is_none(),
-            "node in {ns} did not start"
+            "node in {ns} did not start: {}",
+            std::fs::read_to_string(dir.with_extension("log")).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -163,6 +265,7 @@ fn peer_id(node: &NodeProcess) -> String {
         .to_owned()
 }
 
+/// The node's listen address containing `needle`, ending in `/p2p/<libp2p peer id>`.
 fn listen_addr(node: &NodeProcess, needle: &str) -> String {
     let status = json(node, "/status");
     status["listen_addrs"]
@@ -189,6 +292,7 @@ fn shaped_link_blob_transfer_reaches_80_percent() {
         eprintln!("skipped: set COMMONWEIGHT_NETNS_TESTS=1 (needs root, ip, tc, curl)");
         return;
     }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let _ns = Namespaces::new(&["cwt_a", "cwt_b"]);
     veth(
         "cwt_a",
@@ -198,9 +302,8 @@ fn shaped_link_blob_transfer_reaches_80_percent() {
         "cwtb0",
         "10.99.1.2/24",
     );
-    let shaping = shape("cwt_a", "cwta0");
-    shape("cwt_b", "cwtb0");
-    eprintln!("link shaping: {shaping}");
+    let shaping = shape([("cwt_a", "cwta0"), ("cwt_b", "cwtb0")]);
+    eprintln!("link shaping: {}", shaping.description);
     let root = tempfile::tempdir().unwrap();
     let a_args = [
         "--listen",
@@ -209,9 +312,9 @@ fn shaped_link_blob_transfer_reaches_80_percent() {
         "/ip4/10.99.1.1/tcp/4001",
     ];
     let a = start("cwt_a", &root.path().join("a"), &a_args.map(String::from));
-    let a_id = peer_id(&a);
+    check_rtt("cwt_b", "10.99.1.1:4001");
     let blob_path = root.path().join("blob");
-    let blob: Vec<u8> = (0..64u32 << 20)
+    let blob: Vec<u8> = (0..blob_mib() << 20)
         .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
         .collect();
     std::fs::write(&blob_path, &blob).unwrap();
@@ -224,13 +327,9 @@ fn shaped_link_blob_transfer_reaches_80_percent() {
         (
             "QUIC",
             "/ip4/10.99.1.2/udp/0/quic-v1",
-            format!("/ip4/10.99.1.1/udp/4001/quic-v1/p2p/{a_id}"),
+            listen_addr(&a, "/udp/4001/quic-v1/"),
         ),
-        (
-            "TCP",
-            "/ip4/10.99.1.2/tcp/0",
-            format!("/ip4/10.99.1.1/tcp/4001/p2p/{a_id}"),
-        ),
+        ("TCP", "/ip4/10.99.1.2/tcp/0", listen_addr(&a, "/tcp/4001/")),
     ] {
         let dir = root.path().join(format!("b-{name}"));
         let args = [
@@ -243,6 +342,7 @@ fn shaped_link_blob_transfer_reaches_80_percent() {
         wait_until("b to connect", Duration::from_secs(30), || {
             json(&b, "/peers").as_array().unwrap().len() == 1
         });
+        eprintln!("NETNS {name}: b's peers: {}", json(&b, "/peers"));
         let mut fetched = serde_json::Value::Null;
         wait_until("the fetch", Duration::from_secs(120), || {
             let (code, body) = curl(&b, "POST", &format!("/fetch/{hash}"), None);
@@ -254,12 +354,19 @@ fn shaped_link_blob_transfer_reaches_80_percent() {
         let secs = fetched["secs"].as_f64().unwrap();
         let mbit = blob.len() as f64 * 8.0 / secs / 1e6;
         let share = mbit / SHAPED_MBIT;
-        eprintln!("NETNS {name}: 64 MiB in {secs:.2} s = {mbit:.1} Mbit/s = {:.0}% of {SHAPED_MBIT} Mbit/s ({shaping})", share * 100.0);
+        eprintln!(
+            "NETNS {name}: {} MiB in {secs:.2} s = {mbit:.1} Mbit/s = {:.0}% of {SHAPED_MBIT} Mbit/s ({})",
+            blob.len() >> 20,
+            share * 100.0,
+            shaping.description
+        );
         assert_eq!(std::fs::read(dir.join("blobs").join(&hash)).unwrap(), blob);
         if share < 0.8 {
             failures.push(format!("{name}: {:.0}%", share * 100.0));
         }
     }
+    drop(a);
+    shaping.report();
     assert!(
         failures.is_empty(),
         "below 80% of the shaped rate: {failures:?}"
@@ -275,6 +382,7 @@ fn node_behind_nat_is_reached_through_a_relay() {
     // cwt_pub: relay R and client C (public side, 10.99.2.0/24).
     // cwt_gw: NAT gateway (10.99.2.2 public, 192.168.77.1 private), MASQUERADE.
     // cwt_priv: node N (192.168.77.2), default route through the gateway; nobody can dial it.
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let _ns = Namespaces::new(&["cwt_pub", "cwt_gw", "cwt_priv"]);
     veth(
         "cwt_pub",
@@ -292,9 +400,17 @@ fn node_behind_nat_is_reached_through_a_relay() {
         "cwtg1",
         "192.168.77.1/24",
     );
+    let shaping = shape([("cwt_pub", "cwtp0"), ("cwt_gw", "cwtg0")]);
+    eprintln!("public link shaping: {}", shaping.description);
     must("ip -n cwt_priv route add default via 192.168.77.1");
     must("ip netns exec cwt_gw sysctl -qw net.ipv4.ip_forward=1");
     must("ip netns exec cwt_gw iptables -t nat -A POSTROUTING -o cwtg0 -j MASQUERADE");
+    // A strict NAT: from the private side, only the relay's port may be dialed. So N cannot dial
+    // C itself once the DHT tells it about C, and C can reach N only through the relay.
+    must(
+        "ip netns exec cwt_gw iptables -A FORWARD -i cwtg1 -o cwtg0 -p tcp --dport 4002 -j ACCEPT \
+         && ip netns exec cwt_gw iptables -A FORWARD -i cwtg1 -o cwtg0 -m conntrack --ctstate NEW -j DROP",
+    );
     // The private node cannot be reached from the public side.
     assert!(!sh(
         "ip netns exec cwt_pub curl -s -m 2 http://192.168.77.2:1 2>/dev/null"
@@ -303,8 +419,8 @@ fn node_behind_nat_is_reached_through_a_relay() {
     let root = tempfile::tempdir().unwrap();
     let r_args = ["--listen", "/ip4/10.99.2.1/tcp/4002", "--relay-server"].map(String::from);
     let r = start("cwt_pub", &root.path().join("r"), &r_args);
-    let r_id = peer_id(&r);
-    let relay = format!("/ip4/10.99.2.1/tcp/4002/p2p/{r_id}");
+    check_rtt("cwt_gw", "10.99.2.1:4002");
+    let relay = listen_addr(&r, "/tcp/4002/");
     let n_args = [
         "--listen".to_owned(),
         "/ip4/192.168.77.2/tcp/0".to_owned(),
@@ -345,7 +461,15 @@ fn node_behind_nat_is_reached_through_a_relay() {
         .cloned()
         .unwrap();
     eprintln!("NETNS relay: C sees N as {row}");
-    assert_eq!(row["relayed"], true, "{row}");
+    // The first connection from C to N must have gone through the relay (DCUtR may add a direct
+    // one through the NAT's mapping afterwards, which is the point of DCUtR).
+    let c_log = std::fs::read_to_string(&c.log).unwrap();
+    let first = c_log
+        .lines()
+        .find(|l| l.contains("peer connected") && l.contains(n_id.as_str()))
+        .unwrap_or_else(|| panic!("no connection to N in C's log:\n{c_log}"));
+    eprintln!("NETNS relay: C's log: {first}");
+    assert!(first.contains("relayed=true"), "{first}");
     // Gossip crosses the relayed connection.
     let msg = root.path().join("msg");
     std::fs::write(&msg, b"through the relay").unwrap();
@@ -363,4 +487,7 @@ fn node_behind_nat_is_reached_through_a_relay() {
             .iter()
             .any(|m| m["data_hex"] == want.as_str())
     });
+    eprintln!("NETNS relay: gossip from C reached N through the relay");
+    drop((c, n, r));
+    shaping.report();
 }

@@ -1,5 +1,6 @@
 //! The composed libp2p behaviour: every protocol a node speaks, and how each is configured.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use libp2p::identity::Keypair;
@@ -54,9 +55,14 @@ impl Behaviour {
             .with_max_established_per_peer(Some(limits::CONNECTIONS_PER_PEER_MAX))
             .with_max_pending_incoming(Some(limits::CONNECTIONS_PENDING_INCOMING_MAX))
             .with_max_pending_outgoing(Some(limits::CONNECTIONS_PENDING_OUTGOING_MAX));
-        let relay_server = config
-            .relay_server
-            .then(|| relay::Behaviour::new(peer_id, relay_config()));
+        // A relay server is configured only on publicly reachable nodes, so it serves from the
+        // start rather than waiting for AutoNAT to confirm an external address (which it never
+        // does for private address ranges).
+        let relay_server = config.relay_server.then(|| {
+            let mut relay = relay::Behaviour::new(peer_id, relay_config());
+            relay.set_status(Some(relay::Status::Enable));
+            relay
+        });
         let autonat_config = autonat::Config {
             only_global_ips: config.autonat_only_global_ips,
             ..autonat::Config::default()
@@ -81,10 +87,12 @@ impl Behaviour {
             relay_server: relay_server.into(),
             dcutr: dcutr::Behaviour::new(peer_id),
             autonat: autonat::Behaviour::new(peer_id, autonat_config),
-            identify: identify::Behaviour::new(identify::Config::new(
-                IDENTIFY_PROTOCOL.into(),
-                key.public(),
-            )),
+            // Push new listen addresses (a relay reservation's circuit address appears only after
+            // connecting), so peers' DHT entries learn how to reach a node behind NAT.
+            identify: identify::Behaviour::new(
+                identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
+                    .with_push_listen_addr_updates(true),
+            ),
             ping: ping::Behaviour::new(ping::Config::new()),
             kad: new_kad(peer_id, config),
             mdns: mdns.into(),
@@ -136,11 +144,19 @@ fn new_gossipsub(key: &Keypair) -> Result<gossipsub::Behaviour, BehaviourError> 
     let mut gossipsub =
         gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), config)
             .map_err(|e| BehaviourError::Gossipsub(e.to_string()))?;
+    // The IP colocation penalty (more than 10 peers on one IP) is meant for distinct hosts behind
+    // one address; nodes on one host's loopback (tests, benchmarks, a local cluster) are exempt,
+    // and no remote peer can appear on a loopback address.
+    let score_params = gossipsub::PeerScoreParams {
+        ip_colocation_factor_whitelist: [
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ]
+        .into(),
+        ..gossipsub::PeerScoreParams::default()
+    };
     gossipsub
-        .with_peer_score(
-            gossipsub::PeerScoreParams::default(),
-            gossipsub::PeerScoreThresholds::default(),
-        )
+        .with_peer_score(score_params, gossipsub::PeerScoreThresholds::default())
         .map_err(BehaviourError::Gossipsub)?;
     Ok(gossipsub)
 }

@@ -52,6 +52,14 @@ pub struct EventLoop {
     topics: HashSet<TopicHash>,
     bootstrapped: bool,
     events_dropped: u64,
+    /// Serving as a relay: the operator says this node is publicly reachable, so its listen
+    /// addresses are its external addresses (a relay hands them out in reservations, and
+    /// libp2p's relay server stays off until it has one; AutoNAT cannot confirm private ones).
+    relay_server: bool,
+    /// Every configured listen address is loopback (tests): loopback may then be external too.
+    loopback_only: bool,
+    /// Relayed listen addresses not yet opened: each waits for a direct connection to its relay.
+    relayed_listen: Vec<Multiaddr>,
 }
 
 /// Builds the swarm, starts listening and dials the bootstrap peers. Call inside a tokio runtime.
@@ -61,8 +69,21 @@ pub fn new(
 ) -> Result<(NetClient, mpsc::Receiver<NetEvent>, EventLoop), NetError> {
     config.check()?;
     let listen = parse_addrs(&config.listen)?;
+    let loopback_only = listen.iter().all(is_loopback);
     let bootstrap = parse_addrs(&config.bootstrap)?;
     let mut swarm = build_swarm(identity, &config)?;
+    // A relayed listen address (`<relay>/p2p/<id>/p2p-circuit`) is opened once the relay is
+    // connected: opened now, the relay client's own dial would race the bootstrap dial to the same
+    // peer and be refused ("already dialing"), and the reservation would never be made.
+    let (relayed_listen, listen): (Vec<Multiaddr>, Vec<Multiaddr>) =
+        listen.into_iter().partition(is_relayed);
+    let mut dial_first = bootstrap;
+    for addr in &relayed_listen {
+        let relay = relay_of(addr)?;
+        if !dial_first.contains(&relay) {
+            dial_first.push(relay);
+        }
+    }
     for addr in listen {
         swarm
             .listen_on(addr.clone())
@@ -92,8 +113,11 @@ pub fn new(
         topics: HashSet::new(),
         bootstrapped: false,
         events_dropped: 0,
+        relay_server: config.relay_server,
+        loopback_only,
+        relayed_listen,
     };
-    for addr in bootstrap {
+    for addr in dial_first {
         event_loop.dial(addr)?;
     }
     let client = NetClient {
@@ -155,6 +179,31 @@ fn build_swarm(identity: &Identity, config: &NetConfig) -> Result<Swarm<Behaviou
         })
         .build();
     Ok(swarm)
+}
+
+fn is_loopback(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_loopback(),
+        Protocol::Ip6(ip) => ip.is_loopback(),
+        _ => false,
+    })
+}
+
+/// The relay's own address in a relayed listen address: everything before `/p2p-circuit`, which
+/// must end in the relay's `/p2p/<id>`.
+fn relay_of(addr: &Multiaddr) -> Result<Multiaddr, NetError> {
+    let relay: Multiaddr = addr
+        .iter()
+        .take_while(|p| !matches!(p, Protocol::P2pCircuit))
+        .collect();
+    match relay.iter().last() {
+        Some(Protocol::P2p(_)) => Ok(relay),
+        _ => Err(NetError::Addr {
+            addr: addr.to_string(),
+            reason: "a relayed listen address needs the relay's /p2p/<id> before /p2p-circuit"
+                .into(),
+        }),
+    }
 }
 
 fn is_relayed(addr: &Multiaddr) -> bool {
@@ -385,6 +434,12 @@ impl EventLoop {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 let local = *self.swarm.local_peer_id();
+                if self.relay_server
+                    && !is_relayed(&address)
+                    && (self.loopback_only || !is_loopback(&address))
+                {
+                    self.swarm.add_external_address(address.clone());
+                }
                 self.emit(NetEvent::Listening {
                     addr: address.with(Protocol::P2p(local)).to_string(),
                 });
@@ -403,6 +458,9 @@ impl EventLoop {
                         .filter(|p| !matches!(p, Protocol::P2p(_)))
                         .collect();
                     self.swarm.behaviour_mut().kad.add_address(&peer_id, plain);
+                }
+                if !is_relayed(&addr) {
+                    self.listen_through_relay(peer_id);
                 }
                 let conns = self.connections.entry(peer_id).or_default();
                 conns.push((connection_id, addr.clone()));
@@ -437,6 +495,25 @@ impl EventLoop {
             }
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
             _ => {}
+        }
+    }
+
+    /// Opens the relayed listen addresses whose relay is `peer`, now directly connected.
+    fn listen_through_relay(&mut self, peer: libp2p::PeerId) {
+        let (ready, waiting): (Vec<Multiaddr>, Vec<Multiaddr>) =
+            std::mem::take(&mut self.relayed_listen)
+                .into_iter()
+                .partition(|addr| {
+                    relay_of(addr)
+                        .ok()
+                        .and_then(|r| r.iter().last().map(|p| p == Protocol::P2p(peer)))
+                        .unwrap_or(false)
+                });
+        self.relayed_listen = waiting;
+        for addr in ready {
+            if let Err(e) = self.swarm.listen_on(addr.clone()) {
+                tracing::warn!(%addr, error = %e, "cannot listen through the relay");
+            }
         }
     }
 
