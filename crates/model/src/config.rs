@@ -23,7 +23,13 @@ pub enum Preset {
 }
 
 impl Preset {
-    pub const ALL: [Preset; 5] = [Preset::Tiny, Preset::Mini, Preset::Small, Preset::Base, Preset::OneB];
+    pub const ALL: [Preset; 5] = [
+        Preset::Tiny,
+        Preset::Mini,
+        Preset::Small,
+        Preset::Base,
+        Preset::OneB,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
