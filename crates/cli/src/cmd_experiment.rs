@@ -36,7 +36,7 @@ pub enum ExperimentCommand {
 
 #[derive(Args, Clone, Debug)]
 pub struct SyncArgs {
-    /// Model preset: tiny, mini, small, base, 1b.
+    /// Model preset: tiny, micro, mini, small, base, 1b.
     #[arg(long, default_value = "tiny")]
     preset: String,
     /// Simulated workers, each with its own contiguous shard of the training split.

@@ -3,6 +3,7 @@
 //! report (report.md, report.json, loss.svg) that compares the final model against a single process trained
 //! on exactly the same tokens, and the bytes sent against fp32 data-parallel training.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -21,7 +22,7 @@ pub struct SwarmArgs {
     /// Node processes to start.
     #[arg(long, default_value_t = 4)]
     pub nodes: usize,
-    /// Model preset: tiny, mini, small, base, 1b.
+    /// Model preset: tiny, micro, mini, small, base, 1b.
     #[arg(long, default_value = "tiny")]
     pub preset: String,
     /// Rounds to train.
@@ -67,6 +68,9 @@ pub struct SwarmArgs {
     /// Skip the single-process comparison run.
     #[arg(long)]
     pub skip_single: bool,
+    /// Skip the network-free replay (the same rounds' math in one process, compared bit for bit).
+    #[arg(long)]
+    pub skip_replay: bool,
     /// Text samples printed from the final model.
     #[arg(long, default_value_t = 2)]
     pub samples: usize,
@@ -109,6 +113,7 @@ struct NodeView {
 #[derive(Deserialize, Clone, Debug)]
 struct HistoryView {
     round: u64,
+    model_hash: String,
     seed: String,
     included: Vec<String>,
     val_loss: Option<f32>,
@@ -136,6 +141,8 @@ struct Report {
     final_val_loss: f32,
     single_node_val_loss: Option<f32>,
     gap_pct: Option<f64>,
+    /// The network-free replay of the same rounds (see `replay_math`); absent with `--skip-replay`.
+    replay: Option<ReplayReport>,
     /// fp32 data-parallel bytes per worker over the mean bytes a swarm node sent (all application traffic).
     bytes_ratio_vs_ddp: f64,
     /// The same against the update blob bytes a trainer produced (what it sends to one peer).
@@ -149,6 +156,19 @@ struct Report {
     per_node: Vec<NodeReport>,
     curve: Vec<CurvePoint>,
     single_curve: Vec<CurvePoint>,
+}
+
+/// What the network-free replay of the swarm's rounds ended on.
+#[derive(Serialize, Clone, Debug)]
+struct ReplayReport {
+    val_loss: f32,
+    model_hash: String,
+    /// The replay's final parameters hash to the swarm's final model hash.
+    bit_identical: bool,
+    /// (swarm − replay) / replay validation loss, in percent.
+    gap_pct: f64,
+    /// The first round whose replayed model hash differs from the swarm's, if any.
+    first_divergent_round: Option<u64>,
 }
 
 #[derive(Serialize, Clone, Copy)]
@@ -258,8 +278,7 @@ pub fn run(args: SwarmArgs) -> Result<()> {
     }
 
     let views = watch(&mut nodes, &args, kill, &run_file, &addrs)?;
-    let history: Vec<HistoryView> =
-        serde_json::from_str(&http_get(&nodes[0].control, "/history")?)?;
+    let history = merged_history(&nodes)?;
     for node in &nodes {
         terminate(node.child.id());
     }
@@ -496,6 +515,32 @@ pub fn http_get(addr: &str, path: &str) -> Result<String> {
     Ok(body.to_owned())
 }
 
+/// Every settled round once, from all nodes' histories: a node records only the rounds it settled itself
+/// (a round it caught up on by resync is not in its history), so no single node's history is complete.
+/// Nodes that recorded the same round must agree on its model hash.
+fn merged_history(nodes: &[RunningNode]) -> Result<Vec<HistoryView>> {
+    let mut rounds: BTreeMap<u64, HistoryView> = BTreeMap::new();
+    for (index, node) in nodes.iter().enumerate() {
+        let lines: Vec<HistoryView> = serde_json::from_str(&http_get(&node.control, "/history")?)
+            .with_context(|| format!("node {index}'s /history"))?;
+        for line in lines {
+            match rounds.get(&line.round) {
+                Some(known) if known.model_hash != line.model_hash => bail!(
+                    "node {index} settled round {} on model {} but another node on {}",
+                    line.round,
+                    line.model_hash,
+                    known.model_hash
+                ),
+                Some(_) => {}
+                None => {
+                    rounds.insert(line.round, line);
+                }
+            }
+        }
+    }
+    Ok(rounds.into_values().collect())
+}
+
 fn report(
     args: &SwarmArgs,
     run: &node::Run,
@@ -535,6 +580,17 @@ fn report(
         Some(single_node(run, &work, &history, args.threads)?)
     };
     let single_loss = single.as_ref().map(|(l, _)| *l);
+    let replay = if args.skip_replay {
+        None
+    } else {
+        Some(replay_math(
+            run,
+            &work,
+            &history,
+            args.threads,
+            final_val_loss,
+        )?)
+    };
     let gap_pct =
         single_loss.map(|s| (f64::from(final_val_loss) - f64::from(s)) / f64::from(s) * 100.0);
 
@@ -565,6 +621,7 @@ fn report(
         final_val_loss,
         single_node_val_loss: single_loss,
         gap_pct,
+        replay: replay.clone(),
         bytes_ratio_vs_ddp: ddp_bytes as f64 / mean_out.max(1) as f64,
         update_bytes_ratio_vs_ddp: ddp_bytes as f64 / update_bytes.max(1) as f64,
         ddp_bytes_per_worker: ddp_bytes,
@@ -594,6 +651,16 @@ fn report(
         report.bytes_ratio_vs_ddp,
         report.update_bytes_ratio_vs_ddp
     );
+    if let Some(r) = &replay {
+        println!(
+            "network-free replay of the same rounds: val loss {:.4} ({:+.3}%), bit-identical parameters: {}{}",
+            r.val_loss,
+            r.gap_pct,
+            r.bit_identical,
+            r.first_divergent_round
+                .map_or_else(String::new, |d| format!(" (first differs at round {d})"))
+        );
+    }
     println!("model cid {}", report.model_cid);
     samples(run, &params, args.samples)?;
     println!(
@@ -606,6 +673,70 @@ fn report(
         bail!("nodes ended on different model hashes");
     }
     Ok(())
+}
+
+/// The swarm's rounds without the network: the math of `experiment sync` (every trainer trains H inner steps
+/// from the agreed model, the updates are encoded, averaged in peer-id order and applied by the outer
+/// optimizer), run in one process on the swarm's own data assignment (round seed, trainer, dataset) and
+/// included sets. Each trainer keeps its own inner AdamW state and error feedback across rounds, as a node
+/// does, and uses the nodes' thread count, so a fault-free swarm must end on the same bits.
+fn replay_math(
+    run: &node::Run,
+    work: &node::work::Workload,
+    history: &[HistoryView],
+    threads: usize,
+    swarm_val_loss: f32,
+) -> Result<ReplayReport> {
+    let started = Instant::now();
+    let mut theta = work.genesis_params().to_vec();
+    let mut outer = work.initial_outer_state();
+    let mut trainers: BTreeMap<PeerId, (model::Trainer, sync::codec::ErrorFeedback)> =
+        BTreeMap::new();
+    let mut first_divergent_round = None;
+    for round in history {
+        let seed = Hash32::from_hex(&round.seed).context("history seed")?;
+        let mut blobs = Vec::with_capacity(round.included.len());
+        for trainer_hex in &round.included {
+            let peer = node::runspec::parse_peer(trainer_hex).context("history trainer")?;
+            if !trainers.contains_key(&peer) {
+                let fresh = (
+                    work.new_trainer(&theta, threads.max(1))?,
+                    work.new_feedback(),
+                );
+                trainers.insert(peer, fresh);
+            }
+            let (trainer, feedback) = trainers.get_mut(&peer).expect("inserted above");
+            let ids = round::assign_data(
+                seed,
+                peer,
+                run.genesis.dataset_cid,
+                run.genesis.dataset_shards,
+                run.genesis.shards_per_trainer,
+            );
+            let update = work.train_round(trainer, feedback, &theta, seed, &ids)?;
+            blobs.push((peer, update.blob));
+        }
+        blobs.sort_by_key(|(peer, _)| *peer);
+        (theta, outer) = work.aggregate(&theta, &outer, &blobs)?;
+        if first_divergent_round.is_none() && Hash32::of_f32s(&theta).to_hex() != round.model_hash {
+            first_divergent_round = Some(round.round);
+        }
+    }
+    let val_loss = work.eval_loss(&theta)?;
+    let model_hash = Hash32::of_f32s(&theta).to_hex();
+    let swarm_hash = history.last().map(|h| h.model_hash.as_str()).unwrap_or("");
+    println!(
+        "network-free replay ({} rounds, {:.0} s): val loss {val_loss:.4}",
+        history.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(ReplayReport {
+        val_loss,
+        bit_identical: model_hash == swarm_hash,
+        model_hash,
+        gap_pct: (f64::from(swarm_val_loss) - f64::from(val_loss)) / f64::from(val_loss) * 100.0,
+        first_divergent_round,
+    })
 }
 
 /// One process trained on exactly the swarm's tokens: for each settled round, each included trainer's
@@ -747,6 +878,7 @@ run `{}`.\n\n\
 | final validation loss (swarm) | {:.4} |\n\
 | single process on the same tokens | {} |\n\
 | gap | {} |\n\
+| network-free replay of the same rounds (val loss, gap, bit-identical) | {} |\n\
 | bytes sent per node (mean, all application traffic) | {} |\n\
 | fp32 data-parallel bytes per worker (one fp32 gradient per inner step) | {} |\n\
 | bytes vs fp32 data-parallel | {:.1}x fewer (updates only: {:.1}x) |\n\
@@ -764,6 +896,10 @@ run `{}`.\n\n\
         r.final_val_loss,
         loss(r.single_node_val_loss),
         r.gap_pct.map_or_else(|| "-".into(), |g| format!("{g:+.2}%")),
+        r.replay.as_ref().map_or_else(
+            || "-".into(),
+            |p| format!("{:.4}, {:+.3}%, {}", p.val_loss, p.gap_pct, p.bit_identical)
+        ),
         mb(r.mean_bytes_out_per_node),
         mb(r.ddp_bytes_per_worker),
         r.bytes_ratio_vs_ddp,

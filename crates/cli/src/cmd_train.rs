@@ -18,7 +18,7 @@ pub struct TrainArgs {
     /// Training text: a .txt/.jsonl/.parquet file, a folder of them, or a prepared dataset folder.
     #[arg(long, value_name = "PATH")]
     pub data: PathBuf,
-    /// Model size: tiny, mini, small, base or 1b.
+    /// Model size: tiny, micro, mini, small, base or 1b.
     #[arg(long, default_value = "small")]
     pub preset: String,
     /// Optimizer steps in total (the cosine schedule ends here).
@@ -61,7 +61,47 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 65536)]
     pub val_tokens: usize,
     #[command(flatten)]
+    pub shape: ShapeArgs,
+    #[command(flatten)]
     pub data_dir: DataDirArgs,
+}
+
+/// Overrides of the preset's model shape, for sizing a model to a compute budget.
+#[derive(clap::Args, Debug, Default)]
+pub struct ShapeArgs {
+    /// Override the preset's hidden size (d_model).
+    #[arg(long)]
+    pub hidden_size: Option<usize>,
+    /// Override the preset's MLP width.
+    #[arg(long)]
+    pub intermediate_size: Option<usize>,
+    /// Override the preset's layer count.
+    #[arg(long)]
+    pub layers: Option<usize>,
+    /// Override the preset's attention head count.
+    #[arg(long)]
+    pub heads: Option<usize>,
+    /// Override the preset's key/value head count (grouped-query attention).
+    #[arg(long)]
+    pub kv_heads: Option<usize>,
+}
+
+impl ShapeArgs {
+    /// The preset's shape with the overrides applied, long enough for `seq_len`, and validated.
+    pub fn apply(
+        &self,
+        mut model: model::ModelConfig,
+        seq_len: usize,
+    ) -> Result<model::ModelConfig> {
+        model.hidden_size = self.hidden_size.unwrap_or(model.hidden_size);
+        model.intermediate_size = self.intermediate_size.unwrap_or(model.intermediate_size);
+        model.num_hidden_layers = self.layers.unwrap_or(model.num_hidden_layers);
+        model.num_attention_heads = self.heads.unwrap_or(model.num_attention_heads);
+        model.num_key_value_heads = self.kv_heads.unwrap_or(model.num_key_value_heads);
+        model.max_position_embeddings = model.max_position_embeddings.max(seq_len);
+        model.validate().context("model shape")?;
+        Ok(model)
+    }
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
@@ -78,8 +118,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
         .with_context(|| format!("reading {}", dataset.tokenizer_path().display()))?;
     let train_tokens = dataset.train_tokens()?;
     let val_tokens = dataset.val_tokens()?;
-    let model_config = preset.model_config(dataset.vocab_size());
     let train_config = train_config(&args, preset);
+    let model_config = args.shape.apply(
+        preset.model_config(dataset.vocab_size()),
+        train_config.seq_len,
+    )?;
     let mut trainer = open_trainer(&args, model_config, train_config.clone(), threads)?;
     let eval_every = args.eval_every.unwrap_or((args.steps / 10).max(1)).max(1);
     let mut metrics = open_metrics(&args.out, args.resume)?;
@@ -204,7 +247,7 @@ fn open_trainer(
         let trainer = Trainer::resume(&args.out, Some(train), threads)?;
         if trainer.model_config() != &model_config {
             bail!(
-                "--resume: the checkpoint in {} is not a {} model for this tokenizer",
+                "--resume: the checkpoint in {} is not a {} model of this shape for this tokenizer",
                 args.out.display(),
                 args.preset
             );

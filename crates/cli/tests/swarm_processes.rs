@@ -8,6 +8,10 @@ use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_commonweight");
 
+/// The swarms of this file run one at a time: two at once on a 2-core machine make trainers miss phase
+/// deadlines, and a trainer that trained but missed its round makes the replay differ by design.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A few hundred KB of text with structure a tiny model can learn (seeded, no external corpus needed).
 fn write_corpus(dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
@@ -36,6 +40,7 @@ fn write_corpus(dir: &Path) {
 
 #[test]
 fn four_nodes_survive_a_sigkill_and_agree() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let corpus = tmp.path().join("corpus");
     write_corpus(&corpus);
@@ -121,4 +126,56 @@ fn four_nodes_survive_a_sigkill_and_agree() {
         "{report:#}"
     );
     assert!(out.join("report.md").is_file() && out.join("loss.svg").is_file());
+}
+
+/// The network loses nothing against the math: a fault-free swarm ends on exactly the parameters that the
+/// same rounds give when replayed in one process without the network (same seeds, data assignment, codec,
+/// H, inner optimizer states and aggregation order).
+#[test]
+fn fault_free_swarm_equals_the_network_free_replay_bit_for_bit() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = tmp.path().join("corpus");
+    write_corpus(&corpus);
+    let out = tmp.path().join("swarm");
+    let output = Command::new(BIN)
+        .args(["swarm", "--nodes", "3", "--preset", "tiny", "--rounds", "4"])
+        .args([
+            "--inner-steps",
+            "5",
+            "--eval-windows",
+            "8",
+            "--samples",
+            "0",
+        ])
+        .args([
+            "--skip-single",
+            "--timeout-s",
+            "300",
+            "--phase-max-ms",
+            "20000",
+        ])
+        .arg("--data")
+        .arg(&corpus)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run commonweight swarm");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "swarm failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["all_nodes_agree"], true, "{report:#}");
+    let replay = &report["replay"];
+    assert_eq!(replay["model_hash"], report["model_hash"], "{report:#}");
+    assert_eq!(replay["bit_identical"], true, "{report:#}");
+    assert!(replay["first_divergent_round"].is_null(), "{report:#}");
+    assert!(
+        replay["gap_pct"].as_f64().unwrap().abs() <= 0.5,
+        "{report:#}"
+    );
 }

@@ -11,8 +11,10 @@ use crate::ModelError;
 pub enum Preset {
     /// ~0.9M parameters: tests and smoke runs.
     Tiny,
-    /// ~6.4M parameters (d 256, 6 layers, context 256): the best quality per CPU-minute on a
-    /// 2-core machine (see bench/RESULTS.md, "Quality per wall clock").
+    /// ~2.8M parameters (d 192, 6 layers, context 256): the best quality for a 30-minute budget on
+    /// a 2-core CPU, where about 9M tokens fit (see bench/RESULTS.md, "Quality per wall clock").
+    Micro,
+    /// ~6.4M parameters (d 256, 6 layers, context 256).
     Mini,
     /// ~19M parameters: the default for CPU training and the benchmark.
     Small,
@@ -23,8 +25,9 @@ pub enum Preset {
 }
 
 impl Preset {
-    pub const ALL: [Preset; 5] = [
+    pub const ALL: [Preset; 6] = [
         Preset::Tiny,
+        Preset::Micro,
         Preset::Mini,
         Preset::Small,
         Preset::Base,
@@ -34,6 +37,7 @@ impl Preset {
     pub fn name(self) -> &'static str {
         match self {
             Preset::Tiny => "tiny",
+            Preset::Micro => "micro",
             Preset::Mini => "mini",
             Preset::Small => "small",
             Preset::Base => "base",
@@ -47,7 +51,7 @@ impl Preset {
             .find(|p| p.name() == s)
             .ok_or_else(|| {
                 ModelError::Config(format!(
-                    "unknown preset {s:?}; expected tiny, mini, small, base or 1b"
+                    "unknown preset {s:?}; expected tiny, micro, mini, small, base or 1b"
                 ))
             })
     }
@@ -56,6 +60,7 @@ impl Preset {
     pub fn model_config(self, vocab_size: usize) -> ModelConfig {
         let (hidden, inter, layers, heads, kv_heads, ctx) = match self {
             Preset::Tiny => (128, 352, 4, 4, 2, 128),
+            Preset::Micro => (192, 512, 6, 6, 6, 256),
             Preset::Mini => (256, 1024, 6, 8, 8, 256),
             Preset::Small => (512, 1376, 6, 8, 8, 256),
             Preset::Base => (768, 3072, 12, 12, 12, 512),
@@ -79,6 +84,7 @@ impl Preset {
     pub fn train_config(self, total_steps: u64) -> TrainConfig {
         let (lr, batch_size, seq_len) = match self {
             Preset::Tiny => (3e-3, 8, 64),
+            Preset::Micro => (3e-3, 16, 256),
             Preset::Mini => (2e-3, 8, 256),
             Preset::Small => (1e-3, 16, 256),
             Preset::Base => (6e-4, 16, 512),
