@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::*;
 use commonware_cryptography::ed25519::PublicKey;
 use commonware_p2p::simulated::{Config as NetConfig, Link, Network, Oracle};
-use commonware_runtime::{deterministic, Clock, Metrics as _, Quota, Runner, Supervisor as _};
+use commonware_runtime::{deterministic, Clock, Quota, Runner, Supervisor as _};
 use ledger::consensus::{
     public_key, AppConfig, Behavior, Mempool, Observer, CHANNEL_BLOCKS, CHANNEL_CERTIFICATES,
     CHANNEL_RESOLVER, CHANNEL_VOTES,
@@ -421,7 +421,7 @@ fn equivocating_validator_cannot_fork() {
         .unwrap();
         let cfg = equivocator::Config::<_, _, Sha256> {
             scheme,
-            elector: RoundRobin::default(),
+            elector: RoundRobin::<commonware_cryptography::Sha256>::default(),
             epoch: Epoch::new(0),
             relay: std::sync::Arc::new(Relay::new()),
         };
