@@ -193,8 +193,10 @@ pub struct Snapshot {
     pub height: u64,
     pub state_root: Hash32,
     pub state: Option<LedgerState>,
-    /// Sync batches applied (records fetched from peers).
+    /// Records fetched from peers and applied.
     pub synced_records: u64,
+    /// Blocks this validator proposed as leader.
+    pub proposed_blocks: u64,
 }
 
 impl Default for Snapshot {
@@ -204,6 +206,7 @@ impl Default for Snapshot {
             state_root: Hash32([0; 32]),
             state: None,
             synced_records: 0,
+            proposed_blocks: 0,
         }
     }
 }
@@ -221,6 +224,9 @@ impl Observer {
         snap.state_root = replica.state().root();
         snap.state = Some(replica.state().clone());
         snap.synced_records += synced;
+    }
+    fn proposed(&self) {
+        self.0.lock().expect("observer lock").proposed_blocks += 1;
     }
 }
 
@@ -531,6 +537,7 @@ impl<E: Clock + Spawner> App<E> {
         let bytes = block.to_bytes();
         let digest = block.digest();
         self.blocks.insert(digest, Arc::new((block, bytes)));
+        self.observer.proposed();
         Some(digest)
     }
 
