@@ -50,7 +50,7 @@ fn print_help() {
         "cargo xtask <task>\n\n\
          setup   make .venv (PyTorch {TORCH_VERSION}, transformers) and fetch the corpus into data/\n\
          build   build target/release/commonweight\n\
-         test    run all tests (what CI runs)\n\
+         test    run all tests (what CI runs), plus the ledger's simplex tests\n\
          bench   run the benchmarks (results go to bench/RESULTS.md by hand, with the command)\n\
          demo    the main job: a 4-node swarm trains on the default corpus; report and samples"
     );
@@ -237,10 +237,28 @@ fn build() -> Result<()> {
     Ok(())
 }
 
+/// The workspace tests, then the ledger's simplex tests: those need the `simplex-mocks` feature
+/// (commonware consensus and its Byzantine test actors), which the normal build leaves out. Both
+/// runs happen even if the first fails, as `--no-fail-fast` does within one run. `extra` goes
+/// to the workspace run only (it may name packages or filters the simplex run does not have).
 fn test(extra: &[String]) -> Result<()> {
-    run(cargo()
+    let workspace = run(cargo()
         .args(["test", "--workspace", "--no-fail-fast"])
-        .args(extra))
+        .args(extra));
+    let simplex = run(cargo().args([
+        "test",
+        "--package",
+        "commonweight-ledger",
+        "--features",
+        "simplex-mocks",
+        "--test",
+        "simplex",
+    ]));
+    match (workspace, simplex) {
+        (Ok(()), Ok(())) => Ok(()),
+        (Err(a), Err(b)) => Err(format!("{a}; {b}")),
+        (Err(e), Ok(())) | (Ok(()), Err(e)) => Err(e),
+    }
 }
 
 fn bench(extra: &[String]) -> Result<()> {

@@ -14,11 +14,10 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use commonware_codec::{Decode, DecodeExt, Encode};
+use commonware_codec::{Copying, Decode, DecodeExt, Encode};
 use commonware_consensus::simplex::scheme::ed25519::Scheme as Ed25519Scheme;
 use commonware_consensus::simplex::types::{Activity, Context, Finalization};
 use commonware_consensus::simplex::Plan;
-use commonware_consensus::types::Round;
 use commonware_consensus::{Automaton, CertifiableAutomaton, Relay, Reporter};
 use commonware_cryptography::ed25519::{PrivateKey, PublicKey};
 use commonware_cryptography::sha256::Digest as Sha256Digest;
@@ -58,11 +57,11 @@ pub fn participants(genesis: &Genesis) -> Result<Set<PublicKey>, String> {
 }
 
 pub fn public_key(peer: &PeerId) -> Result<PublicKey, String> {
-    PublicKey::decode(&peer.0[..]).map_err(|e| format!("validator key {peer}: {e}"))
+    PublicKey::decode(Copying(&peer.0[..])).map_err(|e| format!("validator key {peer}: {e}"))
 }
 
 pub fn private_key(secret: &[u8; 32]) -> Result<PrivateKey, String> {
-    PrivateKey::decode(&secret[..]).map_err(|e| format!("validator secret: {e}"))
+    PrivateKey::decode(Copying(&secret[..])).map_err(|e| format!("validator secret: {e}"))
 }
 
 pub fn peer_id(key: &PublicKey) -> PeerId {
@@ -76,7 +75,7 @@ pub fn to_digest_pub(bytes: &[u8; 32]) -> Digest {
 }
 
 fn to_digest(bytes: &[u8; 32]) -> Digest {
-    Digest::decode(&bytes[..]).expect("32 bytes always decode as a SHA-256 digest")
+    Digest::decode(Copying(&bytes[..])).expect("32 bytes always decode as a SHA-256 digest")
 }
 
 fn from_digest(digest: &Digest) -> [u8; 32] {
@@ -100,7 +99,7 @@ pub fn check_finalization(
             bytes.len()
         ));
     }
-    let finalization = LedgerFinalization::decode_cfg(bytes, &n)
+    let finalization = LedgerFinalization::decode_cfg(Copying(bytes), &n)
         .map_err(|e| format!("certificate does not decode: {e}"))?;
     if from_digest(&finalization.proposal.payload) != *digest {
         return Err("certificate is for another block".into());
@@ -189,13 +188,27 @@ impl Mempool {
 }
 
 /// What tests and tools can read about a running validator's ledger.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Snapshot {
     pub height: u64,
     pub state_root: Hash32,
     pub state: Option<LedgerState>,
-    /// Sync batches applied (records fetched from peers).
+    /// Records fetched from peers and applied.
     pub synced_records: u64,
+    /// Blocks this validator proposed as leader.
+    pub proposed_blocks: u64,
+}
+
+impl Default for Snapshot {
+    fn default() -> Snapshot {
+        Snapshot {
+            height: 0,
+            state_root: Hash32([0; 32]),
+            state: None,
+            synced_records: 0,
+            proposed_blocks: 0,
+        }
+    }
 }
 
 #[derive(Clone, Default)]
@@ -211,6 +224,9 @@ impl Observer {
         snap.state_root = replica.state().root();
         snap.state = Some(replica.state().clone());
         snap.synced_records += synced;
+    }
+    fn proposed(&self) {
+        self.0.lock().expect("observer lock").proposed_blocks += 1;
     }
 }
 
@@ -521,6 +537,7 @@ impl<E: Clock + Spawner> App<E> {
         let bytes = block.to_bytes();
         let digest = block.digest();
         self.blocks.insert(digest, Arc::new((block, bytes)));
+        self.observer.proposed();
         Some(digest)
     }
 

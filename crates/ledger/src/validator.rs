@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use commonware_consensus::simplex::config::{Config, Floor, ForwardPolicy, SkipBudget, SkipPolicy};
 use commonware_consensus::simplex::elector::RoundRobin;
-use commonware_consensus::simplex::engine::Engine;
+use commonware_consensus::simplex::Engine;
 use commonware_consensus::types::{Epoch, ViewDelta};
 use commonware_cryptography::ed25519::PublicKey;
 use commonware_p2p::{Blocker, Receiver, Sender};
@@ -80,7 +80,7 @@ where
     );
     let cfg = Config {
         scheme,
-        elector: RoundRobin::default(),
+        elector: RoundRobin::<commonware_cryptography::Sha256>::default(),
         blocker,
         automaton: mailbox.clone(),
         relay: mailbox,

@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::*;
 use commonware_cryptography::ed25519::PublicKey;
 use commonware_p2p::simulated::{Config as NetConfig, Link, Network, Oracle};
-use commonware_runtime::{deterministic, Clock, Metrics as _, Quota, Runner, Supervisor as _};
+use commonware_runtime::{deterministic, Clock, Quota, Runner, Supervisor as _};
 use ledger::consensus::{
     public_key, AppConfig, Behavior, Mempool, Observer, CHANNEL_BLOCKS, CHANNEL_CERTIFICATES,
     CHANNEL_RESOLVER, CHANNEL_VOTES,
@@ -149,6 +149,45 @@ fn heights(nodes: &[Node]) -> Vec<u64> {
     nodes.iter().map(|n| n.observer.get().height).collect()
 }
 
+/// The blocks a validator stored, oldest first.
+fn stored_blocks(dir: &std::path::Path) -> Vec<(ledger::Block, ledger::Finality)> {
+    let store = Store::open(dir).unwrap();
+    (1..=store.height().unwrap())
+        .map(|h| {
+            let record =
+                ledger::Record::from_bytes(&store.record_bytes(h).unwrap().unwrap()).unwrap();
+            (
+                ledger::Block::from_bytes(&record.block).unwrap(),
+                record.finality,
+            )
+        })
+        .collect()
+}
+
+/// Index of `node` in simplex's ordered participant set: with the default round-robin elector
+/// (one view per term, epoch 0) it leads exactly the views `v` with `v % N == index`.
+fn leader_index(g: &Genesis, node: &Node) -> u64 {
+    ledger::consensus::participants(g)
+        .unwrap()
+        .iter()
+        .position(|pk| *pk == node.pk)
+        .unwrap() as u64
+}
+
+/// Views of the stored blocks that `node` led.
+fn views_led_by(
+    g: &Genesis,
+    blocks: &[(ledger::Block, ledger::Finality)],
+    node: &Node,
+) -> Vec<u64> {
+    let index = leader_index(g, node);
+    blocks
+        .iter()
+        .map(|(b, _)| b.view)
+        .filter(|v| v % N as u64 == index)
+        .collect()
+}
+
 fn max_height(nodes: &[Node], which: &[usize]) -> u64 {
     which
         .iter()
@@ -218,6 +257,24 @@ fn check_stores(g: &Genesis, nodes: &[Node]) -> BTreeMap<PeerId, u64> {
         roots.push((report.blocks, report.state_root));
     }
     let common = roots.iter().map(|r| r.0).min().unwrap();
+    assert!(common > 0);
+    // Block for block the same chain (no fork), not merely the same state.
+    let chains: Vec<Vec<[u8; 32]>> = nodes
+        .iter()
+        .map(|n| {
+            stored_blocks(&n.dir)
+                .iter()
+                .map(|(b, _)| b.digest())
+                .collect()
+        })
+        .collect();
+    for chain in &chains {
+        assert_eq!(
+            chain[..common as usize],
+            chains[0][..common as usize],
+            "validators stored different blocks"
+        );
+    }
     // Replay each store to the common height and compare state roots there.
     let mut at_common = Vec::new();
     for node in nodes {
@@ -238,6 +295,10 @@ fn check_stores(g: &Genesis, nodes: &[Node]) -> BTreeMap<PeerId, u64> {
             "validators disagree at height {common}"
         );
     }
+    // Balances equal minted minus slashed (verify_chain also checks it at every height).
+    let state = &at_common[0];
+    let balances: u64 = state.accounts.values().map(|a| a.balance).sum();
+    assert_eq!(balances, state.total_minted - state.total_slashed);
     at_common[0]
         .accounts
         .iter()
@@ -288,15 +349,21 @@ fn four_validators_survive_a_crash_then_a_partition() {
         .await;
         let h = max_height(&nodes, &[0, 1, 2]);
         wait_height(&context, &nodes, &[3], h, Duration::from_secs(120)).await;
+        assert!(crashed_at < h);
         assert!(
-            nodes[3].observer.get().synced_records > 0 || crashed_at >= h,
-            "validator 3 caught up without sync?"
+            nodes[3].observer.get().synced_records > 0,
+            "validator 3 caught up without block sync?"
+        );
+        eprintln!(
+            "crash: validator 3 stopped at height {crashed_at}, caught up to {h}, synced {} records",
+            nodes[3].observer.get().synced_records
         );
 
         // Partition validator 0 away: 1, 2, 3 keep finalizing.
         set_links(&mut oracle, &nodes, Some(0), false).await;
         let h = max_height(&nodes, &[1, 2, 3]);
         let cut_off_at = nodes[0].observer.get().height;
+        let synced_before = nodes[0].observer.get().synced_records;
         submit_round(&g, &nodes[1..], 2);
         wait_height(
             &context,
@@ -315,6 +382,11 @@ fn four_validators_survive_a_crash_then_a_partition() {
         set_links(&mut oracle, &nodes, Some(0), true).await;
         let h = max_height(&nodes, &[1, 2, 3]);
         wait_height(&context, &nodes, &[0], h, Duration::from_secs(120)).await;
+        assert!(nodes[0].observer.get().synced_records > synced_before);
+        eprintln!(
+            "partition: validator 0 cut off at height {cut_off_at}, others reached {h}, heights {:?}",
+            heights(&nodes)
+        );
         for node in nodes.iter_mut() {
             node.running.take().unwrap().abort();
         }
@@ -329,7 +401,99 @@ fn four_validators_survive_a_crash_then_a_partition() {
             "trainer {t}"
         );
     }
+    tamper_is_caught(&nodes[1]);
     nodes.clear();
+}
+
+/// Flips bytes of a stored record that carries a simplex certificate (block bytes, outcomes,
+/// state root and the certificate itself); `verify_chain` must refuse every one.
+fn tamper_is_caught(node: &Node) {
+    let blocks = stored_blocks(&node.dir);
+    let height = 1 + blocks
+        .iter()
+        .position(|(_, f)| matches!(f, ledger::Finality::Simplex { .. }))
+        .unwrap() as u64;
+    let path = node.dir.join(ledger::store::DB_FILE);
+    let pristine = std::fs::read(&path).unwrap();
+    let record_len = Store::open(&node.dir)
+        .unwrap()
+        .record_bytes(height)
+        .unwrap()
+        .unwrap()
+        .len();
+    let mut checked = 0;
+    for position in (0..record_len).step_by(7).chain([record_len - 1]) {
+        std::fs::write(&path, &pristine).unwrap();
+        let store = Store::open(&node.dir).unwrap();
+        let mut bytes = store.record_bytes(height).unwrap().unwrap();
+        bytes[position] ^= 0x01;
+        ledger::store::testing_overwrite(&store, height, &bytes).unwrap();
+        assert!(
+            verify_chain(&store, &NoFraudProofs).is_err(),
+            "flipping byte {position} of certified record {height} went unnoticed"
+        );
+        checked += 1;
+    }
+    std::fs::write(&path, &pristine).unwrap();
+    let store = Store::open(&node.dir).unwrap();
+    verify_chain(&store, &NoFraudProofs).unwrap();
+    assert!(checked > 20);
+    forged_certificate_is_caught(&store);
+}
+
+/// The record hash chain has no key: someone with disk access can rewrite records and recompute
+/// every link. Only the certificates stop that. Rewrites a consistent chain whose one certificate
+/// has a flipped byte (at every position), or is another block's certificate; `verify_chain`
+/// must refuse each with a finality error.
+fn forged_certificate_is_caught(store: &Store) {
+    let records: Vec<ledger::Record> = (1..=store.height().unwrap())
+        .map(|h| ledger::Record::from_bytes(&store.record_bytes(h).unwrap().unwrap()).unwrap())
+        .collect();
+    let certified: Vec<usize> = (0..records.len())
+        .filter(|&i| matches!(records[i].finality, ledger::Finality::Simplex { .. }))
+        .collect();
+    assert!(certified.len() >= 2);
+    let target = certified[0];
+    let certificate = |i: usize| match &records[i].finality {
+        ledger::Finality::Simplex { finalization } => finalization.clone(),
+        _ => unreachable!(),
+    };
+    let mut forgeries: Vec<Vec<u8>> = (0..certificate(target).len())
+        .map(|position| {
+            let mut bytes = certificate(target);
+            bytes[position] ^= 0x01;
+            bytes
+        })
+        .collect();
+    forgeries.push(certificate(certified[1]));
+    for forged in forgeries {
+        let dir = tempfile::tempdir().unwrap();
+        let rewritten = Store::create(dir.path(), store.genesis()).unwrap();
+        let mut prev_hash = store.genesis().chain_id();
+        let mut chain = Vec::with_capacity(records.len());
+        for (i, record) in records.iter().enumerate() {
+            let mut record = record.clone();
+            if i == target {
+                record.finality = ledger::Finality::Simplex {
+                    finalization: forged.clone(),
+                };
+            }
+            record.prev_hash = prev_hash;
+            prev_hash = record.hash();
+            chain.push(record);
+        }
+        // One durable write for the whole chain keeps the hundreds of rewrites fast.
+        rewritten.append(&chain).unwrap();
+        match verify_chain(&rewritten, &NoFraudProofs) {
+            Err(ledger::VerifyError::Finality { height, .. }) => {
+                assert_eq!(height, target as u64 + 1)
+            }
+            other => panic!(
+                "a forged certificate at height {} gave {other:?}",
+                target + 1
+            ),
+        }
+    }
 }
 
 #[test]
@@ -347,6 +511,7 @@ fn byzantine_validator_cannot_mint_or_fork() {
             verdicts: vec![forged],
         },
     );
+    let forged_id = forged_tx.id();
     let executor = deterministic::Runner::timed(Duration::from_secs(600));
     let nodes = executor.start(|context| async move {
         let g = g2;
@@ -372,6 +537,23 @@ fn byzantine_validator_cannot_mint_or_fork() {
         nodes
     });
     let balances = check_stores(&g, &nodes);
+    // The Byzantine leader did propose, and none of its blocks was finalized: every view it
+    // led was skipped, and the forged transaction was never ordered.
+    let proposed = nodes[3].observer.get().proposed_blocks;
+    assert!(
+        proposed >= 3,
+        "the Byzantine validator proposed {proposed} blocks"
+    );
+    let forged_id = forged_id;
+    for node in &nodes[..3] {
+        let blocks = stored_blocks(&node.dir);
+        assert!(blocks.len() >= 20);
+        assert_eq!(views_led_by(&g, &blocks, &nodes[3]), Vec::<u64>::new());
+        assert!(blocks
+            .iter()
+            .all(|(b, _)| b.txs.iter().all(|t| t.id() != forged_id)));
+    }
+    eprintln!("forged mint: the Byzantine leader proposed {proposed} blocks, none finalized");
     assert_eq!(
         balances.get(&peer(9)),
         None,
@@ -421,7 +603,7 @@ fn equivocating_validator_cannot_fork() {
         .unwrap();
         let cfg = equivocator::Config::<_, _, Sha256> {
             scheme,
-            elector: RoundRobin::default(),
+            elector: RoundRobin::<commonware_cryptography::Sha256>::default(),
             epoch: Epoch::new(0),
             relay: std::sync::Arc::new(Relay::new()),
         };
@@ -434,8 +616,23 @@ fn equivocating_validator_cannot_fork() {
         }
         nodes
     });
+    let byzantine_index = leader_index(&g, &nodes[3]);
     let honest: Vec<Node> = nodes.into_iter().take(3).collect();
     let balances = check_stores(&g, &honest);
+    // The equivocator's views never finalize a block (its conflicting payloads have no block
+    // behind them), and honest validators skip past them.
+    for node in &honest {
+        let blocks = stored_blocks(&node.dir);
+        assert!(blocks.len() >= 15);
+        assert!(blocks
+            .iter()
+            .all(|(b, _)| b.view % N as u64 != byzantine_index));
+        let last_view = blocks.last().unwrap().0.view;
+        assert!(
+            last_view >= 4 + byzantine_index,
+            "the equivocator never led"
+        );
+    }
     assert_eq!(balances.get(&peer(1)).copied(), Some(500));
 }
 
