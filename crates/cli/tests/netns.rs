@@ -16,6 +16,8 @@
 
 #[path = "support/nfqueue_delay.rs"]
 mod nfqueue_delay;
+#[path = "support/plain_tcp.rs"]
+mod plain_tcp;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -156,6 +158,22 @@ fn shape(ends: [(&str, &str); 2]) -> Shaping {
     }
 }
 
+/// The TCP congestion control algorithm of namespace `ns` (for the report).
+fn congestion_control(ns: &str) -> String {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "sysctl",
+            "-n",
+            "net.ipv4.tcp_congestion_control",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 /// Checks that the round trip across a shaped link is what the shaping promises, measured as
 /// the fastest of 5 TCP handshakes from `ns` to `addr` (a node's TCP listen address).
 fn check_rtt(ns: &str, addr: &str) -> f64 {
@@ -192,6 +210,44 @@ impl Drop for NodeProcess {
             }
         }
     }
+}
+
+/// CPU time of a process, summed over its threads, from `/proc/PID/task/*/schedstat`.
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuTimes {
+    /// Seconds spent running on a CPU.
+    run_s: f64,
+    /// Seconds spent runnable but waiting for a CPU (the sign of a starved process).
+    wait_s: f64,
+}
+
+impl NodeProcess {
+    fn cpu(&self) -> CpuTimes {
+        let tasks = format!("/proc/{}/task", self.child.id());
+        let mut times = CpuTimes::default();
+        for task in std::fs::read_dir(tasks).into_iter().flatten().flatten() {
+            let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+            let fields: Vec<f64> = stat
+                .split_whitespace()
+                .filter_map(|f| f.parse().ok())
+                .collect();
+            if let [run_ns, wait_ns, ..] = fields[..] {
+                times.run_s += run_ns / 1e9;
+                times.wait_s += wait_ns / 1e9;
+            }
+        }
+        times
+    }
+}
+
+/// What a node used and waited for between two `cpu()` readings, for the report.
+fn cpu_used(before: CpuTimes, after: CpuTimes, wall_s: f64) -> String {
+    format!(
+        "ran {:.1} s ({:.2} cores), waited for a CPU {:.1} s",
+        after.run_s - before.run_s,
+        (after.run_s - before.run_s) / wall_s,
+        after.wait_s - before.wait_s
+    )
 }
 
 fn start(ns: &str, dir: &Path, args: &[String]) -> NodeProcess {
@@ -321,6 +377,20 @@ fn shaped_link_blob_transfer_reaches_80_percent() {
     let (code, hash) = curl(&a, "POST", "/blobs", Some(&blob_path));
     assert_eq!(code, 200, "{hash}");
     let hash: String = serde_json::from_str(&hash).unwrap();
+    // The reference: one plain TCP flow carrying as many bytes across the same link, now.
+    let plain_mbit = plain_tcp::bulk_copy_mbit(
+        "cwt_a",
+        "10.99.1.1:5001".parse().unwrap(),
+        "cwt_b",
+        blob.len() as u64,
+    );
+    eprintln!(
+        "NETNS plain TCP: {} MiB at {plain_mbit:.1} Mbit/s = {:.0}% of {SHAPED_MBIT} Mbit/s \
+         (one std TCP flow, congestion control {})",
+        blob.len() >> 20,
+        plain_mbit / SHAPED_MBIT * 100.0,
+        congestion_control("cwt_a")
+    );
 
     let mut failures = Vec::new();
     for (name, listen, boot) in [
@@ -344,6 +414,7 @@ fn shaped_link_blob_transfer_reaches_80_percent() {
         });
         eprintln!("NETNS {name}: b's peers: {}", json(&b, "/peers"));
         let mut fetched = serde_json::Value::Null;
+        let (a_cpu, b_cpu, fetch_started) = (a.cpu(), b.cpu(), Instant::now());
         wait_until("the fetch", Duration::from_secs(120), || {
             let (code, body) = curl(&b, "POST", &format!("/fetch/{hash}"), None);
             if code == 200 {
@@ -351,13 +422,21 @@ fn shaped_link_blob_transfer_reaches_80_percent() {
             }
             code == 200
         });
+        let wall_s = fetch_started.elapsed().as_secs_f64();
+        eprintln!(
+            "NETNS {name}: during the fetch ({wall_s:.1} s), provider a {}; fetcher b {}",
+            cpu_used(a_cpu, a.cpu(), wall_s),
+            cpu_used(b_cpu, b.cpu(), wall_s)
+        );
         let secs = fetched["secs"].as_f64().unwrap();
         let mbit = blob.len() as f64 * 8.0 / secs / 1e6;
         let share = mbit / SHAPED_MBIT;
         eprintln!(
-            "NETNS {name}: {} MiB in {secs:.2} s = {mbit:.1} Mbit/s = {:.0}% of {SHAPED_MBIT} Mbit/s ({})",
+            "NETNS {name}: {} MiB in {secs:.2} s = {mbit:.1} Mbit/s = {:.0}% of {SHAPED_MBIT} Mbit/s \
+             = {:.0}% of plain TCP ({})",
             blob.len() >> 20,
             share * 100.0,
+            mbit / plain_mbit * 100.0,
             shaping.description
         );
         assert_eq!(std::fs::read(dir.join("blobs").join(&hash)).unwrap(), blob);

@@ -5,7 +5,9 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use libp2p::core::transport::MemoryTransport;
 use libp2p::core::upgrade;
 use libp2p::core::Transport;
@@ -43,6 +45,8 @@ pub struct EventLoop {
     serving: usize,
     pending_chunks: HashMap<OutboundRequestId, ChunkReply>,
     pending_providers: HashMap<kad::QueryId, (ProvidersReply, HashSet<PeerId>)>,
+    /// Provider queries that found some providers, each due to be answered after a grace period.
+    providers_due: FuturesUnordered<BoxFuture<'static, kad::QueryId>>,
     connections: HashMap<libp2p::PeerId, Vec<(ConnectionId, Multiaddr)>>,
     rtts: HashMap<libp2p::PeerId, Duration>,
     gossip_limiter: RateLimiter<libp2p::PeerId>,
@@ -105,6 +109,7 @@ pub fn new(
         serving: 0,
         pending_chunks: HashMap::new(),
         pending_providers: HashMap::new(),
+        providers_due: FuturesUnordered::new(),
         connections: HashMap::new(),
         rtts: HashMap::new(),
         gossip_limiter: RateLimiter::new(limits::GOSSIP_MESSAGES_PER_PEER_PER_S_MAX),
@@ -220,6 +225,7 @@ impl EventLoop {
                     Some(Command::Shutdown { reply }) => break Some(reply),
                     Some(command) => self.on_command(command),
                 },
+                Some(id) = self.providers_due.next() => self.answer_providers(id),
                 Some((channel, response)) = self.served_rx.recv() => {
                     self.serving -= 1;
                     // The requester may have gone; nothing to do then.
@@ -608,6 +614,7 @@ impl EventLoop {
         let Some((_, found)) = self.pending_providers.get_mut(&id) else {
             return;
         };
+        let had_providers = !found.is_empty();
         let finished = match result {
             Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) => {
                 found.extend(providers.iter().filter_map(from_libp2p));
@@ -616,13 +623,27 @@ impl EventLoop {
             Ok(kad::GetProvidersOk::FinishedWithNoAdditionalRecord { .. }) => true,
             Err(_) => true,
         };
-        if !finished {
-            return;
+        let first_found = !had_providers && !found.is_empty();
+        if finished {
+            self.answer_providers(id);
+        } else if first_found {
+            // Once some providers are known, wait only a short while for more: the rest of the
+            // query may be stuck dialing departed peers (a QUIC dial gives up only after 5 s),
+            // and a fetch needs one provider to start.
+            let grace = Duration::from_millis(limits::KAD_PROVIDERS_GRACE_MS);
+            self.providers_due
+                .push(Box::pin(tokio::time::sleep(grace).map(move |()| id)));
         }
+    }
+
+    /// Ends provider query `id` and replies with the providers found so far (if not done yet).
+    fn answer_providers(&mut self, id: kad::QueryId) {
+        let Some((reply, found)) = self.pending_providers.remove(&id) else {
+            return;
+        };
         if let Some(mut query) = self.swarm.behaviour_mut().kad.query_mut(&id) {
             query.finish();
         }
-        let (reply, found) = self.pending_providers.remove(&id).expect("checked above");
         let mut providers: Vec<PeerId> = found.into_iter().collect();
         providers.sort();
         providers.truncate(limits::KAD_PROVIDERS_MAX);

@@ -131,7 +131,7 @@ fn os_error(what: &str) -> String {
     format!("{what}: {}", std::io::Error::last_os_error())
 }
 
-fn enter_netns(ns: &str) -> Result<(), String> {
+pub fn enter_netns(ns: &str) -> Result<(), String> {
     let file = std::fs::File::open(format!("/var/run/netns/{ns}"))
         .map_err(|e| format!("open netns {ns}: {e}"))?;
     // SAFETY: a valid namespace fd; setns changes only this thread's network namespace.

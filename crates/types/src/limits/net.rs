@@ -33,6 +33,9 @@ pub const KAD_QUERY_TIMEOUT_MS: u64 = 30_000;
 pub const KAD_PACKET_BYTES_MAX: usize = 64 * 1024;
 /// Providers returned to the app per `get_providers` call.
 pub const KAD_PROVIDERS_MAX: usize = 64;
+/// Once a provider query has found some providers, it answers after at most this much longer,
+/// even if the query is still running (it may be waiting on dials to departed peers).
+pub const KAD_PROVIDERS_GRACE_MS: u64 = 500;
 
 // Gossip.
 /// Largest gossip message on the wire (envelope included).
@@ -58,8 +61,9 @@ pub const BLOB_REQUEST_BYTES_MAX: usize = 64;
 /// Largest blob response frame: a chunk plus its header.
 pub const BLOB_RESPONSE_BYTES_MAX: usize = BLOB_CHUNK_BYTES as usize + 64;
 /// Chunk requests in flight to one provider for one fetch. Each request is a fresh stream whose
-/// flow-control window starts small (yamux: 256 KiB), so filling a 100 Mbit/s x 100 ms link
-/// (1.25 MB in flight) over TCP takes many at once: 4 reached 37% of it, QUIC 68% (netns test).
+/// flow-control window starts at 256 KiB (yamux), so filling a 100 Mbit/s x 100 ms link (1.25 MB
+/// in flight) takes several at once; 16 keep the sender's TCP socket backlogged on that link
+/// (netns test: the libp2p TCP connection moved bytes as fast as a plain TCP flow).
 pub const BLOB_REQUESTS_PER_PROVIDER_MAX: usize = 16;
 /// Chunks fetched but not yet taken by the caller, plus those in flight (memory bound per fetch).
 pub const BLOB_WINDOW_CHUNKS_MAX: usize = 32;
