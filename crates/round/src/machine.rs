@@ -1202,6 +1202,25 @@ impl RoundMachine {
         self.request_resync(next_round, digest, voters, out);
     }
 
+    /// A quorum voted for the next state before our own aggregation finished, so we asked peers for it
+    /// (`request_resync`). If our aggregation has since produced exactly that state, settle on it ourselves:
+    /// it is what settling would have done had our result come first, and a snapshot fetch can take a
+    /// retry period or fail outright while the run waits for us.
+    fn settle_awaited_if_computed(&mut self, out: &mut Vec<Action>) {
+        let Some(awaiting) = &self.awaiting else {
+            return;
+        };
+        if self.status != Status::Synced || awaiting.next_round != self.round.next() {
+            return;
+        }
+        let computed = self.state.as_ref().and_then(|s| s.computed.as_ref());
+        if !computed.is_some_and(|c| c.2 == awaiting.digest) {
+            return;
+        }
+        self.awaiting = None;
+        self.settle(out);
+    }
+
     fn request_resync(
         &mut self,
         next_round: RoundNumber,
@@ -1391,6 +1410,7 @@ impl RoundMachine {
 
     /// Runs everything whose condition may now hold: proposer duties, aggregation, settling, rank timeouts.
     fn drive(&mut self, out: &mut Vec<Action>) {
+        self.settle_awaited_if_computed(out);
         let gave_up = self
             .awaiting
             .as_ref()
