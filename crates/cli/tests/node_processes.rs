@@ -1,5 +1,5 @@
 //! Four `commonweight node` processes on 127.0.0.1 over real QUIC and TCP: they find each other
-//! through one bootstrap node, gossip to all, fetch a blob from 3 providers, list peers with
+//! through one bootstrap node, gossip to all, fetch a 64 MiB blob from 3 providers, list peers with
 //! `commonweight peers`, and stop cleanly on SIGTERM.
 
 use std::io::{Read, Write};
@@ -213,8 +213,8 @@ fn four_node_processes_over_quic_and_tcp() {
         });
     }
 
-    // A 16 MiB blob put on nodes 0, 1, 2 and fetched by node 3 from all three.
-    let blob = pseudo_random_bytes(16 << 20, 11);
+    // A 64 MiB blob put on nodes 0, 1, 2 and fetched by node 3 from all three.
+    let blob = pseudo_random_bytes(64 << 20, 11);
     let mut hash = String::new();
     for node in &nodes[..3] {
         let (code, body) = http(&node.control, "POST", "/blobs", &blob);
