@@ -1521,13 +1521,20 @@ impl World {
             return Ok(());
         };
         let old = (Arc::clone(&node.theta), Arc::clone(&node.ledger));
+        let round_before = machine.round();
         node.theta = Arc::clone(&served.theta);
         node.ledger = Arc::clone(&served.ledger);
         let actions = machine.handle(
             local_time(self.now, node.drift_ppm),
             Input::Snapshot(served.snapshot.clone()),
         );
-        let adopted = machine.round() == served.snapshot.next_round
+        // Adopted only if this input moved the machine there: a snapshot that arrives after the machine
+        // settled on its own aggregate of the same state (`settle_awaited_if_computed`) is stale, and one
+        // that makes it settle on its own aggregate emits `Settled` and keeps the staged aggregate.
+        let settled_itself = actions.iter().any(|a| matches!(a, Action::Settled(_)));
+        let adopted = !settled_itself
+            && round_before != served.snapshot.next_round
+            && machine.round() == served.snapshot.next_round
             && machine.model_hash() == served.snapshot.model_hash
             && machine.status() == Status::Synced;
         if !adopted {
