@@ -344,15 +344,19 @@ fn start_node(
     }
 }
 
+/// The node's TCP listen address; a loaded machine can take seconds to report it after the control API is up.
 fn bootstrap_addr(node: &RunningNode) -> Result<String> {
-    for _ in 0..50 {
+    let deadline = Instant::now() + Duration::from_millis(limits::NODE_START_TIMEOUT_MS);
+    loop {
         let view: NodeView = serde_json::from_str(&http_get(&node.control, "/status")?)?;
         if let Some(addr) = view.listen_addrs.iter().find(|a| a.contains("/tcp/")) {
             return Ok(addr.clone());
         }
+        if Instant::now() > deadline {
+            bail!("node in {} reports no listen address", node.dir.display());
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
-    bail!("node in {} reports no listen address", node.dir.display())
 }
 
 /// Polls every node until all finished the run; prints a progress table.
@@ -370,12 +374,14 @@ fn watch(
             let view = http_get(&nodes[index].control, "/status")
                 .ok()
                 .and_then(|body| serde_json::from_str::<NodeView>(&body).ok());
+            // In round R mid-round (training up to aggregation); a round can pass between two polls, so any
+            // later round the node has not finished counts too.
             let mid_round = |v: &NodeView| {
-                v.round >= round
-                    && matches!(
-                        v.phase.as_str(),
-                        "train" | "commit" | "reveal" | "aggregate"
-                    )
+                let busy = matches!(
+                    v.phase.as_str(),
+                    "train" | "commit" | "reveal" | "aggregate"
+                );
+                !v.finished && ((v.round == round && busy) || v.round > round)
             };
             if view.as_ref().is_some_and(mid_round) {
                 kill_and_restart(nodes, index, args, run_file, addrs)?;
@@ -411,7 +417,9 @@ fn watch(
                 args.timeout_s
             );
         }
-        std::thread::sleep(Duration::from_millis(500));
+        // Poll faster while a fault waits for its moment: a tiny round can pass in under a second.
+        let pause_ms = if kill.is_some() { 50 } else { 500 };
+        std::thread::sleep(Duration::from_millis(pause_ms));
     }
 }
 
