@@ -6,9 +6,10 @@
 //! (`verify::Verifier::verify_round` with `node::verifier_model`'s tch loss evaluator), and `sync::aggregate`
 //! averages only the peers it `included`. One run per attack plus an honest-only run on the same tokens.
 //!
-//! Data: item d is window d (seq_len + 1 tokens) of the training split. Each round a worker is assigned
-//! H · batch distinct items (`round::assign_data` from the round seed) and trains on them in assignment order,
-//! `batch` items per inner step, so every item the verifier scores it on was trained on exactly once that round.
+//! Data: item d is the d-th run of `--item-windows` K windows (seq_len + 1 tokens each) of the training split. Each
+//! round a worker is assigned H · batch / K distinct items (`round::assign_data` from the round seed) and trains on
+//! their windows in assignment order, `batch` windows per inner step, so every window the verifier scores it on was
+//! trained on exactly once that round. The verifier reads all K windows of each item it samples.
 //!
 //! Counts: an attacking update is detected when it is not included in aggregation (rejected, or scored and
 //! excluded by the rating). Stale-base attackers act honestly in round 0 (there is no older base); those updates
@@ -88,6 +89,13 @@ pub struct AttacksArgs {
     /// z of the "a little is enough" attack (mean − z · std of the honest updates).
     #[arg(long, default_value_t = 1.0)]
     alie_z: f32,
+    /// Windows (seq_len + 1 tokens) per data item; the verifier's score reads every window of the 4 items it
+    /// samples per side, so this trades verifier compute for a less noisy score. Must divide H · batch.
+    #[arg(long, default_value_t = 1)]
+    item_windows: usize,
+    /// Print every verdict (score, normalized observation, rating) to stderr.
+    #[arg(long)]
+    verbose: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -221,6 +229,7 @@ struct World {
     alie_z: f32,
     /// Validation windows evaluated per scored item.
     score_windows: usize,
+    verbose: bool,
 }
 
 pub fn run(args: AttacksArgs) -> Result<()> {
@@ -233,7 +242,10 @@ pub fn run(args: AttacksArgs) -> Result<()> {
     let attacks = parse_attacks(&args.attacks)?;
     let attackers = ((args.attackers * args.workers as f64).round() as usize).max(1);
     if attackers * 2 >= args.workers {
-        bail!("{attackers} attackers of {} workers: honest peers must be a majority", args.workers);
+        bail!(
+            "{attackers} attackers of {} workers: honest peers must be a majority",
+            args.workers
+        );
     }
     fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let world = build_world(&args)?;
@@ -301,9 +313,20 @@ fn build_world(args: &AttacksArgs) -> Result<World> {
     let setup = prepare_setup(&sync_args)?;
     let rounds = (setup.steps / spec.inner_steps).max(1);
     let window = setup.seq_len + 1;
-    let items = DataItems::new(setup.shards.concat(), window, setup.seq_len)?;
     let per_round = spec.inner_steps as usize * setup.batch;
-    let count = u32::try_from(per_round).context("items per worker and round")?;
+    if args.item_windows == 0 || per_round % args.item_windows != 0 {
+        bail!(
+            "--item-windows {} must divide H x batch = {per_round}",
+            args.item_windows
+        );
+    }
+    let items = DataItems::new(
+        setup.shards.concat(),
+        args.item_windows * window,
+        setup.seq_len,
+    )?;
+    let count =
+        u32::try_from(per_round / args.item_windows).context("items per worker and round")?;
     let run_id = RunId(Hash32::of(
         format!("commonweight experiment attacks|{}", setup.baseline_key).as_bytes(),
     ));
@@ -336,7 +359,8 @@ fn build_world(args: &AttacksArgs) -> Result<World> {
         update_bytes_max,
         rounds,
         alie_z: args.alie_z,
-        score_windows: 1,
+        score_windows: args.item_windows,
+        verbose: args.verbose,
     })
 }
 
@@ -394,9 +418,8 @@ fn run_one(
     let mut trainers = (0..workers)
         .map(|_| Trainer::with_params(setup.model.clone(), train.clone(), &theta, setup.threads))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut feedback: Vec<ErrorFeedback> = (0..workers)
-        .map(|_| world.spec.outer.feedback())
-        .collect();
+    let mut feedback: Vec<ErrorFeedback> =
+        (0..workers).map(|_| world.spec.outer.feedback()).collect();
     let mut outer = world.spec.outer.build();
     let eval_trainer =
         Trainer::with_params(setup.model.clone(), train.clone(), &theta, setup.threads)?;
@@ -533,6 +556,17 @@ fn run_one(
         tally.train_s += train_s / honest_count as f64;
         for (index, signed) in report.verdicts.iter().enumerate() {
             let outcome = &signed.verdict.outcome;
+            if world.verbose {
+                let role = if index < honest_count {
+                    "honest"
+                } else {
+                    "attacker"
+                };
+                eprintln!(
+                    "    round {round} worker {index} ({role}): {}",
+                    outcome_detail(outcome)
+                );
+            }
             let included = outcome.included();
             if index >= honest_count && active.is_some() {
                 tally.attack_updates += 1;
@@ -556,7 +590,10 @@ fn run_one(
             .included
             .iter()
             .map(|peer| {
-                let index = peers.iter().position(|p| p == peer).context("included peer")?;
+                let index = peers
+                    .iter()
+                    .position(|p| p == peer)
+                    .context("included peer")?;
                 Ok((*peer, sync::codec::decode(&sent[index].blob, theta.len())?))
             })
             .collect::<Result<_>>()?;
@@ -641,14 +678,32 @@ fn outcome_label(outcome: &Outcome) -> String {
         Outcome::Scored { included, .. } => format!("Scored:{}", inclusion(*included)),
         Outcome::Rejected(reason) => {
             let text = format!("{reason:?}");
-            let name: String = text.chars().take_while(char::is_ascii_alphanumeric).collect();
+            let name: String = text
+                .chars()
+                .take_while(char::is_ascii_alphanumeric)
+                .collect();
             format!("Rejected:{name}")
         }
     }
 }
 
-/// H inner steps from `theta` on items `ids` (`batch` items per step, in order); returns Δ = θ − θ_local and the
-/// mean training loss.
+fn outcome_detail(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Scored {
+            score,
+            observation,
+            rating_mean,
+            included,
+            ..
+        } => format!(
+            "scored {score:+.5} observation {observation:+.3} rating {rating_mean:.3} included {included}"
+        ),
+        other => outcome_label(other),
+    }
+}
+
+/// H inner steps from `theta` on the windows of items `ids` in order (`batch` windows per step); returns
+/// Δ = θ − θ_local and the mean training loss.
 fn train_delta(
     world: &World,
     trainer: &mut Trainer,
@@ -656,15 +711,18 @@ fn train_delta(
     ids: &[u64],
 ) -> Result<(Vec<f32>, f32)> {
     trainer.set_params(theta)?;
-    let batch = world.setup.batch;
+    let mut tokens = Vec::with_capacity(ids.len() * world.items.item_len());
+    for &id in ids {
+        tokens.extend_from_slice(world.items.item(id)?);
+    }
+    let step_tokens = world.setup.batch * (world.setup.seq_len + 1);
     let mut total = 0.0f64;
     let mut steps = 0u32;
-    for step_ids in ids.chunks(batch).take(world.spec.inner_steps as usize) {
-        let mut tokens = Vec::with_capacity(batch * world.items.item_len());
-        for &id in step_ids {
-            tokens.extend_from_slice(world.items.item(id)?);
-        }
-        total += f64::from(trainer.train_step(&tokens)?);
+    for batch in tokens
+        .chunks_exact(step_tokens)
+        .take(world.spec.inner_steps as usize)
+    {
+        total += f64::from(trainer.train_step(batch)?);
         steps += 1;
     }
     let local = trainer.params();
@@ -716,7 +774,9 @@ impl AttackerRound<'_> {
                 sent(encode(&self.honest[victim]))
             }
             Attack::StaleBase | Attack::StaleBaseUndeclared => {
-                let old = self.previous_theta.context("stale base needs a previous round")?;
+                let old = self
+                    .previous_theta
+                    .context("stale base needs a previous round")?;
                 let (delta, loss) = train_delta(world, trainer, old, self.ids)?;
                 let declared = if kind == Attack::StaleBase {
                     Hash32::of_f32s(old)
@@ -732,9 +792,10 @@ impl AttackerRound<'_> {
             Attack::WrongData => {
                 // Trains on the items assigned to a peer that does not exist, and commits its own assignment.
                 let stranger = PeerId(Hash32::of(&[&self.seed.0[..], &b"stranger"[..]].concat()).0);
-                let other = world
-                    .assignment
-                    .assigned_ids(&self.seed, RoundNumber(self.round), &stranger);
+                let other =
+                    world
+                        .assignment
+                        .assigned_ids(&self.seed, RoundNumber(self.round), &stranger);
                 let (delta, loss) = train_delta(world, trainer, self.theta, &other)?;
                 Sent {
                     blob: encode(&delta),
@@ -832,7 +893,14 @@ fn print_table(rows: &[AttackRow]) {
     println!();
     println!(
         "| {:<22} | {:>13} | {:>10} | {:>11} | {:>8} | {:>7} | {:>12} | {:<40} |",
-        "attack", "detected", "rate", "honest FP", "val", "gap %", "verify/train", "attacking verdicts"
+        "attack",
+        "detected",
+        "rate",
+        "honest FP",
+        "val",
+        "gap %",
+        "verify/train",
+        "attacking verdicts"
     );
     println!("|{}|", ["---"; 8].join("|"));
     for r in rows {

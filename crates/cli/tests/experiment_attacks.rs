@@ -31,7 +31,14 @@ fn experiment_attacks_detects_attackers_and_keeps_honest_peers() {
     let out = dir.path().join("out");
     let output = Command::new(env!("CARGO_BIN_EXE_commonweight"))
         .args(["experiment", "attacks", "--preset", "tiny"])
-        .args(["--workers", "4", "--attackers", "0.25", "--inner-steps", "2"])
+        .args([
+            "--workers",
+            "4",
+            "--attackers",
+            "0.25",
+            "--inner-steps",
+            "2",
+        ])
         .args(["--tokens", "1536", "--batch", "2", "--seq-len", "32"])
         .args(["--threads", "1", "--final-eval-seqs", "16"])
         .args(["--attacks", &ATTACKS.join(",")])
@@ -51,7 +58,11 @@ fn experiment_attacks_detects_attackers_and_keeps_honest_peers() {
         serde_json::from_slice(&std::fs::read(out.join("attacks.json")).expect("attacks.json"))
             .expect("json");
     let rows = rows.as_array().expect("an array of rows");
-    assert_eq!(rows.len(), ATTACKS.len() + 1, "one honest-only row and one per attack");
+    assert_eq!(
+        rows.len(),
+        ATTACKS.len() + 1,
+        "one honest-only row and one per attack"
+    );
     let honest = &rows[0];
     assert_eq!(honest["attack"], "none");
     assert_eq!(honest["rounds"], 3);
@@ -76,7 +87,10 @@ fn experiment_attacks_detects_attackers_and_keeps_honest_peers() {
         // Stale-base attackers have no older base in round 0.
         let expected = if *attack == "stale-base" { 2 } else { 3 };
         assert_eq!(updates, expected, "{row}");
-        assert_eq!(row["attack_detected"], updates, "{attack} got through: {row}");
+        assert_eq!(
+            row["attack_detected"], updates,
+            "{attack} got through: {row}"
+        );
         assert_eq!(row["detection_rate"], 1.0);
         assert_eq!(
             row["honest_only_val_loss"].as_f64(),
@@ -99,5 +113,8 @@ fn experiment_attacks_detects_attackers_and_keeps_honest_peers() {
     assert_eq!(reason("stale-base"), ["Rejected:StaleBase"]);
     assert_eq!(reason("oversized"), ["Rejected:Oversized"]);
     assert_eq!(reason("malformed"), ["Rejected:Malformed"]);
-    assert!(stdout.contains("| sign-flip"), "the table lists every attack: {stdout}");
+    assert!(
+        stdout.contains("| sign-flip"),
+        "the table lists every attack: {stdout}"
+    );
 }

@@ -147,7 +147,8 @@ pub struct SyncUpdateDecoder;
 
 impl UpdateDecoder for SyncUpdateDecoder {
     fn decode(&self, codec: u8, blob: &[u8], param_count: usize) -> Result<Vec<f32>, String> {
-        let expected = CodecId::from_byte(codec).ok_or_else(|| format!("unknown codec id {codec}"))?;
+        let expected =
+            CodecId::from_byte(codec).ok_or_else(|| format!("unknown codec id {codec}"))?;
         let header = read_header(blob, param_count).map_err(|e| e.to_string())?;
         if header.codec != expected {
             return Err(format!(
