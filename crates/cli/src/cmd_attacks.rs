@@ -698,6 +698,7 @@ fn outcome_detail(outcome: &Outcome) -> String {
         } => format!(
             "scored {score:+.5} observation {observation:+.3} rating {rating_mean:.3} included {included}"
         ),
+        Outcome::Rejected(reason) => format!("rejected {reason:?}"),
         other => outcome_label(other),
     }
 }
