@@ -147,11 +147,13 @@ impl Attack {
         }
     }
 
-    /// Whether the attacker trains its own honest update first (to copy its norm, flip it, break it...).
+    /// Whether the attacker trains its own honest update first (to copy its norm, flip it, break it...). Attacks
+    /// that train on something else must not: a second H steps would also advance the attacker's AdamW state and
+    /// schedule, and the norm gate would catch that instead of the attack.
     fn trains_own(self) -> bool {
-        !matches!(
+        matches!(
             self,
-            Attack::Zero | Attack::Copy | Attack::LittleIsEnough | Attack::Oversized
+            Attack::Noise | Attack::SignFlip | Attack::Scale100 | Attack::Nan | Attack::Malformed
         )
     }
 
