@@ -159,3 +159,64 @@ impl UpdateDecoder for SyncUpdateDecoder {
         sync::codec::decode(blob, param_count).map_err(|e| e.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sync::codec::{CodecKind, ErrorFeedback};
+
+    #[test]
+    fn items_are_equal_slices_and_ids_outside_are_errors() {
+        let items = DataItems::new((0..100).collect(), 30, 8).unwrap();
+        assert_eq!(items.count(), 3);
+        assert_eq!(items.item(1).unwrap(), &(30..60).collect::<Vec<u32>>()[..]);
+        assert!(items.item(3).is_err());
+        assert!(items.item(u64::MAX).is_err());
+        assert!(
+            DataItems::new((0..100).collect(), 8, 8).is_err(),
+            "no window fits"
+        );
+        assert!(
+            DataItems::new((0..10).collect(), 30, 8).is_err(),
+            "no item fits"
+        );
+    }
+
+    #[test]
+    fn assignment_is_distinct_in_range_and_depends_on_the_peer() {
+        let assignment = ItemAssignment::new(Hash32::of(b"d"), 50, 10).unwrap();
+        let seed = Hash32::of(b"seed");
+        let ids = assignment.assigned_ids(&seed, RoundNumber(0), &PeerId([1; 32]));
+        assert_eq!(ids.len(), 10);
+        assert!(ids.windows(2).all(|w| w[0] < w[1]) && ids.iter().all(|&id| id < 50));
+        assert_eq!(
+            ids,
+            assignment.assigned_ids(&seed, RoundNumber(0), &PeerId([1; 32]))
+        );
+        assert_ne!(
+            ids,
+            assignment.assigned_ids(&seed, RoundNumber(0), &PeerId([2; 32]))
+        );
+        assert!(ItemAssignment::new(Hash32::of(b"d"), 5, 6).is_err());
+        assert!(ItemAssignment::new(Hash32::of(b"d"), u64::MAX, 1).is_err());
+    }
+
+    #[test]
+    fn decoder_checks_the_run_codec_and_refuses_garbage() {
+        let values = vec![0.5f32, -1.0, 2.0];
+        let blob = CodecKind::Fp32
+            .codec()
+            .encode(&values, &mut ErrorFeedback::off());
+        let fp32 = CodecId::Fp32 as u8;
+        assert_eq!(SyncUpdateDecoder.decode(fp32, &blob, 3).unwrap(), values);
+        assert!(SyncUpdateDecoder
+            .decode(CodecId::Bf16 as u8, &blob, 3)
+            .is_err());
+        assert!(SyncUpdateDecoder.decode(99, &blob, 3).is_err());
+        assert!(SyncUpdateDecoder.decode(fp32, &blob, 4).is_err());
+        assert!(SyncUpdateDecoder
+            .decode(fp32, &blob[..blob.len() - 1], 3)
+            .is_err());
+        assert!(SyncUpdateDecoder.decode(fp32, &[], 3).is_err());
+    }
+}
