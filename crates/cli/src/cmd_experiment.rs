@@ -32,83 +32,85 @@ use types::{Hash32, PeerId};
 pub enum ExperimentCommand {
     /// Low-communication training (DiLoCo, SparseLoCo, DeMo codecs) against data-parallel.
     Sync(SyncArgs),
+    /// The attack suite on the real model: attackers among DiLoCo workers, every update through the verifier.
+    Attacks(crate::cmd_attacks::AttacksArgs),
 }
 
 #[derive(Args, Clone, Debug)]
 pub struct SyncArgs {
     /// Model preset: tiny, micro, mini, small, base, 1b.
     #[arg(long, default_value = "tiny")]
-    preset: String,
+    pub(crate) preset: String,
     /// Simulated workers, each with its own contiguous shard of the training split.
     #[arg(long, default_value_t = 8)]
-    workers: usize,
+    pub(crate) workers: usize,
     /// Inner AdamW steps per round (H).
     #[arg(long, default_value_t = 10)]
-    inner_steps: u64,
+    pub(crate) inner_steps: u64,
     /// Update codec: fp32, bf16, fp16, int8, topk, dct (options: see `sync::codec::CodecKind`).
     #[arg(long, default_value = "fp32")]
-    codec: String,
+    pub(crate) codec: String,
     /// Several low-communication runs in one invocation (the baselines train once), separated by
     /// `;`. Each run is `key=value` fields joined by `/`: `codec`, `h`, `outer`, `outer_lr`,
     /// `momentum`, `ef` (a decay, or `off`); a field left out takes its flag's value. Example:
     /// `codec=fp32/h=10; codec=topk:k=64/h=30/ef=0.9`.
     #[arg(long)]
-    runs: Option<String>,
+    pub(crate) runs: Option<String>,
     /// Total training tokens (inputs), the same for every run.
     #[arg(long)]
-    tokens: u64,
+    pub(crate) tokens: u64,
     #[arg(long, default_value_t = 0)]
-    seed: u64,
+    pub(crate) seed: u64,
     /// Output folder: results.json, curves.json, baselines/ and runs/ (finished runs, reused by
     /// later invocations with the same settings), loss_vs_tokens.svg, loss_vs_bytes.svg.
     #[arg(long)]
-    out: PathBuf,
+    pub(crate) out: PathBuf,
     /// A prepared dataset folder (with dataset.json), or .txt/.jsonl/.parquet inputs to prepare
     /// with the byte tokenizer into OUT/dataset.
     #[arg(long)]
-    data: PathBuf,
+    pub(crate) data: PathBuf,
     /// Sequences per worker per step (default: the preset's).
     #[arg(long)]
-    batch: Option<usize>,
+    pub(crate) batch: Option<usize>,
     /// Tokens per sequence (default: the preset's).
     #[arg(long)]
-    seq_len: Option<usize>,
+    pub(crate) seq_len: Option<usize>,
     /// Override the preset's MLP width (issue 3's reference model is `tiny` with 512).
     #[arg(long)]
-    intermediate_size: Option<usize>,
+    pub(crate) intermediate_size: Option<usize>,
     /// Override the preset's key/value head count (issue 3's reference model is `tiny` with 4).
     #[arg(long)]
-    kv_heads: Option<usize>,
+    pub(crate) kv_heads: Option<usize>,
     /// Peak inner AdamW learning rate (default: the preset's).
     #[arg(long)]
-    lr: Option<f64>,
+    pub(crate) lr: Option<f64>,
     /// Outer optimizer: nesterov or sparseloco (default: sparseloco for topk and dct, else nesterov).
     #[arg(long)]
-    outer: Option<String>,
+    pub(crate) outer: Option<String>,
     /// Outer learning rate (default: 0.7 nesterov, 1.0 sparseloco).
     #[arg(long)]
-    outer_lr: Option<f32>,
+    pub(crate) outer_lr: Option<f32>,
     /// Nesterov momentum (default 0.9).
     #[arg(long)]
-    outer_momentum: Option<f32>,
+    pub(crate) outer_momentum: Option<f32>,
     /// Error-feedback decay (default: 0.95 with sparseloco; nesterov runs have no feedback unless set).
     #[arg(long)]
-    ef_decay: Option<f32>,
+    pub(crate) ef_decay: Option<f32>,
     /// libtorch threads.
     #[arg(long, default_value_t = 2)]
-    threads: usize,
+    pub(crate) threads: usize,
     /// Validation windows evaluated at each curve point.
     #[arg(long, default_value_t = 64)]
-    eval_seqs: usize,
+    pub(crate) eval_seqs: usize,
     /// Validation windows of the final evaluation (the table's val loss); 0: the whole split.
     #[arg(long, default_value_t = 0)]
-    final_eval_seqs: usize,
+    pub(crate) final_eval_seqs: usize,
     /// Evaluation points per run (plus the start).
     #[arg(long, default_value_t = 20)]
-    eval_points: u64,
+    pub(crate) eval_points: u64,
     /// Skip the single-worker baseline (it costs as much compute as data-parallel).
     #[arg(long)]
-    skip_single: bool,
+    pub(crate) skip_single: bool,
 }
 
 /// One row of the table and of results.json.
@@ -153,30 +155,31 @@ struct RunOutcome {
     wall_s: f64,
 }
 
-struct Setup {
-    model: ModelConfig,
-    preset: Preset,
-    batch: usize,
-    seq_len: usize,
-    lr: f64,
-    workers: usize,
-    steps: u64,
-    shards: Vec<Vec<u32>>,
+pub(crate) struct Setup {
+    pub(crate) model: ModelConfig,
+    pub(crate) preset: Preset,
+    pub(crate) batch: usize,
+    pub(crate) seq_len: usize,
+    pub(crate) lr: f64,
+    pub(crate) workers: usize,
+    pub(crate) steps: u64,
+    pub(crate) shards: Vec<Vec<u32>>,
     /// The first `--eval-seqs` validation windows: the curves' points.
-    eval_tokens: Vec<u32>,
+    pub(crate) eval_tokens: Vec<u32>,
     /// The first `--final-eval-seqs` windows (all by default): the table's val loss.
-    final_eval_tokens: Vec<u32>,
-    params0: Vec<f32>,
-    seed: u64,
-    threads: usize,
-    eval_points: u64,
+    pub(crate) final_eval_tokens: Vec<u32>,
+    pub(crate) params0: Vec<f32>,
+    pub(crate) seed: u64,
+    pub(crate) threads: usize,
+    pub(crate) eval_points: u64,
     /// Identifies everything the baselines depend on.
-    baseline_key: String,
+    pub(crate) baseline_key: String,
 }
 
 pub fn run(command: ExperimentCommand) -> Result<()> {
     match command {
         ExperimentCommand::Sync(args) => run_sync(args),
+        ExperimentCommand::Attacks(args) => crate::cmd_attacks::run(args),
     }
 }
 
@@ -291,10 +294,10 @@ fn run_sync(args: SyncArgs) -> Result<()> {
 }
 
 /// One low-communication configuration: codec, H, and outer optimizer.
-struct RunSpec {
-    codec: CodecKind,
-    inner_steps: u64,
-    outer: OuterChoice,
+pub(crate) struct RunSpec {
+    pub(crate) codec: CodecKind,
+    pub(crate) inner_steps: u64,
+    pub(crate) outer: OuterChoice,
 }
 
 impl RunSpec {
@@ -326,7 +329,7 @@ fn parse_runs(args: &SyncArgs) -> Result<Vec<RunSpec>> {
 }
 
 /// Parses one `key=value/key=value` run; fields left out take the flags' values.
-fn parse_run(args: &SyncArgs, item: &str) -> Result<RunSpec> {
+pub(crate) fn parse_run(args: &SyncArgs, item: &str) -> Result<RunSpec> {
     let mut codec_text = args.codec.clone();
     let mut inner_steps = args.inner_steps;
     let mut outer = args.outer.clone();
@@ -395,15 +398,15 @@ fn parse_run(args: &SyncArgs, item: &str) -> Result<RunSpec> {
     })
 }
 
-fn gap_pct(loss: f32, ddp_loss: f32) -> f64 {
+pub(crate) fn gap_pct(loss: f32, ddp_loss: f32) -> f64 {
     (f64::from(loss) - f64::from(ddp_loss)) / f64::from(ddp_loss) * 100.0
 }
 
-fn tokens_per_ddp_step(setup: &Setup) -> u64 {
+pub(crate) fn tokens_per_ddp_step(setup: &Setup) -> u64 {
     (setup.workers * setup.batch * setup.seq_len) as u64
 }
 
-fn prepare_setup(args: &SyncArgs) -> Result<Setup> {
+pub(crate) fn prepare_setup(args: &SyncArgs) -> Result<Setup> {
     let preset = Preset::parse(&args.preset)?;
     let dataset = if args.data.join("dataset.json").is_file() {
         data::PreparedDataset::open(&args.data)?
@@ -506,7 +509,7 @@ fn prepare_setup(args: &SyncArgs) -> Result<Setup> {
 }
 
 /// The inner-optimizer settings of a run of `total_steps` steps with `batch` sequences each.
-fn train_config(setup: &Setup, batch: usize, total_steps: u64) -> TrainConfig {
+pub(crate) fn train_config(setup: &Setup, batch: usize, total_steps: u64) -> TrainConfig {
     let mut train = setup.preset.train_config(total_steps);
     train.batch_size = batch;
     train.seq_len = setup.seq_len;
@@ -602,27 +605,27 @@ fn run_single(setup: &Setup) -> Result<RunOutcome> {
 }
 
 /// Outer optimizer and error-feedback settings of a low-communication run.
-struct OuterChoice {
-    name: String,
-    lr: f32,
-    momentum: f32,
-    ef_decay: Option<f32>,
+pub(crate) struct OuterChoice {
+    pub(crate) name: String,
+    pub(crate) lr: f32,
+    pub(crate) momentum: f32,
+    pub(crate) ef_decay: Option<f32>,
 }
 
 impl OuterChoice {
-    fn build(&self) -> Box<dyn OuterOptimizer> {
+    pub(crate) fn build(&self) -> Box<dyn OuterOptimizer> {
         match self.name.as_str() {
             "sparseloco" => Box::new(SparseLocoOuter::new(self.lr)),
             _ => Box::new(NesterovOuter::new(self.lr, self.momentum)),
         }
     }
 
-    fn feedback(&self) -> ErrorFeedback {
+    pub(crate) fn feedback(&self) -> ErrorFeedback {
         self.ef_decay
             .map_or_else(ErrorFeedback::off, ErrorFeedback::new)
     }
 
-    fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let mut text = match self.name.as_str() {
             "sparseloco" => format!("sparseloco(lr={})", self.lr),
             _ => format!("nesterov(lr={},m={})", self.lr, self.momentum),
@@ -702,7 +705,7 @@ fn worker_peer(index: usize) -> PeerId {
 /// Mean validation loss over the final-evaluation windows, in slices of `EVAL_WINDOWS_PER_CALL`
 /// windows (every window has the same token count, so the mean of slice means weighted by
 /// window count is the mean over all windows).
-fn final_eval(setup: &Setup, trainer: &Trainer) -> Result<f32> {
+pub(crate) fn final_eval(setup: &Setup, trainer: &Trainer) -> Result<f32> {
     let window = setup.seq_len + 1;
     let mut weighted = 0.0f64;
     let mut windows = 0usize;
@@ -1006,6 +1009,7 @@ mod tests {
         let cli = <Cli as clap::Parser>::try_parse_from(base.iter().chain(extra)).expect("parses");
         match cli.command {
             ExperimentCommand::Sync(args) => args,
+            ExperimentCommand::Attacks(_) => unreachable!("parsed a sync command"),
         }
     }
 

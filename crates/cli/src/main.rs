@@ -1,5 +1,6 @@
 //! The `commonweight` command line: one binary for every role and tool.
 
+mod cmd_attacks;
 mod cmd_bench;
 mod cmd_data;
 mod cmd_experiment;

@@ -2,7 +2,8 @@
 //!
 //! `shell` runs the network and the local control API (`commonweight node` without a run). `roles` is the
 //! sans-IO core of a node in a training run; `run_shell` drives it with real I/O (`commonweight node --run`);
-//! `work` is the model math it runs off the event loop; `persist` what it keeps on disk; `runspec` the run
+//! `work` is the model math it runs off the event loop; `verifier_model` the tch loss evaluator, data assignment
+//! and update decoder a verifier plugs into `verify`; `persist` what it keeps on disk; `runspec` the run
 //! file; `status` the run node's control API (`/status`, `/metrics`).
 
 mod control;
@@ -13,6 +14,7 @@ pub mod run_shell;
 pub mod runspec;
 pub mod shell;
 pub mod status;
+pub mod verifier_model;
 pub mod work;
 
 pub use roles::{Core, Effect, Input, Roles};

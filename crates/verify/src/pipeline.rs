@@ -4,7 +4,8 @@
 //! replay of an old CID → decode (malformed, length) → NaN/Inf. Then, over the round: zero update and norm outlier
 //! against the round median → copies (against kept updates of this round, first committed first, and against
 //! history) → statistical score for up to `SCORED_PER_ROUND_MAX` updates drawn by verifiable randomness → rating →
-//! inclusion. Memory: one decoded update at a time (blobs are decoded twice, once for the gates, once for scoring).
+//! inclusion. Memory: one decoded update at a time plus the round's reference (blobs are decoded three times: for the
+//! gates, for the reference θ − mean Δ of the scored updates, and for scoring).
 
 use types::limits::verify as limits;
 use types::{Hash32, PeerId, RoundNumber};
@@ -274,11 +275,17 @@ impl Verifier {
             )
         });
         drawn.truncate(limits::SCORED_PER_ROUND_MAX);
+        let Some(reference) = reference_params(inputs, &drawn, outcomes) else {
+            return Ok(());
+        };
         let mut scored = Vec::new();
         for seen in drawn {
             let index = submission_index(inputs.submissions, &seen.peer, &seen.cid);
+            if outcomes[index].is_some() {
+                continue;
+            }
             let sub = &inputs.submissions[index];
-            // Decoded once already by the cheap gates; a caller's decoder that changes its mind is a malformed blob.
+            // Decoded twice already; a caller's decoder that changes its mind is a malformed blob.
             let update = match decode(inputs, sub) {
                 Ok(update) => update,
                 Err(reason) => {
@@ -304,6 +311,8 @@ impl Verifier {
                 assigned_after: evaluator.eval_loss(&after, &own)?,
                 random_before: evaluator.eval_loss(inputs.base_params, &random)?,
                 random_after: evaluator.eval_loss(&after, &random)?,
+                assigned_reference: evaluator.eval_loss(&reference, &own)?,
+                random_reference: evaluator.eval_loss(&reference, &random)?,
             };
             scored.push((index, seen.peer, gauntlet_score(&probe)));
         }
@@ -389,6 +398,40 @@ fn decode(inputs: &RoundInputs, sub: &Submission) -> Result<Vec<f32>, Reason> {
         });
     }
     Ok(update)
+}
+
+/// The round's reference model θ − mean Δ over the drawn updates (in draw order, f32 running sum), the paired control
+/// of the score (see `score`). An update that no longer decodes is rejected as malformed and left out. `None` when
+/// nothing decodes.
+fn reference_params(
+    inputs: &RoundInputs,
+    drawn: &[&SeenUpdate],
+    outcomes: &mut [Option<Outcome>],
+) -> Option<Vec<f32>> {
+    let mut sum = vec![0.0f32; inputs.base_params.len()];
+    let mut count = 0usize;
+    for seen in drawn {
+        let index = submission_index(inputs.submissions, &seen.peer, &seen.cid);
+        match decode(inputs, &inputs.submissions[index]) {
+            Ok(update) => {
+                sum.iter_mut().zip(&update).for_each(|(s, d)| *s += d);
+                count += 1;
+            }
+            Err(reason) => outcomes[index] = Some(Outcome::Rejected(reason)),
+        }
+    }
+    if count == 0 {
+        return None;
+    }
+    let scale = 1.0 / count as f32;
+    Some(
+        inputs
+            .base_params
+            .iter()
+            .zip(&sum)
+            .map(|(t, s)| t - s * scale)
+            .collect(),
+    )
 }
 
 fn submission_index(subs: &[Submission], peer: &PeerId, cid: &Hash32) -> usize {

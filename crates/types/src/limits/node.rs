@@ -33,3 +33,5 @@ pub const SWARM_NODES_MAX: usize = 64;
 pub const NODE_START_TIMEOUT_MS: u64 = 60_000;
 /// Largest update norm accepted, as a multiple of the median norm of the previous round's accepted updates.
 pub const UPDATE_NORM_RATIO_MAX: f64 = 20.0;
+/// Validation windows the verifier's loss evaluator reads from one data item (bounds one score's forward pass).
+pub const SCORE_WINDOWS_PER_ITEM_MAX: usize = 64;

@@ -1,0 +1,131 @@
+//! `commonweight experiment attacks` at toy scale: the tiny model trained by 4 workers (one attacking) for 3 DiLoCo
+//! rounds, every update through the production verifier with the tch loss evaluator, a few attack classes; checks
+//! detection, honest false positives, and what attacks.json must hold.
+//!
+//! The corpus is pseudo-random letters: every window is unique, so what a peer learns from its own windows shows in
+//! the score's peer-specific term even after 2 inner steps. (On a repetitive toy text that term is pure noise at this
+//! size and honest peers get scored out; the real-scale numbers are in bench/RESULTS.md.)
+
+use std::process::Command;
+
+const ATTACKS: [&str; 8] = [
+    "sign-flip",
+    "scale-100",
+    "zero",
+    "copy",
+    "stale-base",
+    "nan",
+    "malformed",
+    "oversized",
+];
+
+#[test]
+fn experiment_attacks_detects_attackers_and_keeps_honest_peers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut state = 12345u64;
+    let text: String = (0..24_000)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            match (state >> 33) % 32 {
+                r @ 0..=25 => char::from(b'a' + r as u8),
+                26..=30 => ' ',
+                _ => '\n',
+            }
+        })
+        .collect();
+    let input = dir.path().join("corpus.txt");
+    std::fs::write(&input, text).expect("write corpus");
+    let out = dir.path().join("out");
+    let output = Command::new(env!("CARGO_BIN_EXE_commonweight"))
+        .args(["experiment", "attacks", "--preset", "tiny"])
+        .args([
+            "--workers",
+            "4",
+            "--attackers",
+            "0.25",
+            "--inner-steps",
+            "2",
+        ])
+        .args(["--tokens", "1536", "--batch", "2", "--seq-len", "32"])
+        .args(["--threads", "1", "--final-eval-seqs", "16"])
+        .args(["--attacks", &ATTACKS.join(",")])
+        .arg("--data")
+        .arg(&input)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run commonweight");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "experiment attacks failed: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let rows: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("attacks.json")).expect("attacks.json"))
+            .expect("json");
+    let rows = rows.as_array().expect("an array of rows");
+    assert_eq!(
+        rows.len(),
+        ATTACKS.len() + 1,
+        "one honest-only row and one per attack"
+    );
+    let honest = &rows[0];
+    assert_eq!(honest["attack"], "none");
+    assert_eq!(honest["rounds"], 3);
+    assert_eq!(honest["honest_updates"], 12, "4 honest workers x 3 rounds");
+    assert_eq!(honest["gap_pct"], 0.0);
+    let honest_loss = honest["val_loss"].as_f64().expect("val_loss");
+    assert!(
+        honest_loss.is_finite() && honest_loss < (256f64).ln(),
+        "training must beat a uniform byte model, got {honest_loss}"
+    );
+    for row in rows {
+        // Gate-caught attacks leave the honest peers' scores as in the honest-only run; a sign flip in the round
+        // changes the median that normalizes them, which may cost one honest update.
+        let allowed = if row["attack"] == "sign-flip" { 1 } else { 0 };
+        let excluded = row["honest_excluded"].as_u64().expect("a count");
+        assert!(excluded <= allowed, "honest updates were excluded: {row}");
+        let ratio = row["verify_to_train_ratio"].as_f64().expect("a ratio");
+        assert!(ratio > 0.0 && ratio.is_finite(), "{row}");
+    }
+    for (attack, row) in ATTACKS.iter().zip(&rows[1..]) {
+        assert_eq!(row["attack"], *attack);
+        let updates = row["attack_updates"].as_u64().expect("a count");
+        // Stale-base attackers have no older base in round 0.
+        let expected = if *attack == "stale-base" { 2 } else { 3 };
+        assert_eq!(updates, expected, "{row}");
+        assert_eq!(
+            row["attack_detected"], updates,
+            "{attack} got through: {row}"
+        );
+        assert_eq!(row["detection_rate"], 1.0);
+        assert_eq!(
+            row["honest_only_val_loss"].as_f64(),
+            Some(honest_loss),
+            "{row}"
+        );
+    }
+    let reason = |attack: &str| {
+        let row = rows.iter().find(|r| r["attack"] == attack).expect("row");
+        row["attack_outcomes"]
+            .as_object()
+            .expect("outcomes")
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(reason("scale-100"), ["Rejected:NormOutlier"]);
+    // The same zero blob every round: its CID is remembered after round 0.
+    assert_eq!(reason("zero"), ["Rejected:Replayed", "Rejected:ZeroUpdate"]);
+    assert_eq!(reason("copy"), ["Rejected:Copy"]);
+    assert_eq!(reason("stale-base"), ["Rejected:StaleBase"]);
+    assert_eq!(reason("oversized"), ["Rejected:Oversized"]);
+    assert_eq!(reason("malformed"), ["Rejected:Malformed"]);
+    assert!(
+        stdout.contains("| sign-flip"),
+        "the table lists every attack: {stdout}"
+    );
+}

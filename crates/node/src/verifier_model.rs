@@ -1,0 +1,222 @@
+//! The verifier's model side: verify's `LossEvaluator` over a tch `Trainer`, its `DataAssignment` over
+//! `round::assign_data`, and its `UpdateDecoder` over `sync`'s codecs. `verify` stays free of tch; this is the
+//! part a node's verifier role (and `commonweight experiment attacks`) plugs into `Verifier::verify_round`.
+
+use model::Trainer;
+use sync::codec::{read_header, CodecId};
+use types::limits::node as limits;
+use types::{Hash32, PeerId, RoundNumber};
+use verify::{DataAssignment, EvalError, LossEvaluator, UpdateDecoder};
+
+/// A training split cut into equal data items: item `d` is `tokens[d · item_len .. (d + 1) · item_len]`.
+pub struct DataItems {
+    tokens: Vec<u32>,
+    item_len: usize,
+}
+
+impl DataItems {
+    /// `item_len` must hold at least one window of `seq_len + 1` tokens; the tail that fills no item is dropped.
+    pub fn new(tokens: Vec<u32>, item_len: usize, seq_len: usize) -> Result<DataItems, EvalError> {
+        if item_len < seq_len + 1 {
+            return Err(EvalError(format!(
+                "item of {item_len} tokens holds no window of {}",
+                seq_len + 1
+            )));
+        }
+        if tokens.len() < item_len {
+            return Err(EvalError(format!(
+                "{} tokens make no item of {item_len}",
+                tokens.len()
+            )));
+        }
+        Ok(DataItems { tokens, item_len })
+    }
+
+    pub fn count(&self) -> u64 {
+        (self.tokens.len() / self.item_len) as u64
+    }
+
+    pub fn item_len(&self) -> usize {
+        self.item_len
+    }
+
+    /// The tokens of item `id`, or an error for an id outside the dataset (ids come from peers).
+    pub fn item(&self, id: u64) -> Result<&[u32], EvalError> {
+        if id >= self.count() {
+            return Err(EvalError(format!(
+                "data id {id} is outside the {} items",
+                self.count()
+            )));
+        }
+        let start = id as usize * self.item_len;
+        Ok(&self.tokens[start..start + self.item_len])
+    }
+}
+
+/// Mean next-token loss of a parameter vector on data items, with a tch `Trainer` as the forward pass.
+///
+/// Each item contributes its first `windows_per_item` windows of `seq_len + 1` tokens (fewer if the item is
+/// shorter), so one call costs `ids · windows_per_item` forward windows and no backward pass.
+pub struct ModelLossEvaluator<'a> {
+    trainer: Trainer,
+    items: &'a DataItems,
+    windows_per_item: usize,
+}
+
+impl<'a> ModelLossEvaluator<'a> {
+    pub fn new(
+        trainer: Trainer,
+        items: &'a DataItems,
+        windows_per_item: usize,
+    ) -> Result<ModelLossEvaluator<'a>, EvalError> {
+        if windows_per_item == 0 || windows_per_item > limits::SCORE_WINDOWS_PER_ITEM_MAX {
+            return Err(EvalError(format!(
+                "windows per item {windows_per_item} is outside 1..={}",
+                limits::SCORE_WINDOWS_PER_ITEM_MAX
+            )));
+        }
+        Ok(ModelLossEvaluator {
+            trainer,
+            items,
+            windows_per_item,
+        })
+    }
+
+    fn tokens_of(&self, data_ids: &[u64]) -> Result<Vec<u32>, EvalError> {
+        let window = self.trainer.train_config().seq_len + 1;
+        let windows = (self.items.item_len() / window).min(self.windows_per_item);
+        let mut tokens = Vec::with_capacity(data_ids.len() * windows * window);
+        for &id in data_ids {
+            tokens.extend_from_slice(&self.items.item(id)?[..windows * window]);
+        }
+        Ok(tokens)
+    }
+}
+
+impl LossEvaluator for ModelLossEvaluator<'_> {
+    fn eval_loss(&mut self, params: &[f32], data_ids: &[u64]) -> Result<f32, EvalError> {
+        if data_ids.is_empty() {
+            return Err(EvalError("no data ids to evaluate".into()));
+        }
+        let tokens = self.tokens_of(data_ids)?;
+        self.trainer
+            .set_params(params)
+            .map_err(|e| EvalError(e.to_string()))?;
+        self.trainer
+            .eval_loss(&tokens)
+            .map_err(|e| EvalError(e.to_string()))
+    }
+}
+
+/// The run's data assignment: `count` distinct item ids of `items` per (round seed, peer), by
+/// `round::assign_data` (sorted). The round number is already in the round seed.
+pub struct ItemAssignment {
+    pub dataset_cid: Hash32,
+    pub items: u32,
+    pub count: u32,
+}
+
+impl ItemAssignment {
+    pub fn new(dataset_cid: Hash32, items: u64, count: u32) -> Result<ItemAssignment, EvalError> {
+        let items = u32::try_from(items)
+            .map_err(|_| EvalError(format!("{items} items do not fit a u32 data id")))?;
+        if count == 0 || count > items {
+            return Err(EvalError(format!(
+                "cannot assign {count} distinct items out of {items}"
+            )));
+        }
+        Ok(ItemAssignment {
+            dataset_cid,
+            items,
+            count,
+        })
+    }
+}
+
+impl DataAssignment for ItemAssignment {
+    fn assigned_ids(&self, round_seed: &Hash32, _round: RoundNumber, peer: &PeerId) -> Vec<u64> {
+        round::assign_data(*round_seed, *peer, self.dataset_cid, self.items, self.count)
+            .into_iter()
+            .map(u64::from)
+            .collect()
+    }
+}
+
+/// Decodes blobs with `sync`'s codecs; the header's codec must be the run's (`codec` is a `CodecId` byte).
+pub struct SyncUpdateDecoder;
+
+impl UpdateDecoder for SyncUpdateDecoder {
+    fn decode(&self, codec: u8, blob: &[u8], param_count: usize) -> Result<Vec<f32>, String> {
+        let expected =
+            CodecId::from_byte(codec).ok_or_else(|| format!("unknown codec id {codec}"))?;
+        let header = read_header(blob, param_count).map_err(|e| e.to_string())?;
+        if header.codec != expected {
+            return Err(format!(
+                "blob is codec {:?}, the run uses {expected:?}",
+                header.codec
+            ));
+        }
+        sync::codec::decode(blob, param_count).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sync::codec::{CodecKind, ErrorFeedback};
+
+    #[test]
+    fn items_are_equal_slices_and_ids_outside_are_errors() {
+        let items = DataItems::new((0..100).collect(), 30, 8).unwrap();
+        assert_eq!(items.count(), 3);
+        assert_eq!(items.item(1).unwrap(), &(30..60).collect::<Vec<u32>>()[..]);
+        assert!(items.item(3).is_err());
+        assert!(items.item(u64::MAX).is_err());
+        assert!(
+            DataItems::new((0..100).collect(), 8, 8).is_err(),
+            "no window fits"
+        );
+        assert!(
+            DataItems::new((0..10).collect(), 30, 8).is_err(),
+            "no item fits"
+        );
+    }
+
+    #[test]
+    fn assignment_is_distinct_in_range_and_depends_on_the_peer() {
+        let assignment = ItemAssignment::new(Hash32::of(b"d"), 50, 10).unwrap();
+        let seed = Hash32::of(b"seed");
+        let ids = assignment.assigned_ids(&seed, RoundNumber(0), &PeerId([1; 32]));
+        assert_eq!(ids.len(), 10);
+        assert!(ids.windows(2).all(|w| w[0] < w[1]) && ids.iter().all(|&id| id < 50));
+        assert_eq!(
+            ids,
+            assignment.assigned_ids(&seed, RoundNumber(0), &PeerId([1; 32]))
+        );
+        assert_ne!(
+            ids,
+            assignment.assigned_ids(&seed, RoundNumber(0), &PeerId([2; 32]))
+        );
+        assert!(ItemAssignment::new(Hash32::of(b"d"), 5, 6).is_err());
+        assert!(ItemAssignment::new(Hash32::of(b"d"), u64::MAX, 1).is_err());
+    }
+
+    #[test]
+    fn decoder_checks_the_run_codec_and_refuses_garbage() {
+        let values = vec![0.5f32, -1.0, 2.0];
+        let blob = CodecKind::Fp32
+            .codec()
+            .encode(&values, &mut ErrorFeedback::off());
+        let fp32 = CodecId::Fp32 as u8;
+        assert_eq!(SyncUpdateDecoder.decode(fp32, &blob, 3).unwrap(), values);
+        assert!(SyncUpdateDecoder
+            .decode(CodecId::Bf16 as u8, &blob, 3)
+            .is_err());
+        assert!(SyncUpdateDecoder.decode(99, &blob, 3).is_err());
+        assert!(SyncUpdateDecoder.decode(fp32, &blob, 4).is_err());
+        assert!(SyncUpdateDecoder
+            .decode(fp32, &blob[..blob.len() - 1], 3)
+            .is_err());
+        assert!(SyncUpdateDecoder.decode(fp32, &[], 3).is_err());
+    }
+}
