@@ -267,6 +267,11 @@ enum Message {
         payload: Digest,
         response: oneshot::Sender<bool>,
     },
+    /// A proposal held back because the mempool was empty (see `EMPTY_BLOCK_DELAY_MS`).
+    ProposeDeferred {
+        context: Ctx,
+        response: oneshot::Sender<Digest>,
+    },
     Broadcast {
         payload: Digest,
     },
@@ -365,7 +370,7 @@ pub enum AppError {
 }
 
 /// The ledger application actor.
-pub struct App<E: Clock + Spawner> {
+pub struct App<E: Clock + Spawner + commonware_runtime::Supervisor> {
     context: ContextCell<E>,
     genesis: Genesis,
     chain: Hash32,
@@ -382,9 +387,11 @@ pub struct App<E: Clock + Spawner> {
     pending: Option<Box<LedgerFinalization>>,
     /// View of the newest committed block; finalizations at or below it are old news.
     committed_view: u64,
+    /// The app's own mailbox, for deferred proposals.
+    self_sender: mpsc::Sender<Message>,
 }
 
-impl<E: Clock + Spawner> App<E> {
+impl<E: Clock + Spawner + commonware_runtime::Supervisor> App<E> {
     pub fn new(context: E, cfg: AppConfig) -> Result<(App<E>, Mailbox, LedgerReporter), AppError> {
         let replica = Replica::open(&cfg.data_dir, &cfg.genesis, cfg.checker)?;
         cfg.observer.set(&replica, 0);
@@ -403,6 +410,7 @@ impl<E: Clock + Spawner> App<E> {
             waiters: HashMap::new(),
             pending: None,
             committed_view,
+            self_sender: sender.clone(),
         };
         Ok((
             app,
@@ -445,7 +453,22 @@ impl<E: Clock + Spawner> App<E> {
 
     fn handle(&mut self, message: Message, net: &mut impl Sender<PublicKey = PublicKey>) {
         match message {
-            Message::Propose { context, response } => {
+            Message::Propose { context, response } if self.defer_empty() => {
+                // An empty mempool: hold the proposal a little (below the leader timeout) so
+                // idle validators do not finalize and fsync empty blocks as fast as they can.
+                let sender = self.self_sender.clone();
+                let delay = std::time::Duration::from_millis(limits::EMPTY_BLOCK_DELAY_MS);
+                let deferred = Message::ProposeDeferred { context, response };
+                self.context
+                    .as_present()
+                    .child("pace")
+                    .spawn(move |clock| async move {
+                        clock.sleep(delay).await;
+                        let _ = sender.send(deferred).await;
+                    });
+            }
+            Message::Propose { context, response }
+            | Message::ProposeDeferred { context, response } => {
                 if let Some(digest) = self.propose(&context) {
                     let _ = response.send(to_digest(&digest));
                 }
@@ -515,6 +538,11 @@ impl<E: Clock + Spawner> App<E> {
                 let _ = response.send(self.verify(&context, &known.0));
             }
         }
+    }
+
+    /// Whether an honest proposal should wait for transactions first.
+    fn defer_empty(&self) -> bool {
+        matches!(self.behavior, Behavior::Honest) && self.mempool.is_empty()
     }
 
     /// Builds a block on `context.parent`. `None` when the parent's bytes are unknown.

@@ -9,6 +9,8 @@
 pub mod chain;
 #[cfg(feature = "simplex")]
 pub mod consensus;
+#[cfg(feature = "simplex")]
+pub mod embedded;
 pub mod export;
 pub mod replay;
 pub mod sequencer;

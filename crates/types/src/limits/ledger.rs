@@ -34,6 +34,9 @@ pub const MEMPOOL_TXS_MAX: usize = 100_000;
 pub const PENDING_BLOCKS_MAX: usize = 4096;
 /// Consensus engine mailbox depth.
 pub const CONSENSUS_MAILBOX_MAX: usize = 1024;
+/// How long an honest leader with an empty mempool waits before proposing an empty block
+/// (below `LEADER_TIMEOUT_MS`, so the view is not nullified).
+pub const EMPTY_BLOCK_DELAY_MS: u64 = 250;
 /// Simplex leader timeout.
 pub const LEADER_TIMEOUT_MS: u64 = 1_000;
 /// Simplex certification (notarization) timeout.
@@ -50,3 +53,7 @@ pub const VIEW_RETENTION_VIEWS: u64 = 10;
 pub const BLOCK_SYNC_REQUESTS_PER_SECOND_MAX: u32 = 1024;
 /// Ledger export: rows in one ownership statement.
 pub const EXPORT_ROWS_MAX: usize = ACCOUNTS_MAX;
+/// Messages per second per p2p channel and peer an embedded validator accepts (and sends).
+pub const P2P_MESSAGES_PER_SECOND_MAX: u32 = 10_000;
+/// Worker threads of an embedded validator's commonware tokio runtime.
+pub const EMBEDDED_WORKER_THREADS: usize = 1;
