@@ -108,6 +108,30 @@ struct NodeView {
     train_loss: Option<f32>,
     val_loss: Option<f32>,
     contributions: u64,
+    #[serde(default)]
+    ledger: Option<LedgerStatusView>,
+}
+
+/// A node's ledger replica as its `/status` reports it.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+struct LedgerStatusView {
+    height: u64,
+    state_root: String,
+    total_minted: u64,
+    balances: std::collections::BTreeMap<String, u64>,
+}
+
+/// The ownership table at the end of the run, read back with `commonweight ledger balances`.
+#[derive(Serialize, Clone, Debug)]
+struct LedgerReport {
+    state_root: String,
+    total_minted: u64,
+    /// Peer id → shares.
+    balances: std::collections::BTreeMap<String, u64>,
+    /// Every node's `ledger balances` printed the same table.
+    all_nodes_agree: bool,
+    /// Every node included in some round holds shares.
+    every_contributor_holds_shares: bool,
 }
 
 #[derive(Deserialize, Clone, Debug)]
@@ -154,6 +178,7 @@ struct Report {
     all_nodes_agree: bool,
     wall_s: f64,
     per_node: Vec<NodeReport>,
+    ledger: Option<LedgerReport>,
     curve: Vec<CurvePoint>,
     single_curve: Vec<CurvePoint>,
 }
@@ -236,6 +261,19 @@ pub fn run(args: SwarmArgs) -> Result<()> {
         deadline_mad_k_millis: 3_000,
         seed: args.seed,
         eval_windows: args.eval_windows,
+        // Every founder validates the ledger (simplex on 127.0.0.1) and signs verdicts.
+        ledger: Some(node::runspec::LedgerConfig {
+            validators: founders
+                .iter()
+                .map(|peer| -> Result<_> {
+                    Ok(node::runspec::LedgerValidator {
+                        peer: peer.clone(),
+                        p2p: free_local_addr()?,
+                    })
+                })
+                .collect::<Result<_>>()?,
+            verifier_quorum: None,
+        }),
         founders,
     };
     let spec = node::runspec::init(&config).context("creating the genesis")?;
@@ -279,13 +317,109 @@ pub fn run(args: SwarmArgs) -> Result<()> {
 
     let views = watch(&mut nodes, &args, kill, &run_file, &addrs)?;
     let history = merged_history(&nodes)?;
+    let ledger_views = wait_ledger(&nodes, &run, &history)?;
     for node in &nodes {
         terminate(node.child.id());
     }
     for node in &mut nodes {
         let _ = node.child.wait();
     }
-    report(&args, &run, &out, &nodes, &views, history, started)
+    let ledger = ledger_report(&nodes, &history, ledger_views)?;
+    report(&args, &run, &out, &nodes, &views, history, ledger, started)
+}
+
+fn free_local_addr() -> Result<std::net::SocketAddr> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// Waits until every node's ledger replica holds the same state and has minted every settled
+/// round's included trainers (H × batch × seq_len shares each, the ledger's formula at full score).
+fn wait_ledger(
+    nodes: &[RunningNode],
+    run: &node::Run,
+    history: &[HistoryView],
+) -> Result<Vec<LedgerStatusView>> {
+    let tokens = u64::from(run.genesis.inner_steps) * (run.spec.batch * run.spec.seq_len) as u64;
+    let expected: u64 = history
+        .iter()
+        .map(|h| h.included.len() as u64 * tokens)
+        .sum();
+    let deadline = Instant::now() + Duration::from_millis(limits::SWARM_LEDGER_WAIT_MS);
+    loop {
+        let views: Vec<Option<LedgerStatusView>> = nodes
+            .iter()
+            .map(|n| {
+                http_get(&n.control, "/status")
+                    .ok()
+                    .and_then(|b| serde_json::from_str::<NodeView>(&b).ok())
+                    .and_then(|v| v.ledger)
+            })
+            .collect();
+        let done = views.iter().all(|v| {
+            v.as_ref().is_some_and(|l| {
+                l.total_minted == expected
+                    && views[0]
+                        .as_ref()
+                        .is_some_and(|f| f.state_root == l.state_root)
+            })
+        });
+        if done {
+            println!("ledger: every node minted {expected} shares, state roots agree");
+            return Ok(views.into_iter().flatten().collect());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the ledger did not reach {expected} minted shares on every node: {:?}",
+                views
+                    .iter()
+                    .map(|v| v.as_ref().map(|l| (l.height, l.total_minted)))
+                    .collect::<Vec<_>>()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Runs `commonweight ledger balances` on every (stopped) node and checks the tables agree.
+fn ledger_report(
+    nodes: &[RunningNode],
+    history: &[HistoryView],
+    views: Vec<LedgerStatusView>,
+) -> Result<Option<LedgerReport>> {
+    let Some(first) = views.first() else {
+        return Ok(None);
+    };
+    let mut outputs = Vec::with_capacity(nodes.len());
+    for node in nodes {
+        let output = Command::new(std::env::current_exe()?)
+            .args(["ledger", "balances", "--data-dir"])
+            .arg(&node.dir)
+            .output()?;
+        if !output.status.success() {
+            bail!(
+                "ledger balances failed on {}: {}",
+                node.dir.display(),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        outputs.push(String::from_utf8_lossy(&output.stdout).into_owned());
+    }
+    println!("ledger balances (node 0):\n{}", outputs[0]);
+    let all_nodes_agree =
+        outputs.iter().all(|o| *o == outputs[0]) && views.iter().all(|v| v == first);
+    let contributors: std::collections::BTreeSet<&String> =
+        history.iter().flat_map(|h| h.included.iter()).collect();
+    let every_contributor_holds_shares = !contributors.is_empty()
+        && contributors.iter().all(|p| {
+            first.balances.get(*p).is_some_and(|b| *b > 0) && outputs[0].contains(p.as_str())
+        });
+    Ok(Some(LedgerReport {
+        state_root: first.state_root.clone(),
+        total_minted: first.total_minted,
+        balances: first.balances.clone(),
+        all_nodes_agree,
+        every_contributor_holds_shares,
+    }))
 }
 
 fn start_node(
@@ -556,6 +690,7 @@ fn report(
     nodes: &[RunningNode],
     views: &[NodeView],
     mut history: Vec<HistoryView>,
+    ledger: Option<LedgerReport>,
     started: Instant,
 ) -> Result<()> {
     history.sort_by_key(|h| h.round);
@@ -639,6 +774,7 @@ fn report(
         all_nodes_agree: all_agree,
         wall_s: started.elapsed().as_secs_f64(),
         per_node,
+        ledger,
         curve: curve.clone(),
         single_curve: single.as_ref().map(|(_, c)| c.clone()).unwrap_or_default(),
     };
@@ -927,6 +1063,25 @@ run `{}`.\n\n\
             mb(n.bytes_in),
             &n.model_hash[..n.model_hash.len().min(16)],
         ));
+    }
+    if let Some(l) = &r.ledger {
+        text.push_str(&format!(
+            "\n## Ownership (ledger)\n\nEvery founder validates the run's ledger (commonware simplex over \
+authenticated p2p on 127.0.0.1) and signs verdicts for each settled round's included trainers. \
+State root `{}`, {} shares minted; `commonweight ledger balances` agrees on every node: {}; every \
+contributing node holds shares: {}.\n\n| peer | shares | share of total |\n|---|---|---|\n",
+            &l.state_root[..l.state_root.len().min(16)],
+            l.total_minted,
+            l.all_nodes_agree,
+            l.every_contributor_holds_shares
+        ));
+        for (peer, shares) in &l.balances {
+            let pct = 100.0 * *shares as f64 / l.total_minted.max(1) as f64;
+            text.push_str(&format!(
+                "| `{}` | {shares} | {pct:.2}% |\n",
+                &peer[..peer.len().min(16)]
+            ));
+        }
     }
     text.push_str("\n## Loss per round\n\n| round | swarm val loss | single process val loss |\n|---|---|---|\n");
     for (i, p) in r.curve.iter().enumerate() {

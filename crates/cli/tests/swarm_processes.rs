@@ -126,6 +126,15 @@ fn four_nodes_survive_a_sigkill_and_agree() {
         "{report:#}"
     );
     assert!(out.join("report.md").is_file() && out.join("loss.svg").is_file());
+    // Ownership: every node's `ledger balances` printed the same table, and every node whose
+    // update was included in some round holds shares (the swarm computed both from the nodes).
+    let ledger = &report["ledger"];
+    assert_eq!(ledger["all_nodes_agree"], true, "{report:#}");
+    assert_eq!(ledger["every_contributor_holds_shares"], true, "{report:#}");
+    let balances = ledger["balances"].as_object().unwrap();
+    let sum: u64 = balances.values().map(|v| v.as_u64().unwrap()).sum();
+    assert_eq!(sum, ledger["total_minted"].as_u64().unwrap(), "{report:#}");
+    assert!(sum > 0, "{report:#}");
 }
 
 /// The network loses nothing against the math: a fault-free swarm ends on exactly the parameters that the

@@ -8,6 +8,7 @@
 
 mod control;
 mod dir_blobs;
+pub mod ledger_feed;
 pub mod persist;
 pub mod roles;
 pub mod run_shell;

@@ -56,6 +56,8 @@ pub enum RunNodeError {
     Runtime(std::io::Error),
     #[error("background task: {0}")]
     Join(String),
+    #[error("ledger: {0}")]
+    Ledger(#[from] ledger::embedded::EmbeddedError),
 }
 
 /// Wall-clock milliseconds since the Unix epoch: the `now` the core gets.
@@ -192,6 +194,12 @@ struct NodeLoop {
     contributions: u64,
     /// Evaluations of settled rounds still running (their history lines are not written yet).
     evals_pending: u32,
+    /// This node's ledger validator and verdict feed, when the run keeps a ledger.
+    ledger: Option<(
+        ledger::embedded::EmbeddedValidator,
+        crate::ledger_feed::VerdictFeed,
+    )>,
+    ledger_dir: PathBuf,
 }
 
 pub async fn run(
@@ -329,6 +337,8 @@ pub async fn run(
         .map_err(|e| RunNodeError::Join(e.to_string()))??
     };
 
+    let ledger_dir = config.data_dir.join("ledger");
+    let ledger = start_ledger(&run, &key, &ledger_dir)?;
     let (machine, actions) = RoundMachine::new(Arc::clone(&run.genesis), key, now_ms(), boot)?;
     let (core, effects) = Core::new(
         machine,
@@ -367,6 +377,8 @@ pub async fn run(
         model_blobs: VecDeque::new(),
         last_base: BTreeMap::new(),
         evals_pending: 0,
+        ledger,
+        ledger_dir,
     };
     {
         let mut status = shared.status.lock().expect("lock");
@@ -419,6 +431,7 @@ pub async fn run(
             }
             _ = housekeeping.tick() => {
                 node.retry_publish().await;
+                node.ledger_tick();
                 let effects = node.core.handle(now_ms(), Input::Tick);
                 node.apply(effects).await;
             }
@@ -431,11 +444,86 @@ pub async fn run(
     let _ = server.await;
     let _ = net.shutdown().await;
     let _ = net_task.await;
+    if let Some((validator, _)) = node.ledger.take() {
+        validator.stop();
+    }
     println!("stopped");
     Ok(())
 }
 
+/// Starts this node's ledger validator if the run keeps a ledger and names this node a validator
+/// (and its verdict feed if it is also a verifier: every founder is).
+fn start_ledger(
+    run: &Run,
+    key: &SigningKey,
+    ledger_dir: &std::path::Path,
+) -> Result<
+    Option<(
+        ledger::embedded::EmbeddedValidator,
+        crate::ledger_feed::VerdictFeed,
+    )>,
+    RunNodeError,
+> {
+    let (Some(genesis), Some(spec)) = (&run.ledger, &run.spec.ledger) else {
+        return Ok(None);
+    };
+    let me = ledger::peer_of(key);
+    let peers: Vec<(PeerId, std::net::SocketAddr)> = genesis
+        .validators
+        .iter()
+        .zip(&spec.validators)
+        .map(|(p, v)| (*p, v.p2p))
+        .collect();
+    let Some(listen) = peers.iter().find(|(p, _)| *p == me).map(|(_, a)| *a) else {
+        return Ok(None);
+    };
+    let validator = ledger::embedded::start(ledger::embedded::EmbeddedConfig {
+        genesis: genesis.clone(),
+        secret: key.to_bytes(),
+        ledger_dir: ledger_dir.to_owned(),
+        consensus_dir: ledger_dir.join("consensus"),
+        listen,
+        peers,
+        checker: Box::new(ledger::NoFraudProofs),
+    })?;
+    println!("ledger {} validator on {listen}", genesis.chain_id());
+    let feed = crate::ledger_feed::VerdictFeed::new(key.clone(), run.run_id, genesis.chain_id());
+    Ok(Some((validator, feed)))
+}
+
 impl NodeLoop {
+    /// Submits due verdict transactions and transactions the CLI left in the outbox.
+    fn ledger_tick(&mut self) {
+        let Some((validator, feed)) = &mut self.ledger else {
+            return;
+        };
+        let Some(genesis) = &self.run.ledger else {
+            return;
+        };
+        let snapshot = validator.observer.get();
+        let Some(state) = &snapshot.state else {
+            return;
+        };
+        if let Some(tx) = feed.next_tx(now_ms(), state) {
+            if let Err(e) = validator.mempool.submit(genesis, tx) {
+                tracing::warn!(%e, "ledger refused this node's verdicts");
+            }
+        }
+        let _ = ledger::consensus::drain_outbox(&self.ledger_dir, genesis, &validator.mempool);
+        let view = crate::status::LedgerView {
+            height: snapshot.height,
+            state_root: snapshot.state_root.to_hex(),
+            total_minted: state.total_minted,
+            balances: state
+                .accounts
+                .iter()
+                .filter(|(_, a)| a.balance > 0)
+                .map(|(p, a)| (p.to_string(), a.balance))
+                .collect(),
+        };
+        self.shared.status.lock().expect("lock").ledger = Some(view);
+    }
+
     fn spawn_done(&self, fut: impl std::future::Future<Output = Done> + Send + 'static) {
         let tx = self.done_tx.clone();
         tokio::spawn(async move {
@@ -786,6 +874,12 @@ impl NodeLoop {
             unix_ms: now_ms(),
         };
         self.train_loss.retain(|r, _| *r > settled.round.0);
+        if let Some((_, feed)) = &mut self.ledger {
+            let g = &self.run.genesis;
+            let tokens =
+                u64::from(g.inner_steps) * (self.run.spec.batch * self.run.spec.seq_len) as u64;
+            feed.on_settled(settled.round, &settled.included, tokens);
+        }
         self.evaluate(line);
     }
 

@@ -102,6 +102,68 @@ pub struct RunConfig {
     pub eval_windows: usize,
     /// Founding members: peer ids as hex (as `commonweight node` prints them).
     pub founders: Vec<String>,
+    /// The run's ownership ledger; none: the run keeps no ledger.
+    #[serde(default)]
+    pub ledger: Option<LedgerConfig>,
+}
+
+/// The ledger of a run, fixed at genesis: who orders its blocks and whose verdicts count.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerConfig {
+    /// Simplex validators: peer id (hex) and p2p address (`127.0.0.1:PORT`). Each must be a founder.
+    pub validators: Vec<LedgerValidator>,
+    /// Accepting verifiers needed before a mint; default: all but f = (n − 1) / 3 of the verifiers
+    /// (the founders).
+    #[serde(default)]
+    pub verifier_quorum: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerValidator {
+    pub peer: String,
+    pub p2p: std::net::SocketAddr,
+}
+
+/// The ledger genesis of a run, derived only from the run id and the run file's ledger section,
+/// so every node computes the same chain id. Verifiers are the founders.
+pub fn ledger_genesis(
+    run_id: RunId,
+    founders: &[PeerId],
+    ledger: &LedgerConfig,
+) -> Result<ledger::Genesis, RunSpecError> {
+    let mut validators = Vec::with_capacity(ledger.validators.len());
+    for v in &ledger.validators {
+        let peer = parse_peer(&v.peer).ok_or_else(|| {
+            invalid(
+                "ledger.validators",
+                format!("{:?} is not a hex peer id", v.peer),
+            )
+        })?;
+        if !founders.contains(&peer) {
+            return Err(invalid(
+                "ledger.validators",
+                format!("{peer} is not a founder"),
+            ));
+        }
+        validators.push(peer);
+    }
+    let n = founders.len() as u32;
+    let genesis = ledger::Genesis {
+        version: ledger::WIRE_VERSION,
+        run: run_id,
+        validators,
+        verifiers: founders.to_vec(),
+        verifier_quorum: ledger
+            .verifier_quorum
+            .unwrap_or(n - n.saturating_sub(1) / 3),
+        namespace: format!("commonweight-ledger-{}", &run_id.0.to_hex()[..16]),
+    };
+    genesis
+        .check()
+        .map_err(|e| invalid("ledger", e.to_string()))?;
+    Ok(genesis)
 }
 
 fn default_name() -> String {
@@ -160,6 +222,9 @@ pub struct RunSpec {
     pub rounds: u64,
     pub seed: u64,
     pub eval_windows: usize,
+    /// The run's ownership ledger (validators and their p2p addresses); none: no ledger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ledger: Option<LedgerConfig>,
 }
 
 /// A loaded, checked run: what the node and `swarm` work with.
@@ -171,6 +236,8 @@ pub struct Run {
     pub codec: CodecKind,
     pub model: ModelConfig,
     pub train: TrainConfig,
+    /// The ledger genesis (`ledger_genesis`), when the run keeps a ledger.
+    pub ledger: Option<ledger::Genesis>,
 }
 
 fn hex_decode(text: &str) -> Option<Vec<u8>> {
@@ -296,6 +363,7 @@ pub fn init(config: &RunConfig) -> Result<RunSpec, RunSpecError> {
         rounds: config.rounds,
         seed: config.seed,
         eval_windows: config.eval_windows.min(limits::EVAL_WINDOWS_MAX),
+        ledger: config.ledger.clone(),
     };
     Run::from_spec(spec.clone())?;
     Ok(spec)
@@ -374,8 +442,14 @@ impl Run {
         train.batch_size = spec.batch;
         train.seq_len = spec.seq_len;
         train.validate(&model)?;
+        let ledger = spec
+            .ledger
+            .as_ref()
+            .map(|l| ledger_genesis(genesis.run_id(), &genesis.founders, l))
+            .transpose()?;
         let genesis = Arc::new(genesis);
         Ok(Run {
+            ledger,
             run_id: genesis.run_id(),
             spec,
             genesis,

@@ -56,6 +56,18 @@ pub struct NodeStatus {
     pub machine: String,
     #[serde(skip)]
     pub history: Vec<HistoryLine>,
+    /// This node's ledger replica, when the run keeps a ledger and this node validates it.
+    pub ledger: Option<LedgerView>,
+}
+
+/// What `/status` says about the node's ledger replica.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct LedgerView {
+    pub height: u64,
+    pub state_root: String,
+    pub total_minted: u64,
+    /// Peer id (hex) → shares.
+    pub balances: std::collections::BTreeMap<String, u64>,
 }
 
 impl NodeStatus {
@@ -83,6 +95,7 @@ impl NodeStatus {
             core: CoreStats::default(),
             machine: String::new(),
             history: Vec::new(),
+            ledger: None,
         }
     }
 }

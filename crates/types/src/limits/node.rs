@@ -35,3 +35,9 @@ pub const NODE_START_TIMEOUT_MS: u64 = 60_000;
 pub const UPDATE_NORM_RATIO_MAX: f64 = 20.0;
 /// Validation windows the verifier's loss evaluator reads from one data item (bounds one score's forward pass).
 pub const SCORE_WINDOWS_PER_ITEM_MAX: usize = 64;
+/// Signed verdicts a node holds before the ledger records them.
+pub const LEDGER_PENDING_VERDICTS_MAX: usize = 65_536;
+/// How long a node's verdict transaction may stay unapplied before it is signed and sent again.
+pub const LEDGER_TX_RESUBMIT_MS: u64 = 20_000;
+/// How long `swarm` waits, after the last round, for every node's ledger to mint it.
+pub const SWARM_LEDGER_WAIT_MS: u64 = 120_000;
