@@ -7,7 +7,8 @@ use anyhow::{Context, Result};
 #[derive(clap::Args, Debug, Clone)]
 pub struct DataDirArgs {
     /// Where this node keeps its state. Defaults to $COMMONWEIGHT_HOME, else the platform data directory.
-    #[arg(long, value_name = "DIR")]
+    /// Global, so `ledger balances --data-dir DIR` works as well as `ledger --data-dir DIR balances`.
+    #[arg(long, value_name = "DIR", global = true)]
     pub data_dir: Option<PathBuf>,
 }
 
