@@ -305,6 +305,7 @@ fn build_world(args: &AttacksArgs) -> Result<World> {
         outer_lr: None,
         outer_momentum: None,
         ef_decay: None,
+        outer_warmup: 0,
         threads: args.threads,
         eval_seqs: 1,
         final_eval_seqs: args.final_eval_seqs,

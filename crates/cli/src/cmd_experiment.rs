@@ -52,7 +52,8 @@ pub struct SyncArgs {
     pub(crate) codec: String,
     /// Several low-communication runs in one invocation (the baselines train once), separated by
     /// `;`. Each run is `key=value` fields joined by `/`: `codec`, `h`, `outer`, `outer_lr`,
-    /// `momentum`, `ef` (a decay, or `off`); a field left out takes its flag's value. Example:
+    /// `momentum`, `ef` (a decay, or `off`), `warmup` (outer rounds); a field left out takes its
+    /// flag's value. Example:
     /// `codec=fp32/h=10; codec=topk:k=64/h=30/ef=0.9`.
     #[arg(long)]
     pub(crate) runs: Option<String>,
@@ -96,6 +97,9 @@ pub struct SyncArgs {
     /// Error-feedback decay (default: 0.95 with sparseloco; nesterov runs have no feedback unless set).
     #[arg(long)]
     pub(crate) ef_decay: Option<f32>,
+    /// Outer warmup: the outer step's scale rises linearly over this many rounds (0: none).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) outer_warmup: u64,
     /// libtorch threads.
     #[arg(long, default_value_t = 2)]
     pub(crate) threads: usize,
@@ -336,6 +340,7 @@ pub(crate) fn parse_run(args: &SyncArgs, item: &str) -> Result<RunSpec> {
     let mut lr = args.outer_lr;
     let mut momentum = args.outer_momentum;
     let mut ef_decay = args.ef_decay.map(Some);
+    let mut warmup = args.outer_warmup;
     for field in item.split('/').map(str::trim).filter(|f| !f.is_empty()) {
         let (key, value) = field
             .split_once('=')
@@ -359,6 +364,12 @@ pub(crate) fn parse_run(args: &SyncArgs, item: &str) -> Result<RunSpec> {
             "outer" => outer = Some(value.trim().to_string()),
             "outer_lr" => lr = Some(number()?),
             "momentum" => momentum = Some(number()?),
+            "warmup" => {
+                warmup = value
+                    .trim()
+                    .parse()
+                    .with_context(|| format!("warmup={value:?} is not a round count"))?
+            }
             "ef" if value.trim() == "off" => ef_decay = Some(None),
             "ef" => {
                 let decay = number()?;
@@ -368,7 +379,7 @@ pub(crate) fn parse_run(args: &SyncArgs, item: &str) -> Result<RunSpec> {
                 ef_decay = Some(Some(decay));
             }
             other => {
-                bail!("unknown field {other:?}; expected codec, h, outer, outer_lr, momentum or ef")
+                bail!("unknown field {other:?}; expected codec, h, outer, outer_lr, momentum, ef or warmup")
             }
         }
     }
@@ -389,6 +400,7 @@ pub(crate) fn parse_run(args: &SyncArgs, item: &str) -> Result<RunSpec> {
         lr: lr.unwrap_or(if sparse { 1.0 } else { 0.7 }),
         momentum: momentum.unwrap_or(0.9),
         ef_decay: ef_decay.unwrap_or(sparse.then_some(0.95)),
+        warmup_rounds: warmup,
         name: outer_name,
     };
     Ok(RunSpec {
@@ -610,6 +622,8 @@ pub(crate) struct OuterChoice {
     pub(crate) lr: f32,
     pub(crate) momentum: f32,
     pub(crate) ef_decay: Option<f32>,
+    /// Rounds over which the outer step's scale rises linearly to 1 (0: full from the start).
+    pub(crate) warmup_rounds: u64,
 }
 
 impl OuterChoice {
@@ -633,7 +647,18 @@ impl OuterChoice {
         if let Some(decay) = self.ef_decay {
             text.push_str(&format!("+ef{decay}"));
         }
+        if self.warmup_rounds > 0 {
+            text.push_str(&format!("+warmup{}", self.warmup_rounds));
+        }
         text
+    }
+
+    /// Scale of the outer step in `round` (counted from 0): (round + 1) / warmup, at most 1.
+    pub(crate) fn warmup_scale(&self, round: u64) -> f32 {
+        if round >= self.warmup_rounds {
+            return 1.0;
+        }
+        (round + 1) as f32 / self.warmup_rounds as f32
     }
 }
 
@@ -673,7 +698,11 @@ fn run_low_comm(setup: &Setup, spec: &RunSpec, label: &str) -> Result<RunOutcome
             let decoded = decode(&bytes, delta.len())?;
             updates.push((worker_peer(index), decoded));
         }
-        let aggregate = Aggregator::Mean.aggregate(&updates)?;
+        let mut aggregate = Aggregator::Mean.aggregate(&updates)?;
+        let scale = outer_choice.warmup_scale(round);
+        if scale < 1.0 {
+            aggregate.iter_mut().for_each(|d| *d *= scale);
+        }
         outer.step(&mut theta, &aggregate);
         if eval_due(round, rounds, setup.eval_points) {
             evaluator.set_params(&theta)?;
@@ -1031,6 +1060,17 @@ mod tests {
         assert_eq!((runs[1].outer.lr, runs[1].outer.ef_decay), (0.8, Some(0.9)));
         assert!(matches!(runs[1].codec, CodecKind::TopK(t) if t.k == 32));
         assert_eq!((runs[2].inner_steps, runs[2].outer.ef_decay), (3, None));
+    }
+
+    #[test]
+    fn outer_warmup_ramps_linearly_to_one() {
+        let args = sync_args(&["--runs", "h=10/warmup=4; h=10"]);
+        let runs = parse_runs(&args).unwrap();
+        let scales: Vec<f32> = (0..6).map(|r| runs[0].outer.warmup_scale(r)).collect();
+        assert_eq!(scales, [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]);
+        assert_eq!(runs[1].outer.warmup_scale(0), 1.0);
+        assert!(runs[0].label().contains("warmup4"));
+        assert!(!runs[1].label().contains("warmup"));
     }
 
     #[test]
