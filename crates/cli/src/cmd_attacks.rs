@@ -306,6 +306,7 @@ fn build_world(args: &AttacksArgs) -> Result<World> {
         outer_momentum: None,
         ef_decay: None,
         outer_warmup: 0,
+        shards: crate::cmd_experiment::ShardLayout::Contiguous,
         threads: args.threads,
         eval_seqs: 1,
         final_eval_seqs: args.final_eval_seqs,

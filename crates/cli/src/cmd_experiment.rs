@@ -41,7 +41,7 @@ pub struct SyncArgs {
     /// Model preset: tiny, micro, mini, small, base, 1b.
     #[arg(long, default_value = "tiny")]
     pub(crate) preset: String,
-    /// Simulated workers, each with its own contiguous shard of the training split.
+    /// Simulated workers, each with its own shard of the training split (see `--shards`).
     #[arg(long, default_value_t = 8)]
     pub(crate) workers: usize,
     /// Inner AdamW steps per round (H).
@@ -97,6 +97,12 @@ pub struct SyncArgs {
     /// Error-feedback decay (default: 0.95 with sparseloco; nesterov runs have no feedback unless set).
     #[arg(long)]
     pub(crate) ef_decay: Option<f32>,
+    /// How the training split is cut into worker shards: `contiguous` (worker i gets the i-th
+    /// slice: a few whole plays each, so workers see different text) or `interleaved` (blocks of
+    /// 32 windows dealt round-robin: every shard is drawn from the whole corpus, as the swarm's
+    /// per-round data assignment is).
+    #[arg(long, value_enum, default_value_t = ShardLayout::Contiguous)]
+    pub(crate) shards: ShardLayout,
     /// Outer warmup: the outer step's scale rises linearly over this many rounds (0: none).
     #[arg(long, default_value_t = 0)]
     pub(crate) outer_warmup: u64,
@@ -297,6 +303,38 @@ fn run_sync(args: SyncArgs) -> Result<()> {
     Ok(())
 }
 
+/// How the training split becomes worker shards.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ShardLayout {
+    Contiguous,
+    Interleaved,
+}
+
+/// Windows per interleaved block: long enough that few windows straddle two blocks.
+const INTERLEAVE_BLOCK_WINDOWS: usize = 32;
+
+/// Cuts `train` into `workers` disjoint shards of `shard_len` tokens each.
+fn split_shards(
+    train: &[u32],
+    workers: usize,
+    shard_len: usize,
+    layout: ShardLayout,
+    seq_len: usize,
+) -> Vec<Vec<u32>> {
+    let usable = &train[..shard_len * workers];
+    match layout {
+        ShardLayout::Contiguous => usable.chunks(shard_len).map(<[u32]>::to_vec).collect(),
+        ShardLayout::Interleaved => {
+            let block = (seq_len + 1) * INTERLEAVE_BLOCK_WINDOWS;
+            let mut shards = vec![Vec::with_capacity(shard_len + block); workers];
+            for (index, chunk) in usable.chunks(block).enumerate() {
+                shards[index % workers].extend_from_slice(chunk);
+            }
+            shards
+        }
+    }
+}
+
 /// One low-communication configuration: codec, H, and outer optimizer.
 pub(crate) struct RunSpec {
     pub(crate) codec: CodecKind,
@@ -458,11 +496,7 @@ pub(crate) fn prepare_setup(args: &SyncArgs) -> Result<Setup> {
             seq_len
         );
     }
-    let shards: Vec<Vec<u32>> = train
-        .chunks(shard_len)
-        .take(args.workers)
-        .map(<[u32]>::to_vec)
-        .collect();
+    let shards = split_shards(&train, args.workers, shard_len, args.shards, seq_len);
     let val = dataset.val_tokens()?;
     let window = seq_len + 1;
     let windows = (val.len() / window).min(args.eval_seqs);
@@ -480,8 +514,12 @@ pub(crate) fn prepare_setup(args: &SyncArgs) -> Result<Setup> {
     };
     let final_eval_tokens = val[..final_windows * window].to_vec();
     let params0 = model::init_params(&model, args.seed);
+    let layout_key = match args.shards {
+        ShardLayout::Contiguous => "",
+        ShardLayout::Interleaved => "|interleaved",
+    };
     let baseline_key = Hash32::of(
-        format!(
+        (format!(
             "{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}",
             preset.name(),
             model.intermediate_size,
@@ -496,8 +534,8 @@ pub(crate) fn prepare_setup(args: &SyncArgs) -> Result<Setup> {
             args.eval_seqs,
             args.eval_points,
             dataset.manifest.train.tokens,
-        )
-        .as_bytes(),
+        ) + layout_key)
+            .as_bytes(),
     )
     .to_hex()[..16]
         .to_string();
@@ -1060,6 +1098,22 @@ mod tests {
         assert_eq!((runs[1].outer.lr, runs[1].outer.ef_decay), (0.8, Some(0.9)));
         assert!(matches!(runs[1].codec, CodecKind::TopK(t) if t.k == 32));
         assert_eq!((runs[2].inner_steps, runs[2].outer.ef_decay), (3, None));
+    }
+
+    #[test]
+    fn shards_are_disjoint_and_cover_the_split_either_way() {
+        let train: Vec<u32> = (0..10_000).collect();
+        for layout in [ShardLayout::Contiguous, ShardLayout::Interleaved] {
+            let shards = split_shards(&train, 3, 3_333, layout, 7);
+            assert_eq!(shards.len(), 3);
+            let mut all: Vec<u32> = shards.concat();
+            all.sort_unstable();
+            assert_eq!(all, (0..9_999).collect::<Vec<u32>>(), "{layout:?}");
+        }
+        let interleaved = split_shards(&train, 3, 3_333, ShardLayout::Interleaved, 7);
+        // Blocks of 32 windows of 8 tokens, dealt round-robin.
+        assert_eq!(&interleaved[1][..2], &[256, 257]);
+        assert_eq!(interleaved[0][256], 768);
     }
 
     #[test]
