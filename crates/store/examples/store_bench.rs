@@ -194,7 +194,7 @@ fn main() {
 fn disk_times(payload: &[u8], params: ErasureParams, reps: usize) -> (Times, Times) {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("payload.bin");
-    std::fs::write(&input, &payload).unwrap();
+    std::fs::write(&input, payload).unwrap();
     let files = [InputFile {
         path: input,
         name: "payload.bin".into(),
