@@ -80,6 +80,168 @@ pub fn outboard_of(data: &[u8]) -> (Hash32, Vec<u8>) {
     (Hash32(*ob.root.as_bytes()), ob.data)
 }
 
+/// Builds the post-order outboard of a blob of known size from its bytes pushed in pieces of any length, in one pass:
+/// the result (root and outboard bytes) is identical to `outboard_of` of the concatenation. Whole chunk groups are
+/// hashed straight from the caller's slice; only a group split across two pushes is copied into a carry buffer.
+pub struct OutboardBuilder {
+    size: u64,
+    pushed: u64,
+    group_bytes: usize,
+    groups_total: u64,
+    groups_done: u64,
+    carry: Vec<u8>,
+    stack: Vec<blake3::Hash>,
+    outboard: Vec<u8>,
+    root: Option<blake3::Hash>,
+}
+
+impl OutboardBuilder {
+    pub fn new(size: u64) -> OutboardBuilder {
+        let group_bytes = group_bytes() as usize;
+        let outboard_bytes = tree(size).outboard_size() as usize;
+        OutboardBuilder {
+            size,
+            pushed: 0,
+            group_bytes,
+            groups_total: size.div_ceil(group_bytes as u64).max(1),
+            groups_done: 0,
+            carry: Vec::new(),
+            stack: Vec::with_capacity(64),
+            outboard: Vec::with_capacity(outboard_bytes),
+            root: None,
+        }
+    }
+
+    /// Bytes pushed so far.
+    pub fn pushed(&self) -> u64 {
+        self.pushed
+    }
+
+    /// Appends `data` to the blob. Panics if more than `size` bytes are pushed in all (a caller bug, not peer input).
+    pub fn push(&mut self, mut data: &[u8]) {
+        assert!(
+            self.pushed + data.len() as u64 <= self.size,
+            "pushed past the declared size"
+        );
+        self.pushed += data.len() as u64;
+        if !self.carry.is_empty() {
+            let take = (self.group_bytes - self.carry.len()).min(data.len());
+            self.carry.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.carry.len() == self.group_bytes || self.pushed == self.size {
+                let carry = std::mem::take(&mut self.carry);
+                self.add_group(&carry);
+                self.carry = carry;
+                self.carry.clear();
+            }
+        }
+        while data.len() >= self.group_bytes {
+            let (group, rest) = data.split_at(self.group_bytes);
+            self.add_group(group);
+            data = rest;
+        }
+        if !data.is_empty() {
+            if self.pushed == self.size {
+                self.add_group(data);
+            } else {
+                self.carry.reserve(self.group_bytes);
+                self.carry.extend_from_slice(data);
+            }
+        }
+    }
+
+    /// The root hash and post-order outboard. Panics unless exactly `size` bytes were pushed (a caller bug).
+    pub fn finish(mut self) -> (Hash32, Vec<u8>) {
+        assert_eq!(self.pushed, self.size, "pushed fewer bytes than declared");
+        if self.size == 0 {
+            self.root = Some(blake3::hash(&[]));
+        }
+        let root = self.root.expect("the last group sets the root");
+        debug_assert_eq!(self.outboard.len() as u64, tree(self.size).outboard_size());
+        (Hash32(*root.as_bytes()), self.outboard)
+    }
+
+    /// Hashes one chunk group and merges finished subtrees, in the order bao-tree's post-order outboard stores them.
+    fn add_group(&mut self, group: &[u8]) {
+        use blake3::hazmat::HasherExt;
+        let index = self.groups_done;
+        self.groups_done += 1;
+        let last = self.groups_done == self.groups_total;
+        if last && index == 0 {
+            self.root = Some(blake3::hash(group));
+            return;
+        }
+        let mut hasher = blake3::Hasher::new();
+        hasher.set_input_offset(index * self.group_bytes as u64);
+        hasher.update(group);
+        self.stack
+            .push(blake3::Hash::from(hasher.finalize_non_root()));
+        // Complete subtrees close as soon as their last group is in; the ragged right edge closes at the end.
+        let merges = if last {
+            self.stack.len() - 1
+        } else {
+            self.groups_done.trailing_zeros() as usize
+        };
+        for _ in 0..merges {
+            let right = self.stack.pop().expect("two subtrees to merge");
+            let left = self.stack.pop().expect("two subtrees to merge");
+            self.outboard.extend_from_slice(left.as_bytes());
+            self.outboard.extend_from_slice(right.as_bytes());
+            let (l, r) = (*left.as_bytes(), *right.as_bytes());
+            let mode = blake3::hazmat::Mode::Hash;
+            if last && self.stack.is_empty() {
+                self.root = Some(blake3::hazmat::merge_subtrees_root(&l, &r, mode));
+            } else {
+                let cv = blake3::hazmat::merge_subtrees_non_root(&l, &r, mode);
+                self.stack.push(blake3::Hash::from(cv));
+            }
+        }
+    }
+}
+
+/// A writer that builds the outboard of everything written through it on the way to `inner`, so a blob being written
+/// (e.g. an erasure piece) gets its CID and outboard without a second pass over its bytes.
+pub struct OutboardWriter<W> {
+    inner: W,
+    builder: OutboardBuilder,
+}
+
+impl<W: Write> OutboardWriter<W> {
+    /// `size` is the exact number of bytes that will be written.
+    pub fn new(inner: W, size: u64) -> OutboardWriter<W> {
+        OutboardWriter {
+            inner,
+            builder: OutboardBuilder::new(size),
+        }
+    }
+
+    /// The inner writer, the blob's root hash and its post-order outboard. Panics unless exactly `size` bytes were
+    /// written (a caller bug).
+    pub fn finish(self) -> (W, Hash32, Vec<u8>) {
+        let (hash, outboard) = self.builder.finish();
+        (self.inner, hash, outboard)
+    }
+}
+
+impl<W: Write> Write for OutboardWriter<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let left = self.builder.size - self.builder.pushed;
+        if data.len() as u64 > left {
+            return Err(io::Error::other(format!(
+                "write of {} bytes past the declared blob size ({left} left)",
+                data.len()
+            )));
+        }
+        self.inner.write_all(data)?;
+        self.builder.push(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Writes a range response for `ranges` of a blob, validating every group against the outboard as it goes
 /// (so a store never serves bytes that rotted on its disk).
 pub fn encode_range_response(
@@ -211,6 +373,36 @@ mod tests {
         for len in [0, 1, 1024, 16 * 1024, 16 * 1024 + 1, 300_000] {
             let data = sample(len);
             assert_eq!(outboard_of(&data).0, Hash32::of(&data), "len {len}");
+        }
+    }
+
+    #[test]
+    fn outboard_builder_equals_outboard_of() {
+        let group = group_bytes() as usize;
+        let sizes = [
+            0,
+            1,
+            1024,
+            group - 1,
+            group,
+            group + 1,
+            2 * group,
+            3 * group + 5,
+            4 * group,
+            7 * group + 1000,
+            300_000,
+            1 << 20,
+        ];
+        for size in sizes {
+            let data = sample(size);
+            let reference = outboard_of(&data);
+            for step in [1000, 64 * 7, group - 64, group, 3 * group + 64, usize::MAX] {
+                let mut builder = OutboardBuilder::new(size as u64);
+                for part in data.chunks(step.min(size.max(1))) {
+                    builder.push(part);
+                }
+                assert_eq!(builder.finish(), reference, "size {size} step {step}");
+            }
         }
     }
 

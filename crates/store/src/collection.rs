@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use types::Hash32;
 
+use crate::bao::OutboardWriter;
 use crate::cid::Cid;
 use crate::erasure::{self, ErasureError, ErasureParams};
 use crate::local::{LocalStore, StoreError};
@@ -89,14 +90,17 @@ fn publish_in(
     let piece_paths: Vec<PathBuf> = (0..params.total_pieces)
         .map(|i| work.join(format!("piece-{i}")))
         .collect();
+    // Each piece is hashed (CID and outboard) as the encoder writes it, and later renamed into the store.
     let mut writers = Vec::with_capacity(piece_paths.len());
     for path in &piece_paths {
-        writers.push(BufWriter::with_capacity(
-            1 << 20,
-            File::create(path).map_err(io_err(path))?,
+        let file = File::create(path).map_err(io_err(path))?;
+        // A buffer of one shard: whole-shard writes go straight to the file instead of through the buffer.
+        writers.push(OutboardWriter::new(
+            BufWriter::with_capacity(params.shard_bytes as usize, file),
+            piece_bytes,
         ));
     }
-    let mut payload = HashingChain::new(files, sizes);
+    let mut payload = HashingChain::new(files, sizes, params.shard_bytes as usize);
     let payload_bytes: u64 = sizes.iter().sum();
     let mut encoded = erasure::encode(params, &mut payload, payload_bytes, &mut writers);
     if encoded.is_ok() {
@@ -116,11 +120,14 @@ fn publish_in(
     }
     encoded?;
     assert_eq!(payload.hashes.len(), files.len(), "every file hashed");
+    let mut built = Vec::with_capacity(writers.len());
     for (writer, path) in writers.into_iter().zip(&piece_paths) {
-        writer.into_inner().map_err(|e| CollectionError::Io {
+        let (buffered, hash, outboard) = writer.finish();
+        buffered.into_inner().map_err(|e| CollectionError::Io {
             path: path.clone(),
             source: e.into_error(),
         })?;
+        built.push((hash, outboard));
     }
     let entries: Vec<FileEntry> = files
         .iter()
@@ -134,13 +141,8 @@ fn publish_in(
         })
         .collect();
     let mut pieces = Vec::with_capacity(piece_paths.len());
-    for path in &piece_paths {
-        let file = File::open(path).map_err(io_err(path))?;
-        pieces.push(store.put_reader(
-            BufReader::with_capacity(1 << 20, file),
-            piece_bytes,
-            None,
-        )?);
+    for (path, (hash, outboard)) in piece_paths.iter().zip(&built) {
+        pieces.push(store.put_written_file(path, piece_bytes, *hash, outboard)?);
     }
     let manifest = Manifest {
         kind,
@@ -258,15 +260,18 @@ struct HashingChain<'a> {
     sizes: &'a [u64],
     index: usize,
     current: Option<(BufReader<File>, blake3::Hasher, u64)>,
+    buffer_bytes: usize,
     hashes: Vec<Hash32>,
     error: Option<CollectionError>,
 }
 
 impl<'a> HashingChain<'a> {
-    fn new(files: &'a [InputFile], sizes: &'a [u64]) -> HashingChain<'a> {
+    /// `read_bytes` is the size of the reads to expect: reads that large bypass the buffer (no extra copy).
+    fn new(files: &'a [InputFile], sizes: &'a [u64], read_bytes: usize) -> HashingChain<'a> {
         HashingChain {
             files,
             sizes,
+            buffer_bytes: read_bytes.clamp(64 << 10, 1 << 20),
             index: 0,
             current: None,
             hashes: Vec::new(),
@@ -291,7 +296,7 @@ impl Read for HashingChain<'_> {
                 match File::open(&file.path) {
                     Ok(f) => {
                         self.current = Some((
-                            BufReader::with_capacity(1 << 20, f),
+                            BufReader::with_capacity(self.buffer_bytes, f),
                             blake3::Hasher::new(),
                             0,
                         ))
@@ -530,6 +535,14 @@ mod tests {
                 "{}",
                 f.name
             );
+        }
+        // Pieces were hashed while they were encoded; what the store holds must equal a fresh hash of each piece.
+        for piece in &manifest.erasure.pieces {
+            let bytes = fs::read(store.data_path(piece.0)).unwrap();
+            let (hash, outboard) = crate::bao::outboard_of(&bytes);
+            assert_eq!(hash, piece.0);
+            assert_eq!(fs::read(store.outboard_path(piece.0)).unwrap(), outboard);
+            assert_eq!(store.get(*piece).unwrap(), bytes);
         }
         // Without two originals, recovery pieces are used.
         store.remove(manifest.erasure.pieces[0]).unwrap();

@@ -2,11 +2,13 @@
 //!
 //! A stripe is k shards of `shard_bytes` of payload; piece i holds shard i of every stripe, in stripe order. Pieces
 //! 0..k are the payload itself (the last stripe zero-padded); pieces k..n hold the recovery shards. Memory use is one
-//! stripe of originals plus its recovery shards, whatever the payload size.
+//! shard plus the encoder's stripe, whatever the payload size.
 
 use std::io::{self, Read, Write};
 
 use reed_solomon_simd::{ReedSolomonDecoder, ReedSolomonEncoder};
+
+use types::Hash32;
 
 use crate::manifest::check_erasure_params;
 
@@ -78,7 +80,81 @@ impl ErasureParams {
 /// Reads `payload_bytes` from `payload` and writes the n pieces to `pieces` (one writer per piece, in index order).
 pub fn encode<W: Write>(
     params: ErasureParams,
-    mut payload: impl Read,
+    payload: impl Read,
+    payload_bytes: u64,
+    pieces: &mut [W],
+) -> Result<(), ErasureError> {
+    let mut source = ReadSource(payload);
+    encode_from(params, &mut source, payload_bytes, pieces)
+}
+
+/// `encode` for a payload already in memory: whole shards go to the encoder and the pieces straight from `payload`
+/// (no copy into a scratch shard), and the payload's BLAKE3 hash, taken shard by shard in the same pass, is returned.
+pub fn encode_slice<W: Write>(
+    params: ErasureParams,
+    payload: &[u8],
+    pieces: &mut [W],
+) -> Result<Hash32, ErasureError> {
+    let mut source = SliceSource {
+        rest: payload,
+        hasher: blake3::Hasher::new(),
+    };
+    encode_from(params, &mut source, payload.len() as u64, pieces)?;
+    Ok(Hash32(*source.hasher.finalize().as_bytes()))
+}
+
+/// Where original shards come from.
+trait ShardSource {
+    /// The next `take` payload bytes, zero-padded to `scratch.len()` (one shard).
+    fn next_shard<'a>(
+        &'a mut self,
+        take: usize,
+        scratch: &'a mut [u8],
+    ) -> Result<&'a [u8], ErasureError>;
+}
+
+struct ReadSource<R>(R);
+
+impl<R: Read> ShardSource for ReadSource<R> {
+    fn next_shard<'a>(
+        &'a mut self,
+        take: usize,
+        scratch: &'a mut [u8],
+    ) -> Result<&'a [u8], ErasureError> {
+        self.0
+            .read_exact(&mut scratch[..take])
+            .map_err(|e| ErasureError::Truncated(e.to_string()))?;
+        scratch[take..].fill(0);
+        Ok(scratch)
+    }
+}
+
+struct SliceSource<'p> {
+    rest: &'p [u8],
+    hasher: blake3::Hasher,
+}
+
+impl ShardSource for SliceSource<'_> {
+    fn next_shard<'a>(
+        &'a mut self,
+        take: usize,
+        scratch: &'a mut [u8],
+    ) -> Result<&'a [u8], ErasureError> {
+        let (bytes, rest) = self.rest.split_at(take);
+        self.rest = rest;
+        self.hasher.update(bytes);
+        if take == scratch.len() {
+            return Ok(bytes);
+        }
+        scratch[..take].copy_from_slice(bytes);
+        scratch[take..].fill(0);
+        Ok(scratch)
+    }
+}
+
+fn encode_from<W: Write>(
+    params: ErasureParams,
+    source: &mut impl ShardSource,
     payload_bytes: u64,
     pieces: &mut [W],
 ) -> Result<(), ErasureError> {
@@ -92,20 +168,19 @@ pub fn encode<W: Write>(
     let stripes = payload_bytes.div_ceil(stripe_bytes);
     let mut encoder = ReedSolomonEncoder::new(k, params.m(), shard)
         .map_err(|e| ErasureError::Codec(e.to_string()))?;
-    let mut stripe = vec![0u8; k * shard];
+    // One shard at a time: it is read (and hashed, by a hashing reader), handed to the encoder and written to its
+    // piece (and hashed again, by a hashing writer) while it is still in cache.
+    let mut scratch = vec![0u8; shard];
     let mut left = payload_bytes;
     for _ in 0..stripes {
-        let take = left.min(stripe_bytes) as usize;
-        payload
-            .read_exact(&mut stripe[..take])
-            .map_err(|e| ErasureError::Truncated(e.to_string()))?;
-        stripe[take..].fill(0);
-        left -= take as u64;
-        for (i, original) in stripe.chunks_exact(shard).enumerate() {
+        for piece in pieces[..k].iter_mut() {
+            let take = left.min(shard as u64) as usize;
+            left -= take as u64;
+            let original = source.next_shard(take, &mut scratch)?;
             encoder
                 .add_original_shard(original)
                 .map_err(|e| ErasureError::Codec(e.to_string()))?;
-            pieces[i].write_all(original)?;
+            piece.write_all(original)?;
         }
         let result = encoder
             .encode()
@@ -374,6 +449,41 @@ mod tests {
                 piece * 10 - payload < 10 * 64 * stripes.max(1),
                 "payload {payload}: piece {piece}"
             );
+        }
+    }
+
+    #[test]
+    fn one_pass_piece_hashes_equal_two_pass() {
+        // Shards that do and do not divide a 16 KiB chunk group, one stripe and many, a padded last stripe.
+        for (k, n, shard, len) in [
+            (10, 16, 64, 10_000),
+            (10, 16, 1088, 500_000),
+            (4, 7, 16 << 10, 1_000_000),
+            (10, 16, 256 << 10, 6 << 20),
+            (3, 5, 64, 0),
+        ] {
+            let params = ErasureParams::new(k, n, shard).unwrap();
+            let data = payload(len);
+            let piece_bytes = crate::manifest::ErasureLayout::piece_bytes_for(len as u64, k, shard);
+            let mut writers: Vec<_> = (0..n)
+                .map(|_| crate::bao::OutboardWriter::new(Vec::new(), piece_bytes))
+                .collect();
+            encode(params, &data[..], len as u64, &mut writers).unwrap();
+            let two_pass = encode_all(params, &data);
+            let mut from_slice = vec![Vec::new(); n as usize];
+            let payload_hash = encode_slice(params, &data, &mut from_slice).unwrap();
+            assert_eq!(payload_hash, Hash32::of(&data), "payload hash, len {len}");
+            assert_eq!(from_slice, two_pass, "slice path, len {len}");
+            for (index, writer) in writers.into_iter().enumerate() {
+                let (bytes, hash, outboard) = writer.finish();
+                assert_eq!(bytes, two_pass[index], "piece {index} bytes");
+                let (hash_ref, outboard_ref) = crate::bao::outboard_of(&two_pass[index]);
+                assert_eq!(hash, hash_ref, "piece {index} CID, shard {shard}");
+                assert_eq!(
+                    outboard, outboard_ref,
+                    "piece {index} outboard, shard {shard}"
+                );
+            }
         }
     }
 

@@ -337,6 +337,64 @@ impl LocalStore {
         Ok(cid)
     }
 
+    /// Indexes a blob the caller wrote to `data_tmp` (a file under this store's directory) while it built the hash and
+    /// outboard from the same bytes (`bao::OutboardWriter`), so the data is renamed into place instead of being read
+    /// and written again. The file's length and the outboard's size are checked; `data_tmp` is gone on success.
+    pub fn put_written_file(
+        &self,
+        data_tmp: &Path,
+        size: u64,
+        hash: Hash32,
+        outboard: &[u8],
+    ) -> Result<Cid, StoreError> {
+        if size > BLOB_BYTES_MAX {
+            return Err(StoreError::Oversized {
+                size,
+                max: BLOB_BYTES_MAX,
+            });
+        }
+        let actual = fs::metadata(data_tmp).map_err(io_err(data_tmp))?.len();
+        if actual < size {
+            return Err(StoreError::Truncated {
+                expected: size,
+                actual,
+            });
+        }
+        if actual > size {
+            return Err(StoreError::Oversized {
+                size: actual,
+                max: size,
+            });
+        }
+        assert_eq!(
+            outboard.len() as u64,
+            bao::tree(size).outboard_size(),
+            "outboard built for a different size"
+        );
+        let obao_tmp = self.temp_path("obao");
+        let result = self.put_written_inner(data_tmp, size, hash, outboard, &obao_tmp);
+        let _ = fs::remove_file(&obao_tmp);
+        result
+    }
+
+    fn put_written_inner(
+        &self,
+        data_tmp: &Path,
+        size: u64,
+        hash: Hash32,
+        outboard: &[u8],
+        obao_tmp: &Path,
+    ) -> Result<Cid, StoreError> {
+        let data_file = OpenOptions::new()
+            .write(true)
+            .open(data_tmp)
+            .map_err(io_err(data_tmp))?;
+        let mut obao_file = File::create(obao_tmp).map_err(io_err(obao_tmp))?;
+        obao_file.write_all(outboard).map_err(io_err(obao_tmp))?;
+        self.commit_files(hash, size, data_file, data_tmp, obao_file, obao_tmp)?;
+        Ok(Cid(hash))
+    }
+
     /// Stores a blob fetched from a peer: reads a whole-blob range response, verifying every group as it streams, and
     /// writes data and outboard in the same pass. Nothing is indexed unless all of it verified.
     pub fn put_from_response(

@@ -187,3 +187,29 @@ fn verified_stream_from_a_peer_store() {
     );
     assert_eq!(b.get(cid).unwrap(), data);
 }
+
+#[test]
+fn written_file_is_renamed_in_and_a_wrong_length_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let data = bytes(100_000, 5);
+    let tmp = dir.path().join("tmp").join("written");
+    let mut writer = bao::OutboardWriter::new(Vec::new(), data.len() as u64);
+    std::io::Write::write_all(&mut writer, &data).unwrap();
+    let (written, hash, outboard) = writer.finish();
+    fs::write(&tmp, &written).unwrap();
+    assert!(matches!(
+        store.put_written_file(&tmp, 99_999, hash, &outboard),
+        Err(StoreError::Oversized { .. })
+    ));
+    assert!(store.list().unwrap().is_empty());
+    let cid = store
+        .put_written_file(&tmp, data.len() as u64, hash, &outboard)
+        .unwrap();
+    assert_eq!(cid, Cid::of(&data));
+    assert!(!tmp.exists(), "renamed into the store");
+    drop(store);
+    let reopened = open(&dir);
+    assert_eq!(reopened.get(cid).unwrap(), data);
+    assert_eq!(fs::read(reopened.outboard_path(cid.0)).unwrap(), outboard);
+}
