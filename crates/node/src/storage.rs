@@ -19,10 +19,10 @@ use net::wire::{chunk_len, BlobRequest, BlobResponse};
 use net::{BlobChunk, BlobReceiver, BlobSource, NetClient, NetError};
 use store::audit::{AuditAction, AuditInput, AuditMachine};
 use store::bao::{self, ChunkRanges};
+use store::fetch::{self, FetchError, FetchReport, ProviderLookup};
 use store::local::{
     COUNTER_AUDIT_BANNED, COUNTER_AUDIT_CHALLENGES, COUNTER_AUDIT_FAILED, COUNTER_AUDIT_PASSED,
 };
-use store::fetch::{self, FetchError, FetchReport, ProviderLookup};
 use store::{placement, Cid, LocalStore, Manifest, PieceProvider, ProviderError, StoreError};
 use tokio::runtime::Handle;
 use types::limits::net::{BLOB_CHUNK_BYTES, BLOB_REQUEST_TIMEOUT_MS};
@@ -172,7 +172,9 @@ impl PieceProvider for NetProvider {
         cid: Cid,
         ranges: &ChunkRanges,
     ) -> Result<Box<dyn Read + Send>, ProviderError> {
-        let (size, outboard) = self.handle.block_on(fetch_outboard(&self.client, self.peer, cid))?;
+        let (size, outboard) =
+            self.handle
+                .block_on(fetch_outboard(&self.client, self.peer, cid))?;
         let data = if *ranges == bao::all_chunks() {
             let _runtime = self.handle.enter();
             RemoteBytes::streamed(self, cid, size)
@@ -292,8 +294,7 @@ impl RemoteBytes {
 
     /// The chunk holding byte `pos`, fetching it if needed.
     fn chunk_at(&mut self, pos: u64) -> std::io::Result<&BlobChunk> {
-        let holds =
-            |c: &BlobChunk| c.offset <= pos && pos < c.offset + c.bytes.len() as u64;
+        let holds = |c: &BlobChunk| c.offset <= pos && pos < c.offset + c.bytes.len() as u64;
         if !self.current.as_ref().is_some_and(holds) {
             let chunk = match self.stream.is_some() {
                 true => self.next_streamed(pos)?,
@@ -343,9 +344,7 @@ impl RemoteBytes {
                 blob_len,
                 chunk_index,
                 bytes,
-            } if chunk_index == index
-                && chunk_len(blob_len, index) == Some(bytes.len() as u32) =>
-            {
+            } if chunk_index == index && chunk_len(blob_len, index) == Some(bytes.len() as u32) => {
                 Ok(BlobChunk {
                     blob_len,
                     offset: u64::from(index) * u64::from(BLOB_CHUNK_BYTES),
@@ -398,8 +397,11 @@ impl ProviderLookup for NetLookup {
             .into_iter()
             .filter(|p| *p != local && !bad.contains(p))
             .map(|peer| {
-                Arc::new(NetProvider::new(self.client.clone(), self.handle.clone(), peer))
-                    as Arc<dyn PieceProvider>
+                Arc::new(NetProvider::new(
+                    self.client.clone(),
+                    self.handle.clone(),
+                    peer,
+                )) as Arc<dyn PieceProvider>
             })
             .collect()
     }
@@ -469,14 +471,8 @@ impl StoreNode {
         let lookup = self.lookup.clone();
         let out_dir = out_dir.to_path_buf();
         let (manifest, report) = blocking(move || {
-            fetch::get_collection(
-                &store,
-                root,
-                &*lookup,
-                &out_dir,
-                NET_PIECES_IN_FLIGHT_MAX,
-            )
-            .map_err(StorageError::from)
+            fetch::get_collection(&store, root, &*lookup, &out_dir, NET_PIECES_IN_FLIGHT_MAX)
+                .map_err(StorageError::from)
         })
         .await?;
         self.announce(root).await?;
@@ -532,8 +528,7 @@ fn pull_assigned(
         let piece = layout.pieces[index];
         if !store.contains(piece)? {
             let fetched = lookup.providers(piece).iter().any(|provider| {
-                fetch::fetch_blob(store, provider.as_ref(), piece, Some(layout.piece_bytes))
-                    .is_ok()
+                fetch::fetch_blob(store, provider.as_ref(), piece, Some(layout.piece_bytes)).is_ok()
             });
             if !fetched {
                 return Err(StorageError::PieceUnavailable { index, piece });
@@ -641,7 +636,10 @@ pub fn audit_tick(
     }
     let after = machine.counters();
     let counted = [
-        (COUNTER_AUDIT_CHALLENGES, after.challenges - before.challenges),
+        (
+            COUNTER_AUDIT_CHALLENGES,
+            after.challenges - before.challenges,
+        ),
         (COUNTER_AUDIT_PASSED, after.passed - before.passed),
         (
             COUNTER_AUDIT_FAILED,

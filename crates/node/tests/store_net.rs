@@ -13,8 +13,8 @@ use node::storage::{audit_tick, StoreNode};
 use store::audit::{AuditInput, AuditMachine};
 use store::collection::{self, InputFile};
 use store::erasure::ErasureParams;
-use store::{Cid, CollectionKind, FileRole, LocalStore, PieceProvider};
 use store::fetch::ProviderLookup;
+use store::{Cid, CollectionKind, FileRole, LocalStore, PieceProvider};
 use types::limits::store::QUOTA_BYTES_DEFAULT;
 use types::PeerId;
 
@@ -71,7 +71,10 @@ async fn wait_for_peers(peers: &[&Peer], want: usize) {
         if counts.iter().all(|&c| c >= want) {
             return;
         }
-        assert!(Instant::now() < deadline, "peer counts {counts:?}, want {want}");
+        assert!(
+            Instant::now() < deadline,
+            "peer counts {counts:?}, want {want}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -126,7 +129,10 @@ async fn collection_survives_lost_and_corrupt_providers_over_libp2p() {
         let held = peer.node.pull_assigned(root, &storage_ids).await.unwrap();
         assert_eq!(held.len(), 2, "storage node {i} holds {held:?}");
         for index in held {
-            assert!(holder[index].replace(i).is_none(), "piece {index} placed twice");
+            assert!(
+                holder[index].replace(i).is_none(),
+                "piece {index} placed twice"
+            );
         }
     }
     let holder: Vec<usize> = holder.into_iter().map(Option::unwrap).collect();
@@ -199,7 +205,11 @@ async fn collection_survives_lost_and_corrupt_providers_over_libp2p() {
             });
         }
         audit_tick(&mut machine, &lookup, &audit_store, 0, 7).unwrap();
-        let listed: Vec<PeerId> = lookup.providers(bad_piece).iter().map(|p| p.peer()).collect();
+        let listed: Vec<PeerId> = lookup
+            .providers(bad_piece)
+            .iter()
+            .map(|p| p.peer())
+            .collect();
         (machine, listed)
     })
     .await
@@ -210,7 +220,10 @@ async fn collection_survives_lost_and_corrupt_providers_over_libp2p() {
     assert!(counters.passed >= 12, "{counters:?}");
     assert!(!listed.contains(&storage[bad_holder].id()));
     let store0 = storage[0].node.store();
-    assert_eq!(store0.counter(store::local::COUNTER_AUDIT_BANNED).unwrap(), 1);
+    assert_eq!(
+        store0.counter(store::local::COUNTER_AUDIT_BANNED).unwrap(),
+        1
+    );
 
     // Stop three storage nodes (the corrupt one among them): 6 of 16 pieces gone, 10 left, still decodes.
     let mut stopped = vec![bad_holder];

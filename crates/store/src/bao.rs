@@ -9,9 +9,9 @@ use std::io::{self, Read, Write};
 use bao_tree::io::outboard::{EmptyOutboard, PostOrderMemOutboard};
 use bao_tree::io::sync::{DecodeResponseIter, Outboard, ReadAt, WriteAt};
 use bao_tree::io::{BaoContentItem, DecodeError, EncodeError};
-use bao_tree::{BaoTree, BlockSize, ChunkNum};
 /// The chunk ranges of a range request (re-exported so callers need not name bao-tree).
 pub use bao_tree::ChunkRanges;
+use bao_tree::{BaoTree, BlockSize, ChunkNum};
 use types::limits::store::{BAO_CHUNK_LOG, BLOB_BYTES_MAX};
 use types::Hash32;
 
