@@ -563,11 +563,14 @@ pub fn get_collection_ephemeral(
         .map_err(|e| StorageError::Task(e.to_string()))?;
     runtime.block_on(async {
         let identity = net::Identity::generate();
-        let (client, mut events, event_loop) = net::new(&identity, config)?;
+        let (client, mut events, event_loop) = match net::new(&identity, config) {
+            Ok(started) => started,
+            Err(e) => return Err(StorageError::from(e)),
+        };
         let net_task = tokio::spawn(event_loop.run());
         // Nothing here answers gossip; drain events so the bounded channel never stalls the network.
         let drain = tokio::spawn(async move { while events.recv().await.is_some() {} });
-        let result = async {
+        let result: Result<(Manifest, FetchReport), StorageError> = async {
             wait_for_a_peer(&client).await?;
             let node = StoreNode::start(client.clone(), store, None).await?;
             node.get_collection(root, out_dir).await

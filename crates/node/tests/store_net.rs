@@ -121,7 +121,8 @@ async fn collection_survives_lost_and_corrupt_providers_over_libp2p() {
     .unwrap()
     .unwrap();
     let root = manifest.cid();
-    assert_eq!(publisher.node.announce_all().await.unwrap(), 17);
+    // The manifest and 16 pieces at least.
+    assert!(publisher.node.announce_all().await.unwrap() >= 17);
 
     let storage_ids: Vec<PeerId> = storage.iter().map(Peer::id).collect();
     let mut holder = vec![None; 16];

@@ -300,7 +300,7 @@ mod tests {
         let hash = Hash32::of(&data);
         let (_, outboard) = outboard_of(&data);
         let read = |bytes: Vec<u8>| {
-            move |offset: u64, buf: &mut [u8]| {
+            move |offset: u64, buf: &mut [u8]| -> io::Result<()> {
                 let start = offset as usize;
                 buf.copy_from_slice(&bytes[start..start + buf.len()]);
                 Ok(())
