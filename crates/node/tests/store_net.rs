@@ -14,7 +14,7 @@ use store::audit::{AuditInput, AuditMachine};
 use store::collection::{self, InputFile};
 use store::erasure::ErasureParams;
 use store::fetch::ProviderLookup;
-use store::{Cid, CollectionKind, FileRole, LocalStore, PieceProvider};
+use store::{Cid, CollectionKind, FileRole, LocalStore};
 use types::limits::store::QUOTA_BYTES_DEFAULT;
 use types::PeerId;
 
