@@ -2,8 +2,10 @@
 //!
 //! `data add` tokenizes the input with `data::prepare` (train and val token shards, `tokenizer.json`, `dataset.json`
 //! in `<data-dir>/prepared/<name>`), then publishes that folder as a dataset collection.
-//! Until the node runs storage over `net`, `data get` fetches from this node's store plus any `--from DIR` store
-//! directories (other nodes' stores on this machine), through the same verified `PieceProvider` path.
+//! `data get --bootstrap MULTIADDR` starts a short-lived node that joins through that address and fetches the pieces
+//! from their DHT providers (`commonweight node --serve-store` nodes) in parallel; without it, `data get` fetches from
+//! this node's store plus any `--from DIR` store directories (other stores on this machine), through the same
+//! verified `PieceProvider` path.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -61,6 +63,9 @@ enum DataCommand {
         /// Another node's data directory to fetch from (repeatable).
         #[arg(long = "from", value_name = "DIR")]
         from: Vec<PathBuf>,
+        /// Fetch from peers over the network, joining through this peer (repeatable).
+        #[arg(long, value_name = "MULTIADDR")]
+        bootstrap: Vec<String>,
         #[command(flatten)]
         dir: DataDirArgs,
     },
@@ -100,8 +105,12 @@ pub fn run(args: DataArgs) -> Result<()> {
             cid,
             out,
             from,
+            bootstrap,
             dir,
-        } => get(&dir.resolve()?, &cid, &out, &from),
+        } => match bootstrap.is_empty() {
+            true => get(&dir.resolve()?, &cid, &out, &from),
+            false => get_from_peers(&dir.resolve()?, &cid, &out, bootstrap),
+        },
         DataCommand::Ls { dir } => ls(&dir.resolve()?),
     }
 }
@@ -222,6 +231,32 @@ fn get(data_dir: &Path, cid: &str, out: &Path, from: &[PathBuf]) -> Result<()> {
     }
     let lookup = LocalDirs { providers };
     let (manifest, report) = fetch::get_collection(&store, root, &lookup, out, 4)?;
+    print_report(&manifest, &report, out);
+    println!("{root}");
+    Ok(())
+}
+
+fn get_from_peers(data_dir: &Path, cid: &str, out: &Path, bootstrap: Vec<String>) -> Result<()> {
+    let root: Cid = cid.parse().with_context(|| format!("bad CID {cid:?}"))?;
+    let store = Arc::new(open_store(data_dir)?);
+    let mut net = node::shell::default_net_config();
+    net.bootstrap = bootstrap;
+    let started = std::time::Instant::now();
+    let (manifest, report) = node::storage::get_collection_ephemeral(store, net, root, out)
+        .with_context(|| format!("fetching {root} from peers"))?;
+    print_report(&manifest, &report, out);
+    let providers: std::collections::BTreeSet<PeerId> =
+        report.fetched.iter().map(|(_, p)| *p).collect();
+    eprintln!(
+        "fetched from {} providers in {:.2} s",
+        providers.len(),
+        started.elapsed().as_secs_f64()
+    );
+    println!("{root}");
+    Ok(())
+}
+
+fn print_report(manifest: &store::Manifest, report: &fetch::FetchReport, out: &Path) {
     for failure in &report.failures {
         eprintln!(
             "provider {} failed for {}: {}",
@@ -238,8 +273,6 @@ fn get(data_dir: &Path, cid: &str, out: &Path, from: &[PathBuf]) -> Result<()> {
         report.fetched.len(),
         report.already_held.len()
     );
-    println!("{root}");
-    Ok(())
 }
 
 fn ls(data_dir: &Path) -> Result<()> {

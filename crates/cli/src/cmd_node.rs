@@ -33,6 +33,10 @@ pub struct NodeArgs {
     /// libtorch threads for training and evaluation.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Without --run: serve and announce the erasure-coded pieces in DATA_DIR/store to peers
+    /// (`commonweight data get --bootstrap` fetches from such nodes). Holds the store's lock while running.
+    #[arg(long)]
+    pub serve_store: bool,
     /// Wait (up to 30 s) for this many peers before the first round.
     #[arg(long, default_value_t = 0)]
     pub wait_peers: usize,
@@ -68,6 +72,7 @@ pub fn run(args: NodeArgs) -> Result<()> {
     let config = node::ShellConfig {
         data_dir: data_dir.clone(),
         net,
+        serve_store: args.serve_store,
     };
     node::shell::run_blocking(config)
         .with_context(|| format!("node with data dir {}", data_dir.display()))

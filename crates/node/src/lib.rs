@@ -4,7 +4,8 @@
 //! sans-IO core of a node in a training run; `run_shell` drives it with real I/O (`commonweight node --run`);
 //! `work` is the model math it runs off the event loop; `verifier_model` the tch loss evaluator, data assignment
 //! and update decoder a verifier plugs into `verify`; `persist` what it keeps on disk; `runspec` the run
-//! file; `status` the run node's control API (`/status`, `/metrics`).
+//! file; `status` the run node's control API (`/status`, `/metrics`); `storage` the store over the network
+//! (serving, announcing and fetching erasure-coded pieces).
 
 mod control;
 mod dir_blobs;
@@ -15,6 +16,7 @@ pub mod run_shell;
 pub mod runspec;
 pub mod shell;
 pub mod status;
+pub mod storage;
 pub mod verifier_model;
 pub mod work;
 

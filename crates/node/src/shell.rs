@@ -21,6 +21,8 @@ pub const CONTROL_ADDR_FILE: &str = "control.addr";
 pub struct ShellConfig {
     pub data_dir: PathBuf,
     pub net: NetConfig,
+    /// Serve and announce the pieces in `DATA_DIR/store` (the node then holds the store's lock while it runs).
+    pub serve_store: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +36,10 @@ pub enum ShellError {
     Identity(#[from] net::IdentityError),
     #[error("network: {0}")]
     Net(#[from] net::NetError),
+    #[error("store: {0}")]
+    Store(#[from] store::StoreError),
+    #[error("store over the network: {0}")]
+    Storage(#[from] crate::storage::StorageError),
     #[error("control API: {0}")]
     Control(std::io::Error),
     #[error("tokio runtime: {0}")]
@@ -89,7 +95,17 @@ pub async fn run(
     })?;
     let (client, events, event_loop) = net::new(&identity, config.net.clone())?;
     let net_task = tokio::spawn(event_loop.run());
-    client.set_blob_source(Arc::new(blobs.clone())).await?;
+    if config.serve_store {
+        let store = Arc::new(store::LocalStore::open(
+            dir.join("store"),
+            types::limits::store::QUOTA_BYTES_DEFAULT,
+        )?);
+        let fallback: Arc<dyn net::BlobSource> = Arc::new(blobs.clone());
+        let node = crate::storage::StoreNode::start(client.clone(), store, Some(fallback)).await?;
+        println!("serving store {}", node.store().dir().display());
+    } else {
+        client.set_blob_source(Arc::new(blobs.clone())).await?;
+    }
     client.subscribe(SHELL_TOPIC).await?;
     let shared = Arc::new(Shared {
         net: client.clone(),

@@ -9,7 +9,9 @@ use std::io::{self, Read, Write};
 use bao_tree::io::outboard::{EmptyOutboard, PostOrderMemOutboard};
 use bao_tree::io::sync::{DecodeResponseIter, Outboard, ReadAt, WriteAt};
 use bao_tree::io::{BaoContentItem, DecodeError, EncodeError};
-use bao_tree::{BaoTree, BlockSize, ChunkNum, ChunkRanges};
+/// The chunk ranges of a range request (re-exported so callers need not name bao-tree).
+pub use bao_tree::ChunkRanges;
+use bao_tree::{BaoTree, BlockSize, ChunkNum};
 use types::limits::store::{BAO_CHUNK_LOG, BLOB_BYTES_MAX};
 use types::Hash32;
 
@@ -254,6 +256,67 @@ pub fn encode_range_response(
     bao_tree::io::sync::encode_ranges_validated(data, outboard, ranges, out)
 }
 
+/// Bytes of a post-order outboard for a blob of `size` bytes.
+pub fn outboard_bytes(size: u64) -> u64 {
+    tree(size).outboard_size()
+}
+
+/// Blob bytes that live elsewhere (e.g. arriving from a peer), read with `read_exact_at(offset, buf)`.
+struct RemoteData<F> {
+    size: u64,
+    read_exact_at: std::sync::Mutex<F>,
+}
+
+impl<F: FnMut(u64, &mut [u8]) -> io::Result<()>> ReadAt for RemoteData<F> {
+    fn read_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let end = pos.saturating_add(buf.len() as u64).min(self.size);
+        let len = end.saturating_sub(pos) as usize;
+        let mut read = self
+            .read_exact_at
+            .lock()
+            .map_err(|_| io::Error::other("reader poisoned"))?;
+        (*read)(pos, &mut buf[..len])?;
+        Ok(len)
+    }
+}
+
+impl<F> bao_tree::io::sync::Size for RemoteData<F> {
+    fn size(&self) -> io::Result<Option<u64>> {
+        Ok(Some(self.size))
+    }
+}
+
+/// Writes a range response for `ranges` of blob `hash` from parts a peer sent separately: its post-order
+/// `outboard` and its bytes (read through `read_exact_at`, in increasing offset order). Nothing is checked here:
+/// the reader (`decode_range_response`) verifies every hash against `hash`, so a lying peer shows up there as a
+/// corrupt response. An outboard of the wrong length is refused at once.
+pub fn encode_range_response_from_parts(
+    hash: Hash32,
+    size: u64,
+    outboard: Vec<u8>,
+    ranges: &ChunkRanges,
+    read_exact_at: impl FnMut(u64, &mut [u8]) -> io::Result<()>,
+    mut out: impl Write,
+) -> Result<(), EncodeError> {
+    if size > BLOB_BYTES_MAX || outboard.len() as u64 != outboard_bytes(size) {
+        return Err(EncodeError::Io(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "outboard length does not match the blob size",
+        )));
+    }
+    let outboard = PostOrderMemOutboard {
+        root: blake3::Hash::from_bytes(hash.0),
+        tree: tree(size),
+        data: outboard,
+    };
+    let data = RemoteData {
+        size,
+        read_exact_at: std::sync::Mutex::new(read_exact_at),
+    };
+    out.write_all(&size.to_le_bytes())?;
+    bao_tree::io::sync::encode_ranges(data, outboard, ranges, out)
+}
+
 /// Reads and verifies a range response for blob `hash`, streaming: each verified leaf goes to `on_leaf(offset, bytes)`
 /// before the next is read. `expected_size`, when known (e.g. from a manifest), must equal the claimed size.
 /// Returns the (proven, if the ranges include the last chunk) size.
@@ -421,6 +484,60 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn response_from_parts_verifies_and_exposes_lies() {
+        let data = sample(300_000);
+        let hash = Hash32::of(&data);
+        let (_, outboard) = outboard_of(&data);
+        let read = |bytes: Vec<u8>| {
+            move |offset: u64, buf: &mut [u8]| -> io::Result<()> {
+                let start = offset as usize;
+                buf.copy_from_slice(&bytes[start..start + buf.len()]);
+                Ok(())
+            }
+        };
+        for ranges in [all_chunks(), byte_range_to_chunks(100_000, 120_000)] {
+            let mut resp = Vec::new();
+            encode_range_response_from_parts(
+                hash,
+                300_000,
+                outboard.clone(),
+                &ranges,
+                read(data.clone()),
+                &mut resp,
+            )
+            .unwrap();
+            let leaves = verify_range_response(hash, 300_000, &ranges, &resp).unwrap();
+            assert!(!leaves.is_empty());
+        }
+        let mut bad = data.clone();
+        bad[150_000] ^= 1;
+        let mut resp = Vec::new();
+        encode_range_response_from_parts(
+            hash,
+            300_000,
+            outboard.clone(),
+            &all_chunks(),
+            read(bad),
+            &mut resp,
+        )
+        .unwrap();
+        assert!(matches!(
+            verify_range_response(hash, 300_000, &all_chunks(), &resp),
+            Err(VerifyError::Corrupt(_))
+        ));
+        let short = outboard[..outboard.len() - 64].to_vec();
+        assert!(encode_range_response_from_parts(
+            hash,
+            300_000,
+            short,
+            &all_chunks(),
+            read(data),
+            Vec::new()
+        )
+        .is_err());
     }
 
     #[test]

@@ -55,3 +55,11 @@ pub const REPAIR_TIMEOUT_MS: u64 = 10 * 60 * 1000;
 pub const REPAIR_ATTEMPTS_MAX: u32 = 5;
 /// Fetch: providers tried per piece before giving up on that piece.
 pub const FETCH_PROVIDERS_PER_PIECE_MAX: usize = 8;
+/// Net: largest outboard a peer may send for one piece (16 MiB covers pieces up to 4 GiB at 16 KiB groups).
+pub const NET_OUTBOARD_BYTES_MAX: u64 = 16 << 20;
+/// Net: pieces fetched at once by `data get` and a joining node.
+pub const NET_PIECES_IN_FLIGHT_MAX: usize = 16;
+/// Net: a DHT provider lookup made by the store shell gives up after this long.
+pub const NET_PROVIDER_LOOKUP_TIMEOUT_MS: u64 = 30_000;
+/// Net: one whole-piece transfer gives up after this long.
+pub const NET_PIECE_TIMEOUT_MS: u64 = 10 * 60 * 1000;

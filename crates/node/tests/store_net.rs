@@ -1,0 +1,246 @@
+//! The store over real libp2p on 127.0.0.1: a collection coded 10-of-16 and placed by rendezvous hashing on 8
+//! storage nodes is fetched by fresh nodes that know only a bootstrap address, with a corrupt piece on one provider
+//! and with 3 storage nodes (6 pieces) gone, and always decodes bit for bit; an audit over the network bans the
+//! provider of the corrupt piece.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use net::{Identity, NetClient, NetConfig};
+use node::storage::{audit_tick, StoreNode};
+use store::audit::{AuditInput, AuditMachine};
+use store::collection::{self, InputFile};
+use store::erasure::ErasureParams;
+use store::fetch::ProviderLookup;
+use store::{Cid, CollectionKind, FileRole, LocalStore};
+use types::limits::store::QUOTA_BYTES_DEFAULT;
+use types::PeerId;
+
+struct Peer {
+    client: NetClient,
+    addr: String,
+    node: StoreNode,
+    _dir: tempfile::TempDir,
+}
+
+impl Peer {
+    fn id(&self) -> PeerId {
+        self.client.local_peer()
+    }
+}
+
+async fn start_peer(bootstrap: Option<&str>) -> Peer {
+    let dir = tempfile::tempdir().unwrap();
+    let config = NetConfig {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
+        bootstrap: bootstrap.into_iter().map(String::from).collect(),
+        autonat_only_global_ips: false,
+        ..NetConfig::default()
+    };
+    let (client, mut events, event_loop) = net::new(&Identity::generate(), config).unwrap();
+    tokio::spawn(event_loop.run());
+    // Drain events so the bounded channel never stalls the event loop; gossip is not used here.
+    tokio::spawn(async move { while events.recv().await.is_some() {} });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let addr = loop {
+        if let Some(addr) = client.listen_addrs().await.unwrap().into_iter().next() {
+            break addr;
+        }
+        assert!(Instant::now() < deadline, "node did not start listening");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let store = Arc::new(LocalStore::open(dir.path().join("store"), QUOTA_BYTES_DEFAULT).unwrap());
+    let node = StoreNode::start(client.clone(), store, None).await.unwrap();
+    Peer {
+        client,
+        addr,
+        node,
+        _dir: dir,
+    }
+}
+
+async fn wait_for_peers(peers: &[&Peer], want: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut counts = Vec::new();
+        for peer in peers {
+            counts.push(peer.client.peers().await.map(|p| p.len()).unwrap_or(0));
+        }
+        if counts.iter().all(|&c| c >= want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "peer counts {counts:?}, want {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn random_bytes(len: usize, seed: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    blake3::Hasher::new()
+        .update(seed)
+        .finalize_xof()
+        .fill(&mut out);
+    out
+}
+
+fn read_file(dir: &Path, name: &str) -> Vec<u8> {
+    std::fs::read(dir.join(name)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn collection_survives_lost_and_corrupt_providers_over_libp2p() {
+    let boot = start_peer(None).await;
+    let mut storage = vec![boot];
+    for _ in 1..8 {
+        storage.push(start_peer(Some(&storage[0].addr)).await);
+    }
+    let publisher = start_peer(Some(&storage[0].addr)).await;
+    let all: Vec<&Peer> = storage.iter().chain([&publisher]).collect();
+    wait_for_peers(&all, 3).await;
+
+    // Publish 10-of-16 on the publisher; storage nodes pull what rendezvous placement gives them.
+    let payload = random_bytes(3 * 1024 * 1024 + 12_345, b"store_net payload");
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(work.path().join("blob.bin"), &payload).unwrap();
+    let files = [InputFile {
+        path: work.path().join("blob.bin"),
+        name: "blob.bin".into(),
+        role: FileRole::Raw,
+    }];
+    let params = ErasureParams::for_payload(10, 16, payload.len() as u64).unwrap();
+    let publish_store = publisher.node.store().clone();
+    let manifest = tokio::task::spawn_blocking(move || {
+        collection::publish(&publish_store, CollectionKind::Raw, "blob", &files, params)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let root = manifest.cid();
+    // The manifest and 16 pieces at least.
+    assert!(publisher.node.announce_all().await.unwrap() >= 17);
+
+    let storage_ids: Vec<PeerId> = storage.iter().map(Peer::id).collect();
+    let mut holder = vec![None; 16];
+    for (i, peer) in storage.iter().enumerate() {
+        let held = peer.node.pull_assigned(root, &storage_ids).await.unwrap();
+        assert_eq!(held.len(), 2, "storage node {i} holds {held:?}");
+        for index in held {
+            assert!(
+                holder[index].replace(i).is_none(),
+                "piece {index} placed twice"
+            );
+        }
+    }
+    let holder: Vec<usize> = holder.into_iter().map(Option::unwrap).collect();
+    publisher.client.shutdown().await.unwrap();
+
+    // A fresh node that knows only the bootstrap address fetches from many providers in parallel.
+    let fetcher = start_peer(Some(&storage[0].addr)).await;
+    wait_for_peers(&[&fetcher], 1).await;
+    let out = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let (got, report) = fetcher.node.get_collection(root, out.path()).await.unwrap();
+    eprintln!(
+        "fetched {} pieces from {:?} in {:?}",
+        report.fetched.len(),
+        report
+            .fetched
+            .iter()
+            .map(|(_, p)| p.to_string()[..8].to_string())
+            .collect::<BTreeSet<_>>(),
+        started.elapsed()
+    );
+    assert_eq!(got, manifest);
+    assert_eq!(read_file(out.path(), "blob.bin"), payload);
+    let providers: BTreeSet<PeerId> = report.fetched.iter().map(|(_, p)| *p).collect();
+    assert!(providers.len() >= 4, "fetched from only {providers:?}");
+    fetcher.client.shutdown().await.unwrap();
+
+    // Flip one byte of piece `bad_index` on its (non-bootstrap) holder: the fetch detects it and decodes anyway.
+    let bad_index = (0..10).find(|&i| holder[i] != 0).unwrap();
+    let bad_holder = holder[bad_index];
+    let bad_piece = manifest.erasure.pieces[bad_index];
+    let path = storage[bad_holder].node.store().data_path(bad_piece.0);
+    let mut bytes = std::fs::read(&path).unwrap();
+    // One flipped byte per 8 KiB, so any challenged 16 KiB group of it fails too.
+    for at in (1000..bytes.len()).step_by(8192) {
+        bytes[at] ^= 0x40;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let fetcher = start_peer(Some(&storage[0].addr)).await;
+    wait_for_peers(&[&fetcher], 1).await;
+    let out = tempfile::tempdir().unwrap();
+    let (_, report) = fetcher.node.get_collection(root, out.path()).await.unwrap();
+    assert_eq!(read_file(out.path(), "blob.bin"), payload);
+    assert!(
+        report.failures.iter().any(|f| f.bad_bytes
+            && f.peer == storage[bad_holder].id()
+            && f.piece_index == Some(bad_index)),
+        "corruption not detected: {:?}",
+        report.failures
+    );
+    assert!(!report.fetched.iter().any(|(i, _)| *i == bad_index));
+    fetcher.client.shutdown().await.unwrap();
+
+    // Audit every placed copy (but its own) from storage node 0: the corrupt holder fails its bao proof, is banned,
+    // and lookups stop naming it.
+    let lookup = storage[0].node.lookup().clone();
+    let audit_store = storage[0].node.store().clone();
+    let tracked: Vec<(Cid, PeerId)> = (0..16)
+        .filter(|i| holder[*i] != 0)
+        .map(|i| (manifest.erasure.pieces[i], storage[holder[i]].id()))
+        .collect();
+    let piece_bytes = manifest.erasure.piece_bytes;
+    let (machine, listed) = tokio::task::spawn_blocking(move || {
+        let mut machine = AuditMachine::new();
+        for (piece, provider) in tracked {
+            machine.handle(AuditInput::Track {
+                piece,
+                size: piece_bytes,
+                provider,
+            });
+        }
+        audit_tick(&mut machine, &lookup, &audit_store, 0, 7).unwrap();
+        let listed: Vec<PeerId> = lookup
+            .providers(bad_piece)
+            .iter()
+            .map(|p| p.peer())
+            .collect();
+        (machine, listed)
+    })
+    .await
+    .unwrap();
+    let counters = machine.counters();
+    assert!(machine.is_banned(&storage[bad_holder].id()));
+    assert_eq!((counters.bad_proofs, counters.banned), (1, 1));
+    assert!(counters.passed >= 12, "{counters:?}");
+    assert!(!listed.contains(&storage[bad_holder].id()));
+    let store0 = storage[0].node.store();
+    assert_eq!(
+        store0.counter(store::local::COUNTER_AUDIT_BANNED).unwrap(),
+        1
+    );
+
+    // Stop three storage nodes (the corrupt one among them): 6 of 16 pieces gone, 10 left, still decodes.
+    let mut stopped = vec![bad_holder];
+    stopped.extend((1..8).filter(|i| *i != bad_holder).take(2));
+    for &i in &stopped {
+        storage[i].client.shutdown().await.unwrap();
+    }
+    let stopped_ids: BTreeSet<PeerId> = stopped.iter().map(|&i| storage[i].id()).collect();
+    let fetcher = start_peer(Some(&storage[0].addr)).await;
+    wait_for_peers(&[&fetcher], 1).await;
+    let out = tempfile::tempdir().unwrap();
+    let (_, report) = fetcher.node.get_collection(root, out.path()).await.unwrap();
+    assert_eq!(read_file(out.path(), "blob.bin"), payload);
+    assert_eq!(report.fetched.len(), 10);
+    assert!(report.fetched.iter().all(|(_, p)| !stopped_ids.contains(p)));
+    let lost: BTreeSet<usize> = (0..16).filter(|i| stopped.contains(&holder[*i])).collect();
+    assert_eq!(lost.len(), 6);
+    assert!(report.fetched.iter().all(|(i, _)| !lost.contains(i)));
+}
