@@ -101,6 +101,8 @@ pub enum FetchError {
     ProvidersExhausted,
     #[error("chunk {index} failed {attempts} times")]
     ChunkAttempts { index: u32, attempts: u32 },
+    #[error("chunk {index}: every provider stayed busy ({retries} answers)")]
+    ChunkBusy { index: u32, retries: u32 },
     #[error("the network stopped")]
     Stopped,
 }
@@ -175,6 +177,8 @@ struct Fetch {
     /// Chunks received, not yet delivered.
     received: BTreeMap<u32, Vec<u8>>,
     attempts: HashMap<u32, u32>,
+    /// `Busy` answers per chunk (counted apart from failed attempts).
+    busy: HashMap<u32, u32>,
     next_to_deliver: u32,
 }
 
@@ -204,6 +208,7 @@ impl Fetch {
             todo: [0].into_iter().collect(),
             received: BTreeMap::new(),
             attempts: HashMap::new(),
+            busy: HashMap::new(),
             next_to_deliver: 0,
         }
     }
@@ -291,7 +296,7 @@ impl Fetch {
                 return Ok(());
             }
             // Busy is not the provider's fault: ask again (the request already waited a backoff).
-            Ok(BlobResponse::Busy) => {}
+            Ok(BlobResponse::Busy) => return self.on_busy(index),
             // A provider without the blob, or with a different length, is useless for this fetch.
             Ok(BlobResponse::NotFound)
             | Ok(BlobResponse::OutOfRange { .. })
@@ -312,6 +317,19 @@ impl Fetch {
         }
         if !self.providers.iter().any(Provider::usable) {
             return Err(FetchError::ProvidersExhausted);
+        }
+        self.todo.insert(index);
+        Ok(())
+    }
+
+    fn on_busy(&mut self, index: u32) -> Result<(), FetchError> {
+        let retries = self.busy.entry(index).or_insert(0);
+        *retries += 1;
+        if *retries >= limits::BLOB_CHUNK_BUSY_RETRIES_MAX {
+            return Err(FetchError::ChunkBusy {
+                index,
+                retries: *retries,
+            });
         }
         self.todo.insert(index);
         Ok(())

@@ -71,6 +71,10 @@ pub const BLOB_WINDOW_CHUNKS_MAX: usize = 32;
 pub const BLOB_PROVIDERS_MAX: usize = 16;
 /// Times one chunk is re-requested (from any provider) before the fetch fails.
 pub const BLOB_CHUNK_ATTEMPTS_MAX: u32 = 8;
+/// `Busy` answers one chunk may get before the fetch fails. `Busy` is back-pressure, not failure
+/// (many fetches share one provider's BLOB_SERVING_MAX slots), so it has its own, larger budget:
+/// with the 50 ms back-off, about a minute of waiting per chunk.
+pub const BLOB_CHUNK_BUSY_RETRIES_MAX: u32 = 1200;
 /// Failures after which a provider is dropped from a fetch.
 pub const BLOB_PROVIDER_FAILURES_MAX: u32 = 3;
 /// A chunk request gives up after this long.
