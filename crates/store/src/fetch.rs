@@ -24,8 +24,13 @@ pub trait ProviderLookup: Send + Sync {
 pub enum FetchError {
     #[error("no provider returned a valid manifest for {0}")]
     NoManifest(Cid),
-    #[error("could fetch only {have} of the {needed} pieces needed")]
-    NotEnoughPieces { needed: usize, have: usize },
+    #[error("could fetch only {have} of the {needed} pieces needed ({failures} failed fetches; last: {last_error})")]
+    NotEnoughPieces {
+        needed: usize,
+        have: usize,
+        failures: usize,
+        last_error: String,
+    },
     #[error(transparent)]
     Collection(#[from] CollectionError),
     #[error(transparent)]
@@ -196,6 +201,11 @@ pub fn fetch_pieces(
         return Err(FetchError::NotEnoughPieces {
             needed: k,
             have: state.held,
+            failures: report.failures.len(),
+            last_error: report
+                .failures
+                .last()
+                .map_or_else(|| "none".to_string(), |f| f.error.clone()),
         });
     }
     Ok(())

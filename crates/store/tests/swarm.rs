@@ -247,6 +247,7 @@ fn any_six_of_sixteen_peers_can_go() {
         Err(FetchError::NotEnoughPieces {
             needed: 10,
             have: 9,
+            ..
         }) => {}
         other => panic!("expected NotEnoughPieces, got {:?}", other.map(|(_, r)| r)),
     }
