@@ -57,8 +57,11 @@ pub const REPAIR_ATTEMPTS_MAX: u32 = 5;
 pub const FETCH_PROVIDERS_PER_PIECE_MAX: usize = 8;
 /// Net: largest outboard a peer may send for one piece (16 MiB covers pieces up to 4 GiB at 16 KiB groups).
 pub const NET_OUTBOARD_BYTES_MAX: u64 = 16 << 20;
-/// Net: pieces fetched at once by `data get` and a joining node.
-pub const NET_PIECES_IN_FLIGHT_MAX: usize = 16;
+/// Net: pieces fetched at once by `data get` and a joining node. Each piece fetch keeps
+/// `net::BLOB_REQUESTS_PER_PROVIDER_MAX` (16) chunk streams open, and a connection carries at most
+/// `net::BLOB_STREAMS_PER_CONNECTION_MAX` (64): 4 pieces stay within it even when one provider
+/// holds them all (16 failed with refused streams), and 64 requests in flight fill loopback.
+pub const NET_PIECES_IN_FLIGHT_MAX: usize = 4;
 /// Net: a DHT provider lookup made by the store shell gives up after this long.
 pub const NET_PROVIDER_LOOKUP_TIMEOUT_MS: u64 = 30_000;
 /// Net: one whole-piece transfer gives up after this long.
