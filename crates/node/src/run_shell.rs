@@ -253,7 +253,7 @@ pub async fn run(
     println!("peer id {me}");
     println!("run {} ({})", run.run_id.0.to_hex(), run.genesis.run_name);
     println!("control api http://{control_addr}");
-    let listen_addrs = net.listen_addrs().await?;
+    let listen_addrs = wait_listen_addrs(&net, !config.net.listen.is_empty()).await?;
     for addr in &listen_addrs {
         println!("listening on {addr}");
     }
@@ -1171,4 +1171,21 @@ fn _assert_send() {
     fn is_send<T: Send>() {}
     is_send::<Done>();
     let _ = f32s_to_bytes;
+}
+
+/// The node's listen addresses. Binding reports them asynchronously, so right after start the list
+/// can still be empty (seen on a loaded machine); status and peers need them, so wait (bounded).
+async fn wait_listen_addrs(
+    net: &NetClient,
+    expect_some: bool,
+) -> Result<Vec<String>, net::NetError> {
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_millis(limits::NODE_START_TIMEOUT_MS / 2);
+    loop {
+        let addrs = net.listen_addrs().await?;
+        if !addrs.is_empty() || !expect_some || tokio::time::Instant::now() >= deadline {
+            return Ok(addrs);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
