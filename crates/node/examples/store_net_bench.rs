@@ -7,70 +7,25 @@
 //! the request to the decoded files on disk; the decode alone is then timed again on the fetched pieces.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use net::{Identity, NetClient, NetConfig};
-use node::storage::StoreNode;
 use store::collection::{self, InputFile};
 use store::erasure::ErasureParams;
-use store::{Cid, CollectionKind, FileRole, LocalStore, Manifest};
-use types::limits::store::QUOTA_BYTES_DEFAULT;
+use store::{Cid, CollectionKind, FileRole, Manifest};
 use types::PeerId;
 
-struct Peer {
-    client: NetClient,
-    addr: String,
-    node: StoreNode,
-    _dir: tempfile::TempDir,
-}
+#[path = "../tests/common/store_peer.rs"]
+mod store_peer;
 
-async fn start_peer(bootstrap: Option<&str>) -> Peer {
-    let dir = tempfile::tempdir().unwrap();
-    let config = NetConfig {
-        listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
-        bootstrap: bootstrap.into_iter().map(String::from).collect(),
-        autonat_only_global_ips: false,
-        ..NetConfig::default()
-    };
-    let (client, mut events, event_loop) = net::new(&Identity::generate(), config).unwrap();
-    tokio::spawn(event_loop.run());
-    tokio::spawn(async move { while events.recv().await.is_some() {} });
-    let addr = loop {
-        if let Some(addr) = client.listen_addrs().await.unwrap().into_iter().next() {
-            break addr;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let store = Arc::new(LocalStore::open(dir.path().join("store"), QUOTA_BYTES_DEFAULT).unwrap());
-    let node = StoreNode::start(client.clone(), store, None).await.unwrap();
-    Peer {
-        client,
-        addr,
-        node,
-        _dir: dir,
-    }
-}
+use store_peer::{start_peer, wait_for_peers, Peer};
 
-async fn wait_for_peers(peers: &[&Peer], want: usize) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let mut ok = true;
-        for peer in peers {
-            ok &= peer.client.peers().await.map(|p| p.len()).unwrap_or(0) >= want;
-        }
-        if ok {
-            return;
-        }
-        assert!(Instant::now() < deadline, "peers did not connect");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+/// How long the benchmark waits for connections (it runs on loaded machines too).
+const CONNECT_LIMIT: Duration = Duration::from_secs(60);
 
 /// Fetches `root` on a fresh node; returns (fetch + decode secs, decode-only secs, distinct providers).
 async fn timed_fetch(bootstrap: &str, root: Cid, payload: &[u8]) -> (f64, f64, usize) {
     let fetcher = start_peer(Some(bootstrap)).await;
-    wait_for_peers(&[&fetcher], 1).await;
+    wait_for_peers(&[&fetcher], 1, CONNECT_LIMIT).await;
     let out = tempfile::tempdir().unwrap();
     let started = Instant::now();
     let (manifest, report) = fetcher.node.get_collection(root, out.path()).await.unwrap();
@@ -126,7 +81,7 @@ async fn run(mib: usize) {
         storage.push(start_peer(Some(&publisher.addr)).await);
     }
     let all: Vec<&Peer> = storage.iter().chain([&publisher]).collect();
-    wait_for_peers(&all, 2).await;
+    wait_for_peers(&all, 2, CONNECT_LIMIT).await;
 
     let files = [InputFile {
         path: work.path().join("tensors.bin"),

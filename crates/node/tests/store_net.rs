@@ -5,79 +5,22 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use net::{Identity, NetClient, NetConfig};
-use node::storage::{audit_tick, StoreNode};
+use node::storage::audit_tick;
 use store::audit::{AuditInput, AuditMachine};
 use store::collection::{self, InputFile};
 use store::erasure::ErasureParams;
 use store::fetch::ProviderLookup;
-use store::{Cid, CollectionKind, FileRole, LocalStore};
-use types::limits::store::QUOTA_BYTES_DEFAULT;
+use store::{Cid, CollectionKind, FileRole};
 use types::PeerId;
 
-struct Peer {
-    client: NetClient,
-    addr: String,
-    node: StoreNode,
-    _dir: tempfile::TempDir,
-}
+mod common;
 
-impl Peer {
-    fn id(&self) -> PeerId {
-        self.client.local_peer()
-    }
-}
+use common::store_peer::{start_peer, wait_for_peers, Peer};
 
-async fn start_peer(bootstrap: Option<&str>) -> Peer {
-    let dir = tempfile::tempdir().unwrap();
-    let config = NetConfig {
-        listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
-        bootstrap: bootstrap.into_iter().map(String::from).collect(),
-        autonat_only_global_ips: false,
-        ..NetConfig::default()
-    };
-    let (client, mut events, event_loop) = net::new(&Identity::generate(), config).unwrap();
-    tokio::spawn(event_loop.run());
-    // Drain events so the bounded channel never stalls the event loop; gossip is not used here.
-    tokio::spawn(async move { while events.recv().await.is_some() {} });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let addr = loop {
-        if let Some(addr) = client.listen_addrs().await.unwrap().into_iter().next() {
-            break addr;
-        }
-        assert!(Instant::now() < deadline, "node did not start listening");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let store = Arc::new(LocalStore::open(dir.path().join("store"), QUOTA_BYTES_DEFAULT).unwrap());
-    let node = StoreNode::start(client.clone(), store, None).await.unwrap();
-    Peer {
-        client,
-        addr,
-        node,
-        _dir: dir,
-    }
-}
-
-async fn wait_for_peers(peers: &[&Peer], want: usize) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut counts = Vec::new();
-        for peer in peers {
-            counts.push(peer.client.peers().await.map(|p| p.len()).unwrap_or(0));
-        }
-        if counts.iter().all(|&c| c >= want) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "peer counts {counts:?}, want {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+/// How long the test waits for connections.
+const CONNECT_LIMIT: Duration = Duration::from_secs(30);
 
 fn random_bytes(len: usize, seed: &[u8]) -> Vec<u8> {
     let mut out = vec![0u8; len];
@@ -101,7 +44,7 @@ async fn collection_survives_lost_and_corrupt_providers_over_libp2p() {
     }
     let publisher = start_peer(Some(&storage[0].addr)).await;
     let all: Vec<&Peer> = storage.iter().chain([&publisher]).collect();
-    wait_for_peers(&all, 3).await;
+    wait_for_peers(&all, 3, CONNECT_LIMIT).await;
 
     // Publish 10-of-16 on the publisher; storage nodes pull what rendezvous placement gives them.
     let payload = random_bytes(3 * 1024 * 1024 + 12_345, b"store_net payload");
@@ -141,7 +84,7 @@ async fn collection_survives_lost_and_corrupt_providers_over_libp2p() {
 
     // A fresh node that knows only the bootstrap address fetches from many providers in parallel.
     let fetcher = start_peer(Some(&storage[0].addr)).await;
-    wait_for_peers(&[&fetcher], 1).await;
+    wait_for_peers(&[&fetcher], 1, CONNECT_LIMIT).await;
     let out = tempfile::tempdir().unwrap();
     let started = Instant::now();
     let (got, report) = fetcher.node.get_collection(root, out.path()).await.unwrap();
@@ -173,7 +116,7 @@ async fn collection_survives_lost_and_corrupt_providers_over_libp2p() {
     }
     std::fs::write(&path, &bytes).unwrap();
     let fetcher = start_peer(Some(&storage[0].addr)).await;
-    wait_for_peers(&[&fetcher], 1).await;
+    wait_for_peers(&[&fetcher], 1, CONNECT_LIMIT).await;
     let out = tempfile::tempdir().unwrap();
     let (_, report) = fetcher.node.get_collection(root, out.path()).await.unwrap();
     assert_eq!(read_file(out.path(), "blob.bin"), payload);
@@ -234,7 +177,7 @@ async fn collection_survives_lost_and_corrupt_providers_over_libp2p() {
     }
     let stopped_ids: BTreeSet<PeerId> = stopped.iter().map(|&i| storage[i].id()).collect();
     let fetcher = start_peer(Some(&storage[0].addr)).await;
-    wait_for_peers(&[&fetcher], 1).await;
+    wait_for_peers(&[&fetcher], 1, CONNECT_LIMIT).await;
     let out = tempfile::tempdir().unwrap();
     let (_, report) = fetcher.node.get_collection(root, out.path()).await.unwrap();
     assert_eq!(read_file(out.path(), "blob.bin"), payload);
