@@ -892,13 +892,7 @@ fn replay_math(
                 trainers.insert(peer, fresh);
             }
             let (trainer, feedback) = trainers.get_mut(&peer).expect("inserted above");
-            let ids = round::assign_data(
-                seed,
-                peer,
-                run.genesis.dataset_cid,
-                run.genesis.dataset_shards,
-                run.genesis.shards_per_trainer,
-            );
+            let ids = assigned_shards(run, seed, peer);
             let update = work.train_round(trainer, feedback, &theta, seed, &ids)?;
             blobs.push((peer, update.blob));
         }
@@ -952,13 +946,7 @@ fn single_node(
         let seed = Hash32::from_hex(&round.seed).context("history seed")?;
         for trainer_hex in &round.included {
             let peer = node::runspec::parse_peer(trainer_hex).context("history trainer")?;
-            let ids = round::assign_data(
-                seed,
-                peer,
-                run.genesis.dataset_cid,
-                run.genesis.dataset_shards,
-                run.genesis.shards_per_trainer,
-            );
+            let ids = assigned_shards(run, seed, peer);
             let tokens = work.assigned_tokens(&ids)?;
             let batch_seed = node::work::Workload::batch_seed(seed);
             for step in 0..h {
@@ -1137,4 +1125,15 @@ contributing node holds shares: {}.\n\n| peer | shares | share of total |\n|---|
         ));
     }
     text
+}
+
+/// The data shards `peer` trains on in the round with `seed` (the round protocol's pure assignment).
+fn assigned_shards(run: &node::Run, seed: Hash32, peer: PeerId) -> Vec<u32> {
+    round::assign_data(
+        seed,
+        peer,
+        run.genesis.dataset_cid,
+        run.genesis.dataset_shards,
+        run.genesis.shards_per_trainer,
+    )
 }
