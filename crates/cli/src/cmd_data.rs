@@ -1,4 +1,5 @@
-//! `commonweight data add|get|ls`: publish a dataset as an erasure-coded collection, fetch one back, list them.
+//! `commonweight data add|add-checkpoint|get|ls`: publish a dataset or a checkpoint as an erasure-coded collection,
+//! fetch one back, list them.
 //!
 //! `data add` tokenizes the input with `data::prepare` (train and val token shards, `tokenizer.json`, `dataset.json`
 //! in `<data-dir>/prepared/<name>`), then publishes that folder as a dataset collection.
@@ -55,6 +56,25 @@ enum DataCommand {
         #[command(flatten)]
         dir: DataDirArgs,
     },
+    /// Publish a checkpoint folder (model.safetensors, config.json, tokenizer.json, ...) as an erasure-coded
+    /// checkpoint collection, and print its root CID. Peers fetch it with `data get CID --bootstrap`.
+    AddCheckpoint {
+        path: PathBuf,
+        /// The training step the checkpoint was taken at.
+        #[arg(long, default_value_t = 0)]
+        step: u64,
+        /// Pieces needed to decode.
+        #[arg(long, default_value_t = ERASURE_DATA_PIECES_DEFAULT)]
+        k: u16,
+        /// Pieces in all.
+        #[arg(long, default_value_t = ERASURE_TOTAL_PIECES_DEFAULT)]
+        n: u16,
+        /// Reed-Solomon shard size (a multiple of 64); default: fitted to the payload.
+        #[arg(long)]
+        shard_bytes: Option<u32>,
+        #[command(flatten)]
+        dir: DataDirArgs,
+    },
     /// Fetch a collection by root CID, verify it, and decode its files into DIR.
     Get {
         cid: String,
@@ -99,8 +119,16 @@ pub fn run(args: DataArgs) -> Result<()> {
                 val_fraction,
                 seed,
             };
-            add(&dir.resolve()?, &path, &prep, k, n, shard_bytes)
+            add(&dir.resolve()?, &path, &prep, (k, n, shard_bytes))
         }
+        DataCommand::AddCheckpoint {
+            path,
+            step,
+            k,
+            n,
+            shard_bytes,
+            dir,
+        } => add_checkpoint(&dir.resolve()?, &path, step, (k, n, shard_bytes)),
         DataCommand::Get {
             cid,
             out,
@@ -125,9 +153,7 @@ fn add(
     data_dir: &Path,
     path: &Path,
     prep: &Prep,
-    k: u16,
-    n: u16,
-    shard_bytes: Option<u32>,
+    (k, n, shard_bytes): (u16, u16, Option<u32>),
 ) -> Result<()> {
     let spec: data::TokenizerSpec = prep
         .tokenizer
@@ -164,15 +190,6 @@ fn add(
     }
     add_file(data::prepare::TOKENIZER_JSON, FileRole::Tokenizer);
     add_file(data::prepare::DATASET_JSON, FileRole::Stats);
-    let total: u64 = files
-        .iter()
-        .map(|f| std::fs::metadata(&f.path).map(|m| m.len()).unwrap_or(0))
-        .sum();
-    let params = match shard_bytes {
-        Some(shard) => ErasureParams::new(k, n, shard),
-        None => ErasureParams::for_payload(k, n, total),
-    }
-    .context("bad --k/--n/--shard-bytes")?;
     let stats = vec![
         ("train_tokens".to_string(), m.train.tokens),
         ("val_tokens".to_string(), m.val.tokens),
@@ -185,13 +202,75 @@ fn add(
         tokenizer: m.tokenizer_spec.clone(),
         stats,
     };
-    let store = open_store(data_dir)?;
-    let manifest = collection::publish(&store, kind, &name, &files, params)?;
     eprintln!(
-        "{} train + {} val tokens (vocab {}), {} files, {} bytes, coded {}-of-{} into pieces of {} bytes",
-        m.train.tokens,
-        m.val.tokens,
-        m.vocab_size,
+        "{} train + {} val tokens (vocab {})",
+        m.train.tokens, m.val.tokens, m.vocab_size
+    );
+    publish_files(data_dir, kind, &name, &files, (k, n, shard_bytes))
+}
+
+/// `data add-checkpoint`: every file of the checkpoint folder, with the model hash of its parameters.
+fn add_checkpoint(
+    data_dir: &Path,
+    path: &Path,
+    step: u64,
+    coding: (u16, u16, Option<u32>),
+) -> Result<()> {
+    let (_, params) = model::checkpoint::load_params(path)
+        .with_context(|| format!("reading the checkpoint in {}", path.display()))?;
+    let model_hash = types::Hash32::of_f32s(&params);
+    drop(params);
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(path).with_context(|| format!("listing {}", path.display()))? {
+        let entry = entry?;
+        if !entry.file_type()?.is_file() {
+            continue;
+        }
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let role = match name.as_str() {
+            "model.safetensors" => FileRole::TensorChunk,
+            "config.json" => FileRole::Config,
+            "tokenizer.json" => FileRole::Tokenizer,
+            _ => FileRole::Raw,
+        };
+        files.push(InputFile {
+            path: entry.path(),
+            name,
+            role,
+        });
+    }
+    files.sort_by(|a, b| a.name.cmp(&b.name));
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("checkpoint")
+        .to_string();
+    eprintln!("checkpoint at step {step}, model {}", model_hash.to_hex());
+    let kind = CollectionKind::Checkpoint { step, model_hash };
+    publish_files(data_dir, kind, &name, &files, coding)
+}
+
+/// Codes `files` k-of-n into this node's store as one collection and prints its root CID.
+fn publish_files(
+    data_dir: &Path,
+    kind: CollectionKind,
+    name: &str,
+    files: &[InputFile],
+    (k, n, shard_bytes): (u16, u16, Option<u32>),
+) -> Result<()> {
+    let total: u64 = files
+        .iter()
+        .map(|f| std::fs::metadata(&f.path).map(|m| m.len()).unwrap_or(0))
+        .sum();
+    let params = match shard_bytes {
+        Some(shard) => ErasureParams::new(k, n, shard),
+        None => ErasureParams::for_payload(k, n, total),
+    }
+    .context("bad --k/--n/--shard-bytes")?;
+    let store = open_store(data_dir)?;
+    let manifest = collection::publish(&store, kind, name, files, params)?;
+    eprintln!(
+        "{} files, {} bytes, coded {}-of-{} into pieces of {} bytes",
         files.len(),
         total,
         k,

@@ -1,7 +1,8 @@
 //! The store as `commonweight` processes on 127.0.0.1: `data add` publishes a dataset 10-of-16, four
 //! `node --serve-store --keep ROOT` processes pull their placement share, the publisher is SIGKILLed, the keepers
 //! rebuild its share, a rotten piece on a keeper is found by its scrub and repaired, `store status` reads a
-//! running node, and a fresh `data get --bootstrap` decodes the dataset bit for bit from the keepers.
+//! running node, and a fresh `data get --bootstrap` decodes the dataset bit for bit from the keepers; a
+//! checkpoint published with `data add-checkpoint` is pulled by a late joiner from several keepers in parallel.
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -51,7 +52,7 @@ fn start(dir: &Path, extra: &[String]) -> NodeProcess {
         .args(["--maintenance-ms", MAINTENANCE_MS])
         .args(extra)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.with_extension("log")).unwrap())
         .spawn()
         .expect("spawn commonweight node");
     let mut node = NodeProcess {
@@ -101,21 +102,17 @@ fn listen_addr(node: &NodeProcess) -> String {
     addr.unwrap()
 }
 
-/// The piece indices a node holds, from its running control API.
-fn held(node: &NodeProcess) -> BTreeSet<u64> {
+/// The (collection root, piece index) pairs a node holds, from its running control API.
+fn held(node: &NodeProcess) -> BTreeSet<(String, u64)> {
     let view = get_json(&node.control, "/store");
-    view["collections"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|c| {
-            c["held"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|i| i.as_u64().unwrap())
-        })
-        .collect()
+    let mut held = BTreeSet::new();
+    for c in view["collections"].as_array().unwrap() {
+        let root = c["root"].as_str().unwrap().to_owned();
+        for index in c["held"].as_array().unwrap() {
+            held.insert((root.clone(), index.as_u64().unwrap()));
+        }
+    }
+    held
 }
 
 fn counter(node: &NodeProcess, name: &str) -> u64 {
@@ -124,7 +121,7 @@ fn counter(node: &NodeProcess, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn held_by_all(nodes: &[&NodeProcess]) -> BTreeSet<u64> {
+fn held_by_all(nodes: &[&NodeProcess]) -> BTreeSet<(String, u64)> {
     nodes.iter().flat_map(|n| held(n)).collect()
 }
 
@@ -187,13 +184,13 @@ fn files_in(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 #[test]
 fn keepers_repair_a_lost_publisher_and_a_rotten_piece() {
     let tmp = tempfile::tempdir().unwrap();
-    let corpus = tmp.path().join("corpus.txt");
-    write_corpus(&corpus);
-    let publisher_dir = tmp.path().join("publisher");
+    let path = |name: &str| tmp.path().join(name).to_str().unwrap().to_owned();
+    write_corpus(Path::new(&path("corpus.txt")));
+    let publisher_dir = path("publisher");
     let added = cw(&[
         "data",
         "add",
-        corpus.to_str().unwrap(),
+        &path("corpus.txt"),
         "--tokenizer",
         "bytes",
         "--k",
@@ -201,39 +198,75 @@ fn keepers_repair_a_lost_publisher_and_a_rotten_piece() {
         "--n",
         "16",
         "--data-dir",
-        publisher_dir.to_str().unwrap(),
+        &publisher_dir,
     ]);
     let root = String::from_utf8(added.stdout).unwrap().trim().to_owned();
     // The reference copy, decoded from the publisher's own store before anything runs.
-    let reference = tmp.path().join("reference");
     cw(&[
         "data",
         "get",
         &root,
         "--out",
-        reference.to_str().unwrap(),
+        &path("reference"),
         "--data-dir",
-        publisher_dir.to_str().unwrap(),
+        &publisher_dir,
     ]);
+    // A checkpoint (two steps of the tiny model), published the same way.
+    cw(&[
+        "train",
+        "--data",
+        &path("corpus.txt"),
+        "--preset",
+        "tiny",
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--seq-len",
+        "32",
+        "--threads",
+        "1",
+        "--val-tokens",
+        "1024",
+        "--out",
+        &path("checkpoint"),
+        "--data-dir",
+        &path("trainer"),
+    ]);
+    let added = cw(&[
+        "data",
+        "add-checkpoint",
+        &path("checkpoint"),
+        "--step",
+        "2",
+        "--data-dir",
+        &publisher_dir,
+    ]);
+    let checkpoint_root = String::from_utf8(added.stdout).unwrap().trim().to_owned();
 
-    let mut publisher = start(&publisher_dir, &[]);
+    let mut publisher = start(Path::new(&publisher_dir), &[]);
     let boot = listen_addr(&publisher);
-    let keep = [
-        "--bootstrap".to_string(),
-        boot.clone(),
-        "--keep".to_string(),
-        root.clone(),
-    ];
+    let keep: Vec<String> = [
+        "--bootstrap",
+        &boot,
+        "--keep",
+        &root,
+        "--keep",
+        &checkpoint_root,
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
     let keepers: Vec<NodeProcess> = (0..4)
         .map(|i| start(&tmp.path().join(format!("keeper{i}")), &keep))
         .collect();
     let keeper_refs: Vec<&NodeProcess> = keepers.iter().collect();
 
-    // Every keeper pulls a share; together (with the publisher's share) they cover the collection.
+    // Every keeper pulls a share; together (with the publisher's share) they cover both collections.
     wait_until("every keeper to hold a share", LIMIT, || {
-        keepers.iter().all(|k| !held(k).is_empty()) && held_by_all(&keeper_refs).len() >= 10
+        keepers.iter().all(|k| !held(k).is_empty()) && held_by_all(&keeper_refs).len() >= 20
     });
-    assert_eq!(held(&publisher).len(), 16);
+    assert_eq!(held(&publisher).len(), 32);
 
     // The publisher dies: the keepers see it gone, and placement over the 4 left moves its share onto them.
     publisher.child.kill().unwrap();
@@ -241,10 +274,10 @@ fn keepers_repair_a_lost_publisher_and_a_rotten_piece() {
     wait_until(
         "the keepers to rebuild the publisher's share",
         LIMIT,
-        || held_by_all(&keeper_refs).len() == 16,
+        || held_by_all(&keeper_refs).len() == 32,
     );
 
-    // Rot one piece on keeper 0: its scrub finds it, drops it, and its repair brings it back.
+    // Rot one piece on keeper 0: its scrub finds it and drops it, and repair brings the piece back.
     let keeper0_store = keepers[0].dir.join("store").join("blobs");
     let rotten = piece_files(&keeper0_store)
         .into_iter()
@@ -259,8 +292,8 @@ fn keepers_repair_a_lost_publisher_and_a_rotten_piece() {
     });
     // Placement puts the piece on keeper 0 (it rebuilds it) unless it held it only because its view of the
     // keepers was partial for a while; either way every piece has a sound holder again.
-    wait_until("all 16 pieces held again", LIMIT, || {
-        held_by_all(&keeper_refs).len() == 16
+    wait_until("all 32 pieces held again", LIMIT, || {
+        held_by_all(&keeper_refs).len() == 32
             && std::fs::read(&rotten).map(|b| b != bytes).unwrap_or(true)
     });
 
@@ -277,20 +310,58 @@ fn keepers_repair_a_lost_publisher_and_a_rotten_piece() {
 
     // A fresh node that knows only one keeper fetches the whole dataset, bit for bit.
     let keeper_addr = listen_addr(&keepers[1]);
-    let fetched = tmp.path().join("fetched");
     cw(&[
         "data",
         "get",
         &root,
         "--out",
-        fetched.to_str().unwrap(),
+        &path("fetched"),
         "--bootstrap",
         &keeper_addr,
         "--data-dir",
-        tmp.path().join("fresh").to_str().unwrap(),
+        &path("fresh"),
     ]);
-    assert_eq!(files_in(&fetched), files_in(&reference));
-    assert!(!files_in(&reference).is_empty());
+    let reference = files_in(Path::new(&path("reference")));
+    assert!(!reference.is_empty());
+    assert_eq!(files_in(Path::new(&path("fetched"))), reference);
+
+    // A node that joins late pulls the checkpoint from several keepers in parallel, bit for bit.
+    let got = cw(&[
+        "data",
+        "get",
+        &checkpoint_root,
+        "--out",
+        &path("fetched-checkpoint"),
+        "--bootstrap",
+        &keeper_addr,
+        "--data-dir",
+        &path("late"),
+    ]);
+    let log = String::from_utf8_lossy(&got.stderr);
+    let providers: usize = log
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("fetched from ")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no provider count in {log}"));
+    assert!(
+        providers >= 2,
+        "pulled from {providers} keeper(s) only: {log}"
+    );
+    let fetched = files_in(Path::new(&path("fetched-checkpoint")));
+    assert!(fetched
+        .iter()
+        .any(|(name, _)| name == Path::new("model.safetensors")));
+    for (name, bytes) in fetched {
+        assert_eq!(
+            std::fs::read(tmp.path().join("checkpoint").join(&name)).unwrap(),
+            bytes
+        );
+    }
 }
 
 /// The data files (not outboards) under a store's `blobs/` folder whose size is a piece's, largest first.

@@ -207,7 +207,12 @@ async fn maintenance_loop(
         let now_ms = started.elapsed().as_millis() as u64;
         match served.node.maintain(&maintainer, now_ms, seed).await {
             Ok(report) => {
-                if report != MaintenanceReport::default() {
+                let quiet = MaintenanceReport {
+                    scrubbed: report.scrubbed,
+                    audit_challenges: report.audit_challenges,
+                    ..MaintenanceReport::default()
+                };
+                if report != quiet {
                     tracing::info!(?report, "maintenance pass");
                 }
                 *served.last_pass.lock().expect("lock") = Some(report);

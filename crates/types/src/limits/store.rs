@@ -69,6 +69,6 @@ pub const NET_PIECE_TIMEOUT_MS: u64 = 10 * 60 * 1000;
 /// Net: a storage node's maintenance pass (scrub, repair, audit) runs this often by default.
 pub const STORE_MAINTENANCE_INTERVAL_MS: u64 = 60_000;
 /// Net: bytes of held pieces one maintenance pass hashes again (scrubbing), so a pass stays short on a big store.
-pub const SCRUB_BYTES_PER_PASS_MAX: u64 = 1 << 30;
+pub const SCRUB_BYTES_PER_PASS_MAX: u64 = 256 << 20;
 /// Net: collections a storage node keeps (pins, repairs and audits).
 pub const KEPT_COLLECTIONS_MAX: usize = 1024;
