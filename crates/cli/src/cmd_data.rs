@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use store::collection::{self, InputFile};
+use store::collection;
 use store::erasure::ErasureParams;
 use store::fetch::{self, ProviderLookup};
-use store::{Cid, CollectionKind, FileRole, LocalProvider, LocalStore, PieceProvider};
+use store::{Cid, CollectionKind, LocalProvider, LocalStore, PieceProvider};
 use types::limits::store::{
     ERASURE_DATA_PIECES_DEFAULT, ERASURE_TOTAL_PIECES_DEFAULT, QUOTA_BYTES_DEFAULT,
 };
@@ -148,22 +148,7 @@ fn add(
     )
     .with_context(|| format!("preparing {}", path.display()))?;
     let m = &prepared.manifest;
-    let mut files = Vec::new();
-    let mut add_file = |file: &str, role| {
-        files.push(InputFile {
-            path: prepared_dir.join(file),
-            name: file.into(),
-            role,
-        })
-    };
-    for shard in &m.train.shards {
-        add_file(&shard.file, FileRole::TrainShard);
-    }
-    for shard in &m.val.shards {
-        add_file(&shard.file, FileRole::ValShard);
-    }
-    add_file(data::prepare::TOKENIZER_JSON, FileRole::Tokenizer);
-    add_file(data::prepare::DATASET_JSON, FileRole::Stats);
+    let files = node::run_fetch::dataset_files(&prepared);
     let total: u64 = files
         .iter()
         .map(|f| std::fs::metadata(&f.path).map(|m| m.len()).unwrap_or(0))
@@ -173,18 +158,7 @@ fn add(
         None => ErasureParams::for_payload(k, n, total),
     }
     .context("bad --k/--n/--shard-bytes")?;
-    let stats = vec![
-        ("train_tokens".to_string(), m.train.tokens),
-        ("val_tokens".to_string(), m.val.tokens),
-        ("train_text_bytes".to_string(), m.train.bytes),
-        ("val_text_bytes".to_string(), m.val.bytes),
-        ("vocab_size".to_string(), m.vocab_size as u64),
-        ("documents".to_string(), m.documents),
-    ];
-    let kind = CollectionKind::Dataset {
-        tokenizer: m.tokenizer_spec.clone(),
-        stats,
-    };
+    let kind = node::run_fetch::dataset_kind(m);
     let store = open_store(data_dir)?;
     let manifest = collection::publish(&store, kind, &name, &files, params)?;
     eprintln!(
