@@ -2,7 +2,7 @@
 //! nodes (a node catches up to a state only on CATCH_UP_VOTES_MIN = 3 matching votes); once they run, the prepared dataset folder is moved away (as if on another machine), and a node with a
 //! fresh data dir joins knowing only a bootstrap address and the run id. It must fetch the run file (checked
 //! against the run id) and the dataset (checked against its collection CID and the genesis dataset hash) from
-//! the founders, and settle rounds with them on the same model hash.
+//! the founders, settle rounds with them on the same model hash, and contribute an update that they include.
 
 use std::io::Read;
 use std::net::TcpStream;
@@ -193,6 +193,10 @@ fn a_fresh_node_joins_with_only_a_bootstrap_address_and_the_run_id() {
         .to_owned();
     let f1 = start(&founders[1], run_file.to_str().unwrap(), Some(&boot));
     let f2 = start(&founders[2], run_file.to_str().unwrap(), Some(&boot));
+    // A run under way: the founders settle a few rounds before anyone joins.
+    wait_until("the founders' first rounds", Duration::from_secs(120), || {
+        history(&f0).len() >= 3
+    });
     // The founders hold the dataset in memory now; take the folder away so the joiner cannot read it.
     let spec: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&run_file).unwrap()).unwrap();
@@ -248,6 +252,7 @@ fn a_fresh_node_joins_with_only_a_bootstrap_address_and_the_run_id() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let round = settled["round"].as_u64().unwrap();
+    assert!(round >= 3, "the joiner settled round {round}, before it joined");
     let hash = settled["model_hash"].as_str().unwrap().to_owned();
     for founder in [&f0, &f1, &f2] {
         wait_until("the founder's history", Duration::from_secs(60), || {
@@ -271,4 +276,28 @@ fn a_fresh_node_joins_with_only_a_bootstrap_address_and_the_run_id() {
         &hash[..16],
         started.elapsed().as_secs_f64()
     );
+
+    // And it trains: the founders admit it and include its update in a settled round.
+    let me = status(&joiner)["peer_id"].as_str().unwrap().to_owned();
+    wait_until(
+        "a round that includes the joiner's update",
+        Duration::from_secs(180),
+        || {
+            history(&f0)
+                .iter()
+                .any(|l| l["included"].as_array().unwrap().iter().any(|p| p == &me))
+        },
+    );
+    eprintln!(
+        "joiner's update included after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    for line in history(&joiner) {
+        eprintln!(
+            "joiner history: round {} model {} included {}",
+            line["round"],
+            &line["model_hash"].as_str().unwrap()[..16],
+            line["included"].as_array().unwrap().len()
+        );
+    }
 }
