@@ -194,9 +194,11 @@ fn a_fresh_node_joins_with_only_a_bootstrap_address_and_the_run_id() {
     let f1 = start(&founders[1], run_file.to_str().unwrap(), Some(&boot));
     let f2 = start(&founders[2], run_file.to_str().unwrap(), Some(&boot));
     // A run under way: the founders settle a few rounds before anyone joins.
-    wait_until("the founders' first rounds", Duration::from_secs(120), || {
-        history(&f0).len() >= 3
-    });
+    wait_until(
+        "the founders' first rounds",
+        Duration::from_secs(120),
+        || history(&f0).len() >= 3,
+    );
     // The founders hold the dataset in memory now; take the folder away so the joiner cannot read it.
     let spec: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&run_file).unwrap()).unwrap();
@@ -252,7 +254,10 @@ fn a_fresh_node_joins_with_only_a_bootstrap_address_and_the_run_id() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let round = settled["round"].as_u64().unwrap();
-    assert!(round >= 3, "the joiner settled round {round}, before it joined");
+    assert!(
+        round >= 3,
+        "the joiner settled round {round}, before it joined"
+    );
     let hash = settled["model_hash"].as_str().unwrap().to_owned();
     for founder in [&f0, &f1, &f2] {
         wait_until("the founder's history", Duration::from_secs(60), || {
