@@ -277,9 +277,11 @@ pub fn run(args: SwarmArgs) -> Result<()> {
         founders,
     };
     // Node 0's store takes the dataset collection (the others publish the same one when they start), so a
-    // node can join this swarm with only its run id.
-    let store = crate::cmd_data::open_store(&dirs[0])?;
-    let spec = node::runspec::init(&config, Some(&store)).context("creating the genesis")?;
+    // node can join this swarm with only its run id. The store is closed again before node 0 opens it.
+    let spec = {
+        let store = crate::cmd_data::open_store(&dirs[0])?;
+        node::runspec::init(&config, Some(&store)).context("creating the genesis")?
+    };
     node::Run::write_spec(&spec, &run_file)?;
     let run = node::Run::from_spec(spec)?;
     println!(
