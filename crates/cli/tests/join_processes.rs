@@ -2,7 +2,8 @@
 //! nodes (a node catches up to a state only on CATCH_UP_VOTES_MIN = 3 matching votes); once they run, the prepared dataset folder is moved away (as if on another machine), and a node with a
 //! fresh data dir joins knowing only a bootstrap address and the run id. It must fetch the run file (checked
 //! against the run id) and the dataset (checked against its collection CID and the genesis dataset hash) from
-//! the founders, settle rounds with them on the same model hash, and contribute an update that they include.
+//! the founders, settle rounds with them on the same model hash, and contribute an update that they include; restarted
+//! with the same command, it uses its own copies and takes part again.
 
 use std::io::Read;
 use std::net::TcpStream;
@@ -221,8 +222,11 @@ fn a_fresh_node_joins_with_only_a_bootstrap_address_and_the_run_id() {
     let copy = joiner_dir.join("runs").join(&run_id[..16]).join("run.json");
     let fetched: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&copy).unwrap()).unwrap();
-    assert_eq!(fetched, spec, "the joiner holds another run file");
+    // The founders' run file, but for the dataset path (local to each machine, not bound by the run id).
     let dataset_copy = copy.parent().unwrap().join("dataset");
+    let mut expected = spec.clone();
+    expected["dataset"] = serde_json::Value::from(dataset_copy.to_str().unwrap());
+    assert_eq!(fetched, expected, "the joiner holds another run file");
     assert!(dataset_copy.join("dataset.json").is_file());
     assert_eq!(status(&joiner)["run_id"].as_str(), Some(run_id.as_str()));
     eprintln!(
@@ -305,4 +309,40 @@ fn a_fresh_node_joins_with_only_a_bootstrap_address_and_the_run_id() {
             line["included"].as_array().unwrap().len()
         );
     }
+
+    // Restarted with the same command, it uses its own copies (no fetch) and takes part again.
+    let last = history(&joiner).last().unwrap()["round"].as_u64().unwrap();
+    let mut joiner = joiner;
+    stop(&mut joiner);
+    let joiner = start(&joiner_dir, &run_id, Some(&boot));
+    let log = joiner.log();
+    assert!(!log.contains("fetching"), "{log}");
+    wait_until(
+        "the restarted joiner to settle a round",
+        Duration::from_secs(120),
+        || {
+            history(&joiner)
+                .last()
+                .is_some_and(|l| l["round"].as_u64().unwrap() > last)
+        },
+    );
+}
+
+/// SIGTERM, then wait for a clean exit.
+fn stop(node: &mut NodeProcess) {
+    let pid = node.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = node.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "node did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "node exited with {status}");
 }

@@ -3,7 +3,8 @@
 //! Members serve their run file under `run_file_key(run_id)` over the blob protocol and announce it in the DHT. A
 //! joiner asks the key's providers (and its connected peers) and keeps the first file that parses and whose genesis
 //! hashes to the run id; the genesis carries the digest of the rest of the file (`runspec::spec_digest`), so no peer
-//! can feed it a different run. The dataset travels as a store collection (`RunSpec::dataset_collection`): members
+//! can feed it a different run. The one field the run id does not bind, the dataset path, is replaced by the
+//! joiner's own. The dataset travels as a store collection (`RunSpec::dataset_collection`): members
 //! publish their dataset folder into their store (the same folder gives the same root CID everywhere) and serve
 //! it; a joiner fetches the collection (the store checks every piece against its CID) and uses it only once its
 //! training tokens hash to the genesis dataset hash.
@@ -22,7 +23,7 @@ use types::limits::node as limits;
 use types::limits::store::{ERASURE_DATA_PIECES_DEFAULT, ERASURE_TOTAL_PIECES_DEFAULT};
 use types::{Hash32, PeerId, RunId};
 
-use crate::runspec::{dataset_hash, Run, RunSpecError};
+use crate::runspec::{dataset_hash, parse_spec, Run, RunSpecError};
 use crate::storage::{StorageError, StoreNode};
 
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +81,8 @@ pub fn run_file_key(run_id: RunId) -> Hash32 {
     Hash32(*hasher.finalize().as_bytes())
 }
 
-/// Where a data dir keeps the run file of `run_id` (next to the run's persisted state).
+/// Where a data dir keeps the run file of `run_id` (next to the run's persisted state, and to `dataset/`, the
+/// dataset a joiner fetched).
 pub fn run_file_path(data_dir: &Path, run_id: Hash32) -> PathBuf {
     data_dir
         .join("runs")
@@ -124,12 +126,14 @@ impl BlobSource for RunFileBlobs {
 }
 
 /// Fetches the run file of `run_id` from peers: the DHT providers of its key, then every connected peer, in
-/// rounds until RUN_FILE_FETCH_TIMEOUT_MS. Returns the first file that parses and checks to `run_id`, with its
-/// bytes; a peer that serves anything else is not asked again.
+/// rounds until RUN_FILE_FETCH_TIMEOUT_MS. Returns the first file that parses and checks to `run_id`; a peer that
+/// serves anything else is not asked again. The file's dataset path (local to whoever wrote it, and not bound by the
+/// run id) is replaced by `dataset_dir`, so a peer cannot make this node read a folder of the peer's choosing.
 pub async fn fetch_run_file(
     net: &NetClient,
     run_id: RunId,
-) -> Result<(Run, Vec<u8>), RunFetchError> {
+    dataset_dir: &Path,
+) -> Result<Run, RunFetchError> {
     let key = run_file_key(run_id);
     let started = tokio::time::Instant::now();
     let deadline = started + Duration::from_millis(limits::RUN_FILE_FETCH_TIMEOUT_MS);
@@ -151,8 +155,12 @@ pub async fn fetch_run_file(
                 }
             };
             let origin = PathBuf::from(format!("<from peer {peer}>"));
-            match Run::from_bytes(&bytes, &origin) {
-                Ok(run) if run.run_id == run_id => return Ok((run, bytes)),
+            let checked = parse_spec(&bytes, &origin).and_then(|mut spec| {
+                spec.dataset = dataset_dir.to_owned();
+                Run::from_spec(spec)
+            });
+            match checked {
+                Ok(run) if run.run_id == run_id => return Ok(run),
                 Ok(run) => last = format!("peer {peer} served run {}", run.run_id.0),
                 Err(e) => last = e.to_string(),
             }

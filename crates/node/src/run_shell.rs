@@ -144,12 +144,15 @@ async fn prepare(config: &RunNodeConfig, net: &NetClient) -> Result<Prepared, Ru
         }
         RunSource::Fetch(run_id) => {
             println!("fetching the run file of run {} from peers", run_id.0);
-            let (run, bytes) = crate::run_fetch::fetch_run_file(net, *run_id).await?;
             let path = crate::run_fetch::run_file_path(&config.data_dir, run_id.0);
+            let dataset_dir = path.with_file_name("dataset");
+            let run = crate::run_fetch::fetch_run_file(net, *run_id, &dataset_dir).await?;
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent).map_err(RunNodeError::Control)?;
             }
-            crate::shell::write_atomic(&path, &bytes).map_err(RunNodeError::Control)?;
+            // Kept with this node's dataset path, so a restart names the run by its id and finds the dataset.
+            Run::write_spec(&run.spec, &path)?;
+            let bytes = std::fs::read(&path).map_err(RunNodeError::Control)?;
             println!("run file verified: {}", path.display());
             (run, bytes)
         }

@@ -286,6 +286,20 @@ pub fn spec_digest(spec: &RunSpec) -> Hash32 {
     Hash32(*hasher.finalize().as_bytes())
 }
 
+/// Parses run file bytes (bounded by RUN_FILE_BYTES_MAX) without checking them against the genesis.
+pub fn parse_spec(bytes: &[u8], origin: &Path) -> Result<RunSpec, RunSpecError> {
+    if bytes.len() as u64 > limits::RUN_FILE_BYTES_MAX {
+        return Err(RunSpecError::TooLarge {
+            path: origin.to_owned(),
+            len: bytes.len() as u64,
+        });
+    }
+    serde_json::from_slice(bytes).map_err(|e| RunSpecError::Parse {
+        path: origin.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
 /// The hash that names a prepared dataset in the genesis: BLAKE3 over its training tokens (u32 LE).
 pub fn dataset_hash(tokens: &[u32]) -> Hash32 {
     let mut hasher = blake3::Hasher::new();
@@ -432,17 +446,7 @@ impl Run {
 
     /// Parses and checks run file bytes; `origin` names where they came from (a path, or the peer).
     pub fn from_bytes(bytes: &[u8], origin: &Path) -> Result<Run, RunSpecError> {
-        if bytes.len() as u64 > limits::RUN_FILE_BYTES_MAX {
-            return Err(RunSpecError::TooLarge {
-                path: origin.to_owned(),
-                len: bytes.len() as u64,
-            });
-        }
-        let spec: RunSpec = serde_json::from_slice(bytes).map_err(|e| RunSpecError::Parse {
-            path: origin.to_owned(),
-            reason: e.to_string(),
-        })?;
-        Run::from_spec(spec)
+        Run::from_spec(parse_spec(bytes, origin)?)
     }
 
     /// Checks that the spec agrees with its genesis; reads the dataset (if present) only for its vocabulary.

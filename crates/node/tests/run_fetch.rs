@@ -220,7 +220,9 @@ async fn a_joiner_skips_a_peer_serving_a_tampered_run_file() {
     let (joiner, joiner_addr) = start_net(Some(&liar_addr)).await;
     let fetch = {
         let joiner = joiner.clone();
-        tokio::spawn(async move { fetch_run_file(&joiner, run.run_id).await })
+        tokio::spawn(async move {
+            fetch_run_file(&joiner, run.run_id, Path::new("/joiner/dataset")).await
+        })
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     while lies.reads.load(Ordering::Relaxed) == 0 {
@@ -229,18 +231,23 @@ async fn a_joiner_skips_a_peer_serving_a_tampered_run_file() {
     }
     // Then an honest member comes up; the joiner must end with its file, not the liar's.
     let (honest, _) = start_net(Some(&joiner_addr)).await;
-    let blobs = RunFileBlobs::new(run.run_id, good.clone(), Arc::new(MemoryBlobs::default()));
+    let blobs = RunFileBlobs::new(run.run_id, good, Arc::new(MemoryBlobs::default()));
     honest.set_blob_source(Arc::new(blobs)).await.unwrap();
     honest
         .start_providing(run_file_key(run.run_id))
         .await
         .unwrap();
-    let (fetched, bytes) = tokio::time::timeout(Duration::from_secs(60), fetch)
+    let fetched = tokio::time::timeout(Duration::from_secs(60), fetch)
         .await
         .expect("the fetch ends")
         .unwrap()
         .unwrap();
     assert_eq!(fetched.run_id, run.run_id);
-    assert_eq!(bytes, good);
-    assert_eq!(fetched.spec, spec);
+    // The honest file, with the dataset path (local, unbound by the run id) set to the joiner's own.
+    let expected = RunSpec {
+        dataset: "/joiner/dataset".into(),
+        ..spec
+    };
+    assert_eq!(fetched.spec, expected);
+    assert_eq!(fetched.dataset_dir, Path::new("/joiner/dataset"));
 }
