@@ -292,10 +292,10 @@ fn build_world(args: &AttacksArgs) -> Result<World> {
         inner_steps: args.inner_steps,
         codec: args.codec.clone(),
         runs: None,
-        tokens: args.tokens,
+        tokens: Some(args.tokens),
         seed: args.seed,
         out: args.out.clone(),
-        data: args.data.clone(),
+        data: Some(args.data.clone()),
         batch: args.batch,
         seq_len: args.seq_len,
         intermediate_size: None,
@@ -312,6 +312,7 @@ fn build_world(args: &AttacksArgs) -> Result<World> {
         final_eval_seqs: args.final_eval_seqs,
         eval_points: 1,
         skip_single: true,
+        swarm: None,
     };
     let spec = parse_run(&sync_args, "")?;
     let setup = prepare_setup(&sync_args)?;

@@ -1,4 +1,5 @@
-//! `commonweight data add|get|ls`: publish a dataset as an erasure-coded collection, fetch one back, list them.
+//! `commonweight data add|add-checkpoint|get|ls`: publish a dataset or a checkpoint as an erasure-coded collection,
+//! fetch one back, list them.
 //!
 //! `data add` tokenizes the input with `data::prepare` (train and val token shards, `tokenizer.json`, `dataset.json`
 //! in `<data-dir>/prepared/<name>`), then publishes that folder as a dataset collection.
@@ -11,10 +12,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use store::collection;
+use store::collection::{self, InputFile};
 use store::erasure::ErasureParams;
 use store::fetch::{self, ProviderLookup};
-use store::{Cid, CollectionKind, LocalProvider, LocalStore, PieceProvider};
+use store::{Cid, CollectionKind, FileRole, LocalProvider, LocalStore, PieceProvider};
 use types::limits::store::{
     ERASURE_DATA_PIECES_DEFAULT, ERASURE_TOTAL_PIECES_DEFAULT, QUOTA_BYTES_DEFAULT,
 };
@@ -50,6 +51,25 @@ enum DataCommand {
         n: u16,
         /// Reed-Solomon shard size (a multiple of 64); default: fitted to the payload, at most
         /// ERASURE_SHARD_BYTES_DEFAULT.
+        #[arg(long)]
+        shard_bytes: Option<u32>,
+        #[command(flatten)]
+        dir: DataDirArgs,
+    },
+    /// Publish a checkpoint folder (model.safetensors, config.json, tokenizer.json, ...) as an erasure-coded
+    /// checkpoint collection, and print its root CID. Peers fetch it with `data get CID --bootstrap`.
+    AddCheckpoint {
+        path: PathBuf,
+        /// The training step the checkpoint was taken at.
+        #[arg(long, default_value_t = 0)]
+        step: u64,
+        /// Pieces needed to decode.
+        #[arg(long, default_value_t = ERASURE_DATA_PIECES_DEFAULT)]
+        k: u16,
+        /// Pieces in all.
+        #[arg(long, default_value_t = ERASURE_TOTAL_PIECES_DEFAULT)]
+        n: u16,
+        /// Reed-Solomon shard size (a multiple of 64); default: fitted to the payload.
         #[arg(long)]
         shard_bytes: Option<u32>,
         #[command(flatten)]
@@ -99,8 +119,16 @@ pub fn run(args: DataArgs) -> Result<()> {
                 val_fraction,
                 seed,
             };
-            add(&dir.resolve()?, &path, &prep, k, n, shard_bytes)
+            add(&dir.resolve()?, &path, &prep, (k, n, shard_bytes))
         }
+        DataCommand::AddCheckpoint {
+            path,
+            step,
+            k,
+            n,
+            shard_bytes,
+            dir,
+        } => add_checkpoint(&dir.resolve()?, &path, step, (k, n, shard_bytes)),
         DataCommand::Get {
             cid,
             out,
@@ -125,9 +153,7 @@ fn add(
     data_dir: &Path,
     path: &Path,
     prep: &Prep,
-    k: u16,
-    n: u16,
-    shard_bytes: Option<u32>,
+    (k, n, shard_bytes): (u16, u16, Option<u32>),
 ) -> Result<()> {
     let spec: data::TokenizerSpec = prep
         .tokenizer
@@ -149,6 +175,63 @@ fn add(
     .with_context(|| format!("preparing {}", path.display()))?;
     let m = &prepared.manifest;
     let files = node::run_fetch::dataset_files(&prepared);
+    let kind = node::run_fetch::dataset_kind(m);
+    eprintln!(
+        "{} train + {} val tokens (vocab {})",
+        m.train.tokens, m.val.tokens, m.vocab_size
+    );
+    publish_files(data_dir, kind, &name, &files, (k, n, shard_bytes))
+}
+
+/// `data add-checkpoint`: every file of the checkpoint folder, with the model hash of its parameters.
+fn add_checkpoint(
+    data_dir: &Path,
+    path: &Path,
+    step: u64,
+    coding: (u16, u16, Option<u32>),
+) -> Result<()> {
+    let (_, params) = model::checkpoint::load_params(path)
+        .with_context(|| format!("reading the checkpoint in {}", path.display()))?;
+    let model_hash = types::Hash32::of_f32s(&params);
+    drop(params);
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(path).with_context(|| format!("listing {}", path.display()))? {
+        let entry = entry?;
+        if !entry.file_type()?.is_file() {
+            continue;
+        }
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let role = match name.as_str() {
+            "model.safetensors" => FileRole::TensorChunk,
+            "config.json" => FileRole::Config,
+            "tokenizer.json" => FileRole::Tokenizer,
+            _ => FileRole::Raw,
+        };
+        files.push(InputFile {
+            path: entry.path(),
+            name,
+            role,
+        });
+    }
+    files.sort_by(|a, b| a.name.cmp(&b.name));
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("checkpoint")
+        .to_string();
+    eprintln!("checkpoint at step {step}, model {}", model_hash.to_hex());
+    let kind = CollectionKind::Checkpoint { step, model_hash };
+    publish_files(data_dir, kind, &name, &files, coding)
+}
+
+/// Codes `files` k-of-n into this node's store as one collection and prints its root CID.
+fn publish_files(
+    data_dir: &Path,
+    kind: CollectionKind,
+    name: &str,
+    files: &[InputFile],
+    (k, n, shard_bytes): (u16, u16, Option<u32>),
+) -> Result<()> {
     let total: u64 = files
         .iter()
         .map(|f| std::fs::metadata(&f.path).map(|m| m.len()).unwrap_or(0))
@@ -158,14 +241,10 @@ fn add(
         None => ErasureParams::for_payload(k, n, total),
     }
     .context("bad --k/--n/--shard-bytes")?;
-    let kind = node::run_fetch::dataset_kind(m);
     let store = open_store(data_dir)?;
-    let manifest = collection::publish(&store, kind, &name, &files, params)?;
+    let manifest = collection::publish(&store, kind, name, files, params)?;
     eprintln!(
-        "{} train + {} val tokens (vocab {}), {} files, {} bytes, coded {}-of-{} into pieces of {} bytes",
-        m.train.tokens,
-        m.val.tokens,
-        m.vocab_size,
+        "{} files, {} bytes, coded {}-of-{} into pieces of {} bytes",
         files.len(),
         total,
         k,

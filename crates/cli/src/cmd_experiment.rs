@@ -58,8 +58,8 @@ pub struct SyncArgs {
     #[arg(long)]
     pub(crate) runs: Option<String>,
     /// Total training tokens (inputs), the same for every run.
-    #[arg(long)]
-    pub(crate) tokens: u64,
+    #[arg(long, required_unless_present = "swarm")]
+    pub(crate) tokens: Option<u64>,
     #[arg(long, default_value_t = 0)]
     pub(crate) seed: u64,
     /// Output folder: results.json, curves.json, baselines/ and runs/ (finished runs, reused by
@@ -68,8 +68,8 @@ pub struct SyncArgs {
     pub(crate) out: PathBuf,
     /// A prepared dataset folder (with dataset.json), or .txt/.jsonl/.parquet inputs to prepare
     /// with the byte tokenizer into OUT/dataset.
-    #[arg(long)]
-    pub(crate) data: PathBuf,
+    #[arg(long, required_unless_present = "swarm")]
+    pub(crate) data: Option<PathBuf>,
     /// Sequences per worker per step (default: the preset's).
     #[arg(long)]
     pub(crate) batch: Option<usize>,
@@ -121,6 +121,11 @@ pub struct SyncArgs {
     /// Skip the single-worker baseline (it costs as much compute as data-parallel).
     #[arg(long)]
     pub(crate) skip_single: bool,
+    /// Instead of the runs above: run this harness on a finished `commonweight swarm` run folder's schedule (its
+    /// seed, workers, data assignment, codec and H, from run.json and history.json), and compare the final
+    /// validation loss and parameters with the swarm's. Use the swarm's --threads (1 by default) for equal bits.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) swarm: Option<PathBuf>,
 }
 
 /// One row of the table and of results.json.
@@ -194,6 +199,9 @@ pub fn run(command: ExperimentCommand) -> Result<()> {
 }
 
 fn run_sync(args: SyncArgs) -> Result<()> {
+    if let Some(dir) = &args.swarm {
+        return run_on_swarm(dir, &args.out, args.threads);
+    }
     let runs = parse_runs(&args)?;
     if args.workers == 0 {
         bail!("--workers must be at least 1");
@@ -458,18 +466,20 @@ pub(crate) fn tokens_per_ddp_step(setup: &Setup) -> u64 {
 
 pub(crate) fn prepare_setup(args: &SyncArgs) -> Result<Setup> {
     let preset = Preset::parse(&args.preset)?;
-    let dataset = if args.data.join("dataset.json").is_file() {
-        data::PreparedDataset::open(&args.data)?
+    let data_path = args.data.as_ref().context("--data is required")?;
+    let tokens = args.tokens.context("--tokens is required")?;
+    let dataset = if data_path.join("dataset.json").is_file() {
+        data::PreparedDataset::open(data_path)?
     } else {
         let spec = data::TokenizerSpec::parse("bytes")?;
         data::prepare(
-            &[args.data.clone()],
+            &[data_path.clone()],
             spec,
             &args.out.join("dataset"),
             0.05,
             0,
         )
-        .with_context(|| format!("preparing {}", args.data.display()))?
+        .with_context(|| format!("preparing {}", data_path.display()))?
     };
     let defaults = preset.train_config(1);
     let batch = args.batch.unwrap_or(defaults.batch_size);
@@ -485,7 +495,7 @@ pub(crate) fn prepare_setup(args: &SyncArgs) -> Result<Setup> {
     }
     model.validate()?;
     let per_step = (args.workers * batch * seq_len) as u64;
-    let steps = ((args.tokens as f64 / per_step as f64).round() as u64).max(1);
+    let steps = ((tokens as f64 / per_step as f64).round() as u64).max(1);
     let train = dataset.train_tokens()?;
     let shard_len = train.len() / args.workers;
     if shard_len <= seq_len + 1 {
@@ -723,25 +733,20 @@ fn run_low_comm(setup: &Setup, spec: &RunSpec, label: &str) -> Result<RunOutcome
     for round in 0..rounds {
         let first = round * inner_steps;
         let last = (first + inner_steps).min(setup.steps);
-        let mut updates = Vec::with_capacity(setup.workers);
-        for (index, trainer) in workers.iter_mut().enumerate() {
-            trainer.set_params(&theta)?;
-            for step in first..last {
-                trainer.train_step(&worker_batch(setup, index, step)?)?;
-            }
-            let local = trainer.params();
-            let delta: Vec<f32> = theta.iter().zip(&local).map(|(g, l)| g - l).collect();
-            let bytes = codec.codec().encode(&delta, &mut feedback[index]);
-            bytes_sent += bytes.len() as u64;
-            let decoded = decode(&bytes, delta.len())?;
-            updates.push((worker_peer(index), decoded));
+        let mut work = Vec::with_capacity(setup.workers);
+        for (index, (trainer, feedback)) in workers.iter_mut().zip(&mut feedback).enumerate() {
+            let batches = (first..last)
+                .map(|step| worker_batch(setup, index, step))
+                .collect::<Result<Vec<_>>>()?;
+            work.push(RoundWork {
+                peer: worker_peer(index),
+                trainer,
+                feedback,
+                batches,
+            });
         }
-        let mut aggregate = Aggregator::Mean.aggregate(&updates)?;
         let scale = outer_choice.warmup_scale(round);
-        if scale < 1.0 {
-            aggregate.iter_mut().for_each(|d| *d *= scale);
-        }
-        outer.step(&mut theta, &aggregate);
+        bytes_sent += low_comm_round(&mut theta, work, codec, outer.as_mut(), scale)?;
         if eval_due(round, rounds, setup.eval_points) {
             evaluator.set_params(&theta)?;
             points.push(Point {
@@ -760,6 +765,186 @@ fn run_low_comm(setup: &Setup, spec: &RunSpec, label: &str) -> Result<RunOutcome
     evaluator.set_params(&theta)?;
     let final_loss = final_eval(setup, &evaluator)?;
     finish(label, points, final_loss, started)
+}
+
+/// One worker's part of an outer round: who it is, its inner trainer and error feedback, and the batches of its
+/// inner steps.
+pub(crate) struct RoundWork<'a> {
+    pub peer: PeerId,
+    pub trainer: &'a mut Trainer,
+    pub feedback: &'a mut ErrorFeedback,
+    pub batches: Vec<Vec<u32>>,
+}
+
+/// One outer round of the harness: every worker trains from `theta` on its batches; its pseudo-gradient
+/// (θ − θ_local) goes through `codec` with its error feedback and is decoded again; the decoded updates are
+/// averaged in peer order, scaled by `scale` (outer warmup), and the outer optimizer steps `theta`.
+/// Returns the bytes the workers sent.
+pub(crate) fn low_comm_round(
+    theta: &mut [f32],
+    mut work: Vec<RoundWork<'_>>,
+    codec: CodecKind,
+    outer: &mut dyn OuterOptimizer,
+    scale: f32,
+) -> Result<u64> {
+    work.sort_by_key(|w| w.peer);
+    let mut bytes_sent = 0u64;
+    let mut updates = Vec::with_capacity(work.len());
+    for worker in work {
+        worker.trainer.set_params(theta)?;
+        for batch in &worker.batches {
+            worker.trainer.train_step(batch)?;
+        }
+        let local = worker.trainer.params();
+        let delta: Vec<f32> = theta.iter().zip(&local).map(|(g, l)| g - l).collect();
+        let bytes = codec.codec().encode(&delta, worker.feedback);
+        bytes_sent += bytes.len() as u64;
+        updates.push((worker.peer, decode(&bytes, delta.len())?));
+    }
+    if updates.is_empty() {
+        return Ok(0);
+    }
+    let mut aggregate = Aggregator::Mean.aggregate(&updates)?;
+    if scale < 1.0 {
+        aggregate.iter_mut().for_each(|d| *d *= scale);
+    }
+    outer.step(theta, &aggregate);
+    Ok(bytes_sent)
+}
+
+/// `experiment sync --swarm DIR`: the harness on the swarm's schedule, against the swarm's own result.
+fn run_on_swarm(dir: &Path, out: &Path, threads: usize) -> Result<()> {
+    let started = Instant::now();
+    let run = node::Run::load(&dir.join("run.json"))
+        .with_context(|| format!("{} holds no swarm run file", dir.display()))?;
+    let history_path = dir.join(crate::cmd_swarm::HISTORY_FILE);
+    let history: Vec<crate::cmd_swarm::HistoryView> = serde_json::from_slice(
+        &fs::read(&history_path).with_context(|| format!("reading {}", history_path.display()))?,
+    )
+    .with_context(|| format!("{} is not a swarm history", history_path.display()))?;
+    let report_path = dir.join("report.json");
+    let report: serde_json::Value = serde_json::from_slice(
+        &fs::read(&report_path).with_context(|| format!("reading {}", report_path.display()))?,
+    )?;
+    let swarm_val_loss = report["final_val_loss"]
+        .as_f64()
+        .context("report.json has no final_val_loss")?;
+    let swarm_hash = history
+        .last()
+        .map(|h| h.model_hash.clone())
+        .unwrap_or_default();
+    let work = node::work::Workload::open(&run)?;
+    let workers: std::collections::BTreeSet<&String> =
+        history.iter().flat_map(|h| h.included.iter()).collect();
+    println!(
+        "experiment sync on the swarm's schedule: {} rounds, {} workers, codec {}, H {}, {} libtorch thread(s)",
+        history.len(),
+        workers.len(),
+        run.spec.codec,
+        run.genesis.inner_steps,
+        threads
+    );
+    let result = sync_on_swarm_rounds(&run, &work, &history, threads)?;
+    let val_loss = f64::from(work.eval_loss(&result.theta)?);
+    let model_hash = Hash32::of_f32s(&result.theta).to_hex();
+    let gap_pct = (swarm_val_loss - val_loss) / val_loss * 100.0;
+    let comparison = serde_json::json!({
+        "swarm": dir.display().to_string(),
+        "rounds": history.len(),
+        "workers": workers.len(),
+        "threads": threads,
+        "swarm_val_loss": swarm_val_loss,
+        "experiment_val_loss": val_loss,
+        "gap_pct": gap_pct,
+        "swarm_model_hash": swarm_hash,
+        "experiment_model_hash": model_hash,
+        "bit_identical": model_hash == swarm_hash,
+        "first_divergent_round": result.first_divergent_round,
+        "bytes_sent": result.bytes_sent,
+        "wall_s": started.elapsed().as_secs_f64(),
+    });
+    fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    fs::write(
+        out.join("swarm_comparison.json"),
+        serde_json::to_vec_pretty(&comparison)?,
+    )?;
+    println!(
+        "swarm val loss {swarm_val_loss:.4}, experiment val loss {val_loss:.4} (swarm {gap_pct:+.3}%); bit-identical parameters: {}",
+        model_hash == swarm_hash
+    );
+    println!("wrote {}", out.join("swarm_comparison.json").display());
+    Ok(())
+}
+
+/// What the harness ends on when it runs a swarm's rounds.
+pub(crate) struct SwarmRoundsRun {
+    pub theta: Vec<f32>,
+    /// The first round whose model hash differs from the one the swarm agreed on, if any.
+    pub first_divergent_round: Option<u64>,
+    pub bytes_sent: u64,
+}
+
+/// The harness's round loop (`low_comm_round`) on a swarm's schedule: for every settled round, its included
+/// trainers as workers, each on the round protocol's data assignment (round seed, peer id, dataset) and batch
+/// seed, with the run's codec, H, inner optimizer and outer optimizer. Each trainer keeps its own inner AdamW state
+/// and error feedback across rounds, as a node does; with the nodes' thread count a fault-free swarm and this must
+/// end on the same bits.
+pub(crate) fn sync_on_swarm_rounds(
+    run: &node::Run,
+    work: &node::work::Workload,
+    history: &[crate::cmd_swarm::HistoryView],
+    threads: usize,
+) -> Result<SwarmRoundsRun> {
+    let mut theta = work.genesis_params().to_vec();
+    let mut outer = work.outer_from_state(&work.initial_outer_state())?;
+    let mut workers: std::collections::BTreeMap<PeerId, (Trainer, ErrorFeedback)> =
+        std::collections::BTreeMap::new();
+    let mut first_divergent_round = None;
+    let mut bytes_sent = 0u64;
+    for round in history {
+        let seed = Hash32::from_hex(&round.seed).context("history seed")?;
+        let batch_seed = node::work::Workload::batch_seed(seed);
+        let mut schedule = Vec::with_capacity(round.included.len());
+        for trainer_hex in &round.included {
+            let peer = node::runspec::parse_peer(trainer_hex).context("history trainer")?;
+            if !workers.contains_key(&peer) {
+                let fresh = (
+                    work.new_trainer(&theta, threads.max(1))?,
+                    work.new_feedback(),
+                );
+                workers.insert(peer, fresh);
+            }
+            let ids = crate::cmd_swarm::assigned_shards(run, seed, peer);
+            let tokens = work.assigned_tokens(&ids)?;
+            let batches = (0..u64::from(run.genesis.inner_steps))
+                .map(|step| {
+                    data::sample_batch(batch_seed, &tokens, step, run.spec.batch, run.spec.seq_len)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            schedule.push((peer, batches));
+        }
+        let mut work_items = Vec::with_capacity(schedule.len());
+        for (peer, (trainer, feedback)) in workers.iter_mut() {
+            if let Some(at) = schedule.iter().position(|(p, _)| p == peer) {
+                let batches = std::mem::take(&mut schedule[at].1);
+                work_items.push(RoundWork {
+                    peer: *peer,
+                    trainer,
+                    feedback,
+                    batches,
+                });
+            }
+        }
+        bytes_sent += low_comm_round(&mut theta, work_items, run.codec, outer.as_mut(), 1.0)?;
+        if first_divergent_round.is_none() && Hash32::of_f32s(&theta).to_hex() != round.model_hash {
+            first_divergent_round = Some(round.round);
+        }
+    }
+    Ok(SwarmRoundsRun {
+        theta,
+        first_divergent_round,
+        bytes_sent,
+    })
 }
 
 /// A stable peer id per simulated worker, so aggregation order is by worker index.

@@ -39,6 +39,13 @@ pub struct NodeArgs {
     /// (`commonweight data get --bootstrap` fetches from such nodes). Holds the store's lock while running.
     #[arg(long)]
     pub serve_store: bool,
+    /// With --serve-store: keep this collection (root CID; repeatable). The node fetches its manifest, holds the
+    /// pieces rendezvous placement puts on it, and repairs them when holders leave or pieces rot.
+    #[arg(long, value_name = "CID", requires = "serve_store")]
+    pub keep: Vec<String>,
+    /// With --serve-store: milliseconds between maintenance passes (scrub, repair, audit).
+    #[arg(long, value_name = "MS", default_value_t = types::limits::store::STORE_MAINTENANCE_INTERVAL_MS)]
+    pub maintenance_ms: u64,
     /// Wait (up to 30 s) for this many peers before the first round.
     #[arg(long, default_value_t = 0)]
     pub wait_peers: usize,
@@ -71,10 +78,19 @@ pub fn run(args: NodeArgs) -> Result<()> {
         return node::run_shell::run_blocking(config)
             .with_context(|| format!("run node with data dir {}", data_dir.display()));
     }
+    let mut keep = Vec::with_capacity(args.keep.len());
+    for root in &args.keep {
+        keep.push(
+            root.parse::<store::Cid>()
+                .with_context(|| format!("--keep {root:?} is not a CID"))?,
+        );
+    }
     let config = node::ShellConfig {
         data_dir: data_dir.clone(),
         net,
         serve_store: args.serve_store,
+        keep,
+        maintenance_interval_ms: args.maintenance_ms,
     };
     node::shell::run_blocking(config)
         .with_context(|| format!("node with data dir {}", data_dir.display()))

@@ -1,10 +1,8 @@
 //! `commonweight peers`: ask a running node (through its local control API) whom it is connected to.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::time::Duration;
+use anyhow::{Context, Result};
 
-use anyhow::{bail, Context, Result};
+use crate::cmd_swarm::http_get;
 
 use crate::data_dir::DataDirArgs;
 
@@ -50,27 +48,4 @@ pub fn run(args: PeersArgs) -> Result<()> {
     }
     println!("{} peers", peers.len());
     Ok(())
-}
-
-/// A minimal HTTP/1.0 GET against the node's loopback control API.
-fn http_get(addr: &str, path: &str) -> Result<String> {
-    let mut stream = TcpStream::connect(addr)
-        .with_context(|| format!("cannot reach the node's control API at {addr}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .context("malformed HTTP response")?;
-    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-        bail!(
-            "control API answered: {}",
-            head.lines().next().unwrap_or("")
-        );
-    }
-    Ok(body.to_owned())
 }

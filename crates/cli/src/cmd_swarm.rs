@@ -134,14 +134,18 @@ struct LedgerReport {
     every_contributor_holds_shares: bool,
 }
 
-#[derive(Deserialize, Clone, Debug)]
-struct HistoryView {
-    round: u64,
-    model_hash: String,
-    seed: String,
-    included: Vec<String>,
-    val_loss: Option<f32>,
+/// One settled round as the nodes report it (`GET /history`), and as `history.json` in the run folder keeps it.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub(crate) struct HistoryView {
+    pub round: u64,
+    pub model_hash: String,
+    pub seed: String,
+    pub included: Vec<String>,
+    pub val_loss: Option<f32>,
 }
+
+/// The file in the run folder that keeps the merged history (what `experiment sync --swarm DIR` reads).
+pub(crate) const HISTORY_FILE: &str = "history.json";
 
 #[derive(Serialize)]
 struct NodeReport {
@@ -741,6 +745,7 @@ fn report(
     started: Instant,
 ) -> Result<()> {
     history.sort_by_key(|h| h.round);
+    fs::write(out.join(HISTORY_FILE), serde_json::to_vec_pretty(&history)?)?;
     let final_hash = views[0].model_hash.clone();
     let all_agree = views.iter().all(|v| v.model_hash == final_hash);
     let hash = Hash32::from_hex(&final_hash).context("node 0 reports no model hash")?;
@@ -879,36 +884,9 @@ fn replay_math(
     swarm_val_loss: f32,
 ) -> Result<ReplayReport> {
     let started = Instant::now();
-    let mut theta = work.genesis_params().to_vec();
-    let mut outer = work.initial_outer_state();
-    let mut trainers: BTreeMap<PeerId, (model::Trainer, sync::codec::ErrorFeedback)> =
-        BTreeMap::new();
-    let mut first_divergent_round = None;
-    for round in history {
-        let seed = Hash32::from_hex(&round.seed).context("history seed")?;
-        let mut blobs = Vec::with_capacity(round.included.len());
-        for trainer_hex in &round.included {
-            let peer = node::runspec::parse_peer(trainer_hex).context("history trainer")?;
-            if !trainers.contains_key(&peer) {
-                let fresh = (
-                    work.new_trainer(&theta, threads.max(1))?,
-                    work.new_feedback(),
-                );
-                trainers.insert(peer, fresh);
-            }
-            let (trainer, feedback) = trainers.get_mut(&peer).expect("inserted above");
-            let ids = assigned_shards(run, seed, peer);
-            let update = work.train_round(trainer, feedback, &theta, seed, &ids)?;
-            blobs.push((peer, update.blob));
-        }
-        blobs.sort_by_key(|(peer, _)| *peer);
-        (theta, outer) = work.aggregate(&theta, &outer, &blobs)?;
-        if first_divergent_round.is_none() && Hash32::of_f32s(&theta).to_hex() != round.model_hash {
-            first_divergent_round = Some(round.round);
-        }
-    }
-    let val_loss = work.eval_loss(&theta)?;
-    let model_hash = Hash32::of_f32s(&theta).to_hex();
+    let replayed = crate::cmd_experiment::sync_on_swarm_rounds(run, work, history, threads)?;
+    let val_loss = work.eval_loss(&replayed.theta)?;
+    let model_hash = Hash32::of_f32s(&replayed.theta).to_hex();
     let swarm_hash = history.last().map(|h| h.model_hash.as_str()).unwrap_or("");
     println!(
         "network-free replay ({} rounds, {:.0} s): val loss {val_loss:.4}",
@@ -920,7 +898,7 @@ fn replay_math(
         bit_identical: model_hash == swarm_hash,
         model_hash,
         gap_pct: (f64::from(swarm_val_loss) - f64::from(val_loss)) / f64::from(val_loss) * 100.0,
-        first_divergent_round,
+        first_divergent_round: replayed.first_divergent_round,
     })
 }
 
@@ -1133,7 +1111,7 @@ contributing node holds shares: {}.\n\n| peer | shares | share of total |\n|---|
 }
 
 /// The data shards `peer` trains on in the round with `seed` (the round protocol's pure assignment).
-fn assigned_shards(run: &node::Run, seed: Hash32, peer: PeerId) -> Vec<u32> {
+pub(crate) fn assigned_shards(run: &node::Run, seed: Hash32, peer: PeerId) -> Vec<u32> {
     round::assign_data(
         seed,
         peer,

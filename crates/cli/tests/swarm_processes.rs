@@ -139,7 +139,8 @@ fn four_nodes_survive_a_sigkill_and_agree() {
 
 /// The network loses nothing against the math: a fault-free swarm ends on exactly the parameters that the
 /// same rounds give when replayed in one process without the network (same seeds, data assignment, codec,
-/// H, inner optimizer states and aggregation order).
+/// H, inner optimizer states and aggregation order), and `experiment sync --swarm DIR` (the experiment harness's
+/// round loop on the swarm's schedule) ends on the same bits.
 #[test]
 fn fault_free_swarm_equals_the_network_free_replay_bit_for_bit() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -186,5 +187,33 @@ fn fault_free_swarm_equals_the_network_free_replay_bit_for_bit() {
     assert!(
         replay["gap_pct"].as_f64().unwrap().abs() <= 0.5,
         "{report:#}"
+    );
+
+    // The same through the experiment harness's command, on the run folder the swarm left.
+    let compared = tmp.path().join("experiment");
+    let output = Command::new(BIN)
+        .args(["experiment", "sync", "--threads", "1", "--swarm"])
+        .arg(&out)
+        .arg("--out")
+        .arg(&compared)
+        .output()
+        .expect("run commonweight experiment sync --swarm");
+    assert!(
+        output.status.success(),
+        "experiment sync --swarm failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let comparison: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(compared.join("swarm_comparison.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(comparison["bit_identical"], true, "{comparison:#}");
+    assert_eq!(
+        comparison["experiment_model_hash"], report["model_hash"],
+        "{comparison:#}"
+    );
+    assert!(
+        comparison["gap_pct"].as_f64().unwrap().abs() <= 0.5,
+        "{comparison:#}"
     );
 }

@@ -51,6 +51,7 @@ pub(crate) async fn serve(
         .route("/gossip", get(gossip_received).post(gossip_publish))
         .route("/blobs", post(blob_put))
         .route("/fetch/{hash}", post(blob_fetch))
+        .route("/store", get(store_view))
         .layer(DefaultBodyLimit::max(limits::CONTROL_BODY_BYTES_MAX))
         .with_state(shared);
     axum::serve(listener, app)
@@ -68,6 +69,24 @@ async fn status(State(shared): State<Arc<Shared>>) -> Reply<Status> {
         peer_id: shared.net.local_peer().to_string(),
         listen_addrs,
     }))
+}
+
+/// `GET /store`: what the served store holds, its counters, and the last maintenance pass (404 without
+/// `--serve-store`).
+async fn store_view(State(shared): State<Arc<Shared>>) -> Reply<crate::maintain::StoreView> {
+    let Some(storage) = shared.storage.clone() else {
+        return Err((
+            StatusCode::NOT_FOUND,
+            "this node serves no store (start it with --serve-store)".into(),
+        ));
+    };
+    let store = storage.node.store().clone();
+    let view = tokio::task::spawn_blocking(move || crate::maintain::store_view(&store))
+        .await
+        .map_err(unavailable)?
+        .map_err(unavailable)?;
+    let last_pass = storage.last_pass.lock().expect("lock").clone();
+    Ok(Json(crate::maintain::StoreView { last_pass, ..view }))
 }
 
 async fn peers(State(shared): State<Arc<Shared>>) -> Reply<Vec<PeerRow>> {

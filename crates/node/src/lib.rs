@@ -5,12 +5,14 @@
 //! `work` is the model math it runs off the event loop; `verifier_model` the tch loss evaluator, data assignment
 //! and update decoder a verifier plugs into `verify`; `persist` what it keeps on disk; `runspec` the run
 //! file; `status` the run node's control API (`/status`, `/metrics`); `storage` the store over the network
-//! (serving, announcing and fetching erasure-coded pieces); `run_fetch` a run's run file and dataset from its
-//! members, for a node that joins knowing only the run id.
+//! (serving, announcing and fetching erasure-coded pieces); `maintain` a storage node's periodic pass (scrub,
+//! repair its share of each kept collection, audit the other holders); `run_fetch` a run's run file and dataset
+//! from its members, for a node that joins knowing only the run id.
 
 mod control;
 mod dir_blobs;
 pub mod ledger_feed;
+pub mod maintain;
 pub mod persist;
 pub mod roles;
 pub mod run_fetch;

@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use net::{Identity, NetClient, NetConfig, NetEvent, Verdict};
 use tokio::sync::mpsc;
@@ -11,6 +12,8 @@ use types::limits::net as limits;
 
 use crate::control;
 use crate::dir_blobs::DirBlobs;
+use crate::maintain::{Maintainer, MaintenanceReport};
+use crate::storage::StoreNode;
 
 /// The gossip topic the shell itself speaks (liveness and tests); roles add their own topics.
 pub const SHELL_TOPIC: &str = "commonweight/shell/1";
@@ -21,8 +24,13 @@ pub const CONTROL_ADDR_FILE: &str = "control.addr";
 pub struct ShellConfig {
     pub data_dir: PathBuf,
     pub net: NetConfig,
-    /// Serve and announce the pieces in `DATA_DIR/store` (the node then holds the store's lock while it runs).
+    /// Serve and announce the pieces in `DATA_DIR/store` (the node then holds the store's lock while it runs),
+    /// and run maintenance passes (scrub, repair, audit) over the collections it keeps.
     pub serve_store: bool,
+    /// Collections to keep (with `serve_store`): the node fetches their manifests and holds its placement share.
+    pub keep: Vec<store::Cid>,
+    /// How often a maintenance pass runs (with `serve_store`).
+    pub maintenance_interval_ms: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +66,14 @@ pub(crate) struct Shared {
     pub net: NetClient,
     pub blobs: DirBlobs,
     pub gossip: Mutex<VecDeque<ReceivedGossip>>,
+    pub storage: Option<ServedStore>,
+}
+
+/// The store a `--serve-store` node serves, and what its last maintenance pass did.
+#[derive(Clone)]
+pub(crate) struct ServedStore {
+    pub node: StoreNode,
+    pub last_pass: Arc<Mutex<Option<MaintenanceReport>>>,
 }
 
 /// Runs the node until Ctrl-C or SIGTERM, on a runtime the shell owns.
@@ -95,14 +111,27 @@ pub async fn run(
     })?;
     let (client, events, event_loop) = net::new(&identity, config.net.clone())?;
     let net_task = tokio::spawn(event_loop.run());
+    let mut storage = None;
+    let mut maintenance = None;
     if config.serve_store {
         let store = Arc::new(store::LocalStore::open(
             dir.join("store"),
             types::limits::store::QUOTA_BYTES_DEFAULT,
         )?);
         let fallback: Arc<dyn net::BlobSource> = Arc::new(blobs.clone());
-        let node = crate::storage::StoreNode::start(client.clone(), store, Some(fallback)).await?;
+        let node = StoreNode::start(client.clone(), store, Some(fallback)).await?;
         println!("serving store {}", node.store().dir().display());
+        let served = ServedStore {
+            node,
+            last_pass: Arc::default(),
+        };
+        maintenance = Some(tokio::spawn(maintenance_loop(
+            served.clone(),
+            config.keep.clone(),
+            Duration::from_millis(config.maintenance_interval_ms.max(1)),
+            identity.peer_id(),
+        )));
+        storage = Some(served);
     } else {
         client.set_blob_source(Arc::new(blobs.clone())).await?;
     }
@@ -111,6 +140,7 @@ pub async fn run(
         net: client.clone(),
         blobs,
         gossip: Mutex::new(VecDeque::new()),
+        storage,
     });
     let events_task = tokio::spawn(handle_events(shared.clone(), events));
 
@@ -135,6 +165,9 @@ pub async fn run(
     }
 
     shutdown.await;
+    if let Some(task) = maintenance {
+        task.abort();
+    }
     let _ = std::fs::remove_file(dir.join(CONTROL_ADDR_FILE));
     let _ = stop_tx.send(());
     let _ = server.await;
@@ -143,6 +176,67 @@ pub async fn run(
     events_task.abort();
     println!("stopped");
     Ok(())
+}
+
+/// Keeps the `keep` collections (retrying until their manifests arrive) and runs a maintenance pass every
+/// `interval`, until the shell aborts it.
+async fn maintenance_loop(
+    served: ServedStore,
+    mut keep: Vec<store::Cid>,
+    interval: Duration,
+    me: types::PeerId,
+) {
+    let maintainer = Arc::new(Mutex::new(Maintainer::default()));
+    let started = Instant::now();
+    let mut pass = 0u64;
+    loop {
+        tokio::time::sleep(interval).await;
+        let mut waiting = Vec::new();
+        for root in keep.drain(..) {
+            match served.node.keep(root).await {
+                Ok(manifest) => println!("keeping {root} ({})", manifest.name),
+                Err(e) => {
+                    tracing::info!(%root, error = %e, "cannot keep the collection yet; retrying");
+                    waiting.push(root);
+                }
+            }
+        }
+        keep = waiting;
+        // The audit machine's randomness: fresh per pass and per node, never a global RNG inside it.
+        let seed = pass_seed(me, pass);
+        let now_ms = started.elapsed().as_millis() as u64;
+        match served.node.maintain(&maintainer, now_ms, seed).await {
+            Ok(report) => {
+                let quiet = MaintenanceReport {
+                    scrubbed: report.scrubbed,
+                    audit_challenges: report.audit_challenges,
+                    ..MaintenanceReport::default()
+                };
+                if report != quiet {
+                    tracing::info!(?report, "maintenance pass");
+                }
+                *served.last_pass.lock().expect("lock") = Some(report);
+            }
+            Err(e) => tracing::warn!(error = %e, "maintenance pass failed"),
+        }
+        pass += 1;
+    }
+}
+
+fn pass_seed(me: types::PeerId, pass: u64) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&me.0);
+    hasher.update(&pass.to_le_bytes());
+    hasher.update(&nanos.to_le_bytes());
+    u64::from_le_bytes(
+        hasher.finalize().as_bytes()[..8]
+            .try_into()
+            .expect("8 bytes"),
+    )
 }
 
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

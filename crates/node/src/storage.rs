@@ -40,6 +40,15 @@ pub fn outboard_key(cid: Cid) -> Hash32 {
     Hash32(*hasher.finalize().as_bytes())
 }
 
+/// The DHT key under which the storage peers that keep collection `root` announce themselves. Holding the
+/// manifest (a downloader does) is not enough: placement runs over the peers that promised to keep a share.
+pub fn keeper_key(root: Cid) -> Hash32 {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"commonweight/store/keeper/v1");
+    hasher.update(&root.0 .0);
+    Hash32(*hasher.finalize().as_bytes())
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error(transparent)]
@@ -56,6 +65,8 @@ pub enum StorageError {
     NoPeers,
     #[error("blocking task failed: {0}")]
     Task(String),
+    #[error("this node already keeps {max} collections (the limit)")]
+    TooManyCollections { max: usize },
 }
 
 /// Serves the blobs of a `LocalStore` (and their outboards) to peers; anything else is asked of `fallback`
@@ -379,6 +390,10 @@ impl NetLookup {
     pub fn mark_bad(&self, peer: PeerId) {
         self.bad.write().expect("lock").insert(peer);
     }
+
+    pub fn is_bad(&self, peer: &PeerId) -> bool {
+        self.bad.read().expect("lock").contains(peer)
+    }
 }
 
 impl ProviderLookup for NetLookup {
@@ -443,6 +458,10 @@ impl StoreNode {
         &self.lookup
     }
 
+    pub(crate) fn client(&self) -> &NetClient {
+        &self.client
+    }
+
     /// Serves `cid` and announces it in the DHT.
     pub async fn announce(&self, cid: Cid) -> Result<(), StorageError> {
         self.blobs.register(cid);
@@ -495,6 +514,7 @@ impl StoreNode {
         let peers = storage_peers.to_vec();
         let held = blocking(move || pull_assigned(&store, &*lookup, root, &peers, me)).await?;
         self.announce(root).await?;
+        self.client.start_providing(keeper_key(root)).await?;
         for (_, piece) in &held {
             self.announce(*piece).await?;
         }

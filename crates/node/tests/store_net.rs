@@ -1,12 +1,15 @@
 //! The store over real libp2p on 127.0.0.1: a collection coded 10-of-16 and placed by rendezvous hashing on 8
 //! storage nodes is fetched by fresh nodes that know only a bootstrap address, with a corrupt piece on one provider
 //! and with 3 storage nodes (6 pieces) gone, and always decodes bit for bit; an audit over the network bans the
-//! provider of the corrupt piece.
+//! provider of the corrupt piece; the corrupt holder repairs its copy, and the nodes left rebuild the lost pieces.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use std::sync::{Arc, Mutex};
+
+use node::maintain::Maintainer;
 use node::storage::audit_tick;
 use store::audit::{AuditInput, AuditMachine};
 use store::collection::{self, InputFile};
@@ -169,6 +172,27 @@ async fn collection_survives_lost_and_corrupt_providers_over_libp2p() {
         1
     );
 
+    // The corrupt holder's own maintenance pass finds the bad copy (scrub), drops it, and rebuilds it from k pieces
+    // held by others: the bad copy is repaired.
+    let maintainer = Arc::new(Mutex::new(Maintainer::default()));
+    let report = storage[bad_holder]
+        .node
+        .maintain(&maintainer, 0, 1)
+        .await
+        .unwrap();
+    assert_eq!(report.corrupt, 1, "{report:?}");
+    assert_eq!(report.rebuilt, 1, "{report:?}");
+    assert_eq!(report.failed, 0, "{report:?}");
+    let repaired = storage[bad_holder].node.store().clone();
+    assert!(repaired.contains(bad_piece).unwrap());
+    repaired.verify(bad_piece).unwrap();
+    assert_eq!(
+        repaired
+            .counter(store::local::COUNTER_REPAIR_SUCCEEDED)
+            .unwrap(),
+        1
+    );
+
     // Stop three storage nodes (the corrupt one among them): 6 of 16 pieces gone, 10 left, still decodes.
     let mut stopped = vec![bad_holder];
     stopped.extend((1..8).filter(|i| *i != bad_holder).take(2));
@@ -186,4 +210,32 @@ async fn collection_survives_lost_and_corrupt_providers_over_libp2p() {
     let lost: BTreeSet<usize> = (0..16).filter(|i| stopped.contains(&holder[*i])).collect();
     assert_eq!(lost.len(), 6);
     assert!(report.fetched.iter().all(|(i, _)| !lost.contains(i)));
+
+    // The five nodes left run maintenance passes: placement over the live storage peers moves the 6 lost pieces
+    // onto them, and they rebuild them from the 10 left, so every piece has a live holder again.
+    let live: Vec<usize> = (0..8).filter(|i| !stopped.contains(i)).collect();
+    let mut rebuilt = 0;
+    for pass in 0..2u64 {
+        for &i in &live {
+            let maintainer = Arc::new(Mutex::new(Maintainer::default()));
+            let report = storage[i]
+                .node
+                .maintain(&maintainer, 0, pass)
+                .await
+                .unwrap();
+            assert_eq!(report.failed, 0, "node {i} pass {pass}: {report:?}");
+            rebuilt += report.rebuilt + report.refetched;
+        }
+    }
+    let mut held = BTreeSet::new();
+    for &i in &live {
+        let view = node::maintain::store_view(storage[i].node.store()).unwrap();
+        held.extend(view.collections.iter().flat_map(|c| c.held.iter().copied()));
+    }
+    assert_eq!(
+        held,
+        (0..16).collect::<BTreeSet<usize>>(),
+        "after {rebuilt} repairs"
+    );
+    assert!(rebuilt >= 6, "only {rebuilt} pieces repaired");
 }

@@ -515,6 +515,29 @@ impl LocalStore {
         Ok(bytes)
     }
 
+    /// Hashes a held blob again (streaming, for scrubbing). A blob whose bytes no longer hash to its address is
+    /// removed and `Corrupt` returned, so a bad copy is never served and placement can rebuild it.
+    pub fn verify(&self, cid: Cid) -> Result<(), StoreError> {
+        let size = self.require_size(cid)?;
+        let path = self.data_path(cid.0);
+        let mut reader = File::open(&path).map_err(io_err(&path))?;
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut total = 0u64;
+        loop {
+            let n = reader.read(&mut buf).map_err(io_err(&path))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            total += n as u64;
+        }
+        if total != size || Hash32(*hasher.finalize().as_bytes()) != cid.0 {
+            return Err(self.quarantine(cid, "content does not hash to its address"));
+        }
+        Ok(())
+    }
+
     /// Writes a verified copy of a blob to `out` (via a temp file and rename, so `out` is never half-written).
     pub fn export(&self, cid: Cid, out: &Path) -> Result<u64, StoreError> {
         let size = self.require_size(cid)?;

@@ -322,6 +322,22 @@ pub fn rebuild_piece(
     target: &dyn PieceProvider,
     connect: &dyn Fn(PeerId) -> Option<Arc<dyn PieceProvider>>,
 ) -> Result<(), RebuildError> {
+    rebuild_local(work, layout, piece_index, sources, connect)?;
+    let piece = layout.pieces[piece_index as usize];
+    let source = LocalProvider::new(work_peer, work.clone());
+    target.replicate(piece, layout.piece_bytes, &source)?;
+    Ok(())
+}
+
+/// Rebuilds piece `piece_index` into `work` from the k source pieces (fetched, verified, into `work` too); the
+/// rebuilt bytes must hash to the piece's CID or nothing is stored. A storage node repairs its own placement so.
+pub fn rebuild_local(
+    work: &Arc<LocalStore>,
+    layout: &ErasureLayout,
+    piece_index: u16,
+    sources: &[(u16, PeerId)],
+    connect: &dyn Fn(PeerId) -> Option<Arc<dyn PieceProvider>>,
+) -> Result<(), RebuildError> {
     let params = ErasureParams::new(layout.data_pieces, layout.total_pieces, layout.shard_bytes)?;
     for (index, peer) in sources {
         let cid = layout.pieces[*index as usize];
@@ -372,8 +388,6 @@ pub fn rebuild_piece(
         let _ = std::fs::remove_file(&tmp);
         stored?;
     }
-    let source = LocalProvider::new(work_peer, work.clone());
-    target.replicate(piece, layout.piece_bytes, &source)?;
     Ok(())
 }
 

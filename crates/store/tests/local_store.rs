@@ -83,6 +83,28 @@ fn corrupt_file_on_disk_is_detected_on_get_and_removed() {
 }
 
 #[test]
+fn scrub_verify_passes_a_good_blob_and_removes_a_rotten_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let good = store.put_bytes(&bytes(70_000, 11)).unwrap();
+    let rotten = store.put_bytes(&bytes(90_000, 13)).unwrap();
+    store.pin(rotten).unwrap();
+    let path = store.data_path(rotten.0);
+    let mut on_disk = fs::read(&path).unwrap();
+    on_disk[89_999] ^= 0x04;
+    fs::write(&path, &on_disk).unwrap();
+    store.verify(good).unwrap();
+    assert!(matches!(store.verify(rotten), Err(StoreError::Corrupt(..))));
+    assert!(
+        !store.contains(rotten).unwrap(),
+        "pinned or not, a rotten blob goes"
+    );
+    assert!(store.contains(good).unwrap());
+    assert_eq!(store.counter(COUNTER_CORRUPT_FOUND).unwrap(), 1);
+    assert!(matches!(store.verify(rotten), Err(StoreError::NotFound(_))));
+}
+
+#[test]
 fn corrupt_file_is_detected_when_serving_a_range() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);

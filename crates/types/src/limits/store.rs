@@ -66,3 +66,9 @@ pub const NET_PIECES_IN_FLIGHT_MAX: usize = 4;
 pub const NET_PROVIDER_LOOKUP_TIMEOUT_MS: u64 = 30_000;
 /// Net: one whole-piece transfer gives up after this long.
 pub const NET_PIECE_TIMEOUT_MS: u64 = 10 * 60 * 1000;
+/// Net: a storage node's maintenance pass (scrub, repair, audit) runs this often by default.
+pub const STORE_MAINTENANCE_INTERVAL_MS: u64 = 60_000;
+/// Net: bytes of held pieces one maintenance pass hashes again (scrubbing), so a pass stays short on a big store.
+pub const SCRUB_BYTES_PER_PASS_MAX: u64 = 256 << 20;
+/// Net: collections a storage node keeps (pins, repairs and audits).
+pub const KEPT_COLLECTIONS_MAX: usize = 1024;
