@@ -283,7 +283,17 @@ fn demo(extra: &[String]) -> Result<()> {
     let out = root().join("runs/demo");
     run(Command::new(&bin)
         .args([
-            "swarm", "--nodes", "4", "--preset", "small", "--rounds", "12", "--batch", "4", "--seq-len", "128",
+            "swarm",
+            "--nodes",
+            "4",
+            "--preset",
+            "small",
+            "--rounds",
+            "12",
+            "--batch",
+            "4",
+            "--seq-len",
+            "128",
             "--data",
         ])
         .arg(corpus_dir())

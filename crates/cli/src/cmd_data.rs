@@ -174,34 +174,8 @@ fn add(
     )
     .with_context(|| format!("preparing {}", path.display()))?;
     let m = &prepared.manifest;
-    let mut files = Vec::new();
-    let mut add_file = |file: &str, role| {
-        files.push(InputFile {
-            path: prepared_dir.join(file),
-            name: file.into(),
-            role,
-        })
-    };
-    for shard in &m.train.shards {
-        add_file(&shard.file, FileRole::TrainShard);
-    }
-    for shard in &m.val.shards {
-        add_file(&shard.file, FileRole::ValShard);
-    }
-    add_file(data::prepare::TOKENIZER_JSON, FileRole::Tokenizer);
-    add_file(data::prepare::DATASET_JSON, FileRole::Stats);
-    let stats = vec![
-        ("train_tokens".to_string(), m.train.tokens),
-        ("val_tokens".to_string(), m.val.tokens),
-        ("train_text_bytes".to_string(), m.train.bytes),
-        ("val_text_bytes".to_string(), m.val.bytes),
-        ("vocab_size".to_string(), m.vocab_size as u64),
-        ("documents".to_string(), m.documents),
-    ];
-    let kind = CollectionKind::Dataset {
-        tokenizer: m.tokenizer_spec.clone(),
-        stats,
-    };
+    let files = node::run_fetch::dataset_files(&prepared);
+    let kind = node::run_fetch::dataset_kind(m);
     eprintln!(
         "{} train + {} val tokens (vocab {})",
         m.train.tokens, m.val.tokens, m.vocab_size

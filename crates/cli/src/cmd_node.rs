@@ -1,9 +1,10 @@
 //! `commonweight node`: run a node until Ctrl-C or SIGTERM. Without `--run`, the network shell and control
-//! API only; with `--run FILE|RUN_ID`, a member of a training run with the given roles.
+//! API only; with `--run FILE|RUN_ID`, a member of a training run with the given roles. A run id whose file this
+//! data dir lacks is fetched from the run's members through `--bootstrap` (with the dataset, if needed).
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use crate::data_dir::DataDirArgs;
 
@@ -23,8 +24,9 @@ pub struct NodeArgs {
     /// Relay traffic for peers behind NAT (for publicly reachable nodes).
     #[arg(long)]
     pub relay_server: bool,
-    /// Join a training run: a run file from `commonweight run init`, or the id of a run whose file this
-    /// data dir already holds (it keeps a copy at DATA_DIR/runs/<id prefix>/run.json).
+    /// Join a training run: a run file from `commonweight run init`, or a run id. The data dir keeps a copy
+    /// of the run file at DATA_DIR/runs/<id prefix>/run.json; without one, the node fetches the run file
+    /// (checked against the id) and, if missing, the dataset from the run's members through --bootstrap.
     #[arg(long, value_name = "FILE|RUN_ID")]
     pub run: Option<String>,
     /// Roles in the run (comma-separated): trainer, verifier, storage.
@@ -63,11 +65,11 @@ pub fn run(args: NodeArgs) -> Result<()> {
     net.mdns = args.mdns;
     net.relay_server = args.relay_server;
     if let Some(run) = &args.run {
-        let run_file = resolve_run_file(&data_dir, run)?;
+        let source = resolve_run(&data_dir, run)?;
         let roles: node::Roles = args.roles.parse()?;
         let config = node::RunNodeConfig {
             data_dir: data_dir.clone(),
-            run_file,
+            run: source,
             roles,
             net,
             threads: args.threads,
@@ -94,29 +96,24 @@ pub fn run(args: NodeArgs) -> Result<()> {
         .with_context(|| format!("node with data dir {}", data_dir.display()))
 }
 
-/// A run file path, or a run id whose file this data dir keeps. A path is copied into the data dir, so a
-/// restart can name the run by its id.
-fn resolve_run_file(data_dir: &std::path::Path, run: &str) -> Result<PathBuf> {
+/// A run file path, or a run id: the data dir's copy of its run file, or else the id to fetch it by. A path is
+/// copied into the data dir, so a restart can name the run by its id.
+fn resolve_run(data_dir: &std::path::Path, run: &str) -> Result<node::RunSource> {
     let path = PathBuf::from(run);
     if path.is_file() {
         let loaded = node::Run::load(&path)?;
-        let dir = data_dir.join("runs").join(&loaded.run_id.0.to_hex()[..16]);
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let copy = dir.join("run.json");
+        let copy = node::run_fetch::run_file_path(data_dir, loaded.run_id.0);
+        let dir = copy.parent().context("run file path has a parent")?;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         node::Run::write_spec(&loaded.spec, &copy)?;
-        return Ok(copy);
+        return Ok(node::RunSource::File(copy));
     }
     let id = types::Hash32::from_hex(run)
         .ok()
         .with_context(|| format!("--run {run:?} is neither a file nor a run id"))?;
-    let copy = data_dir
-        .join("runs")
-        .join(&id.to_hex()[..16])
-        .join("run.json");
-    if !copy.is_file() {
-        bail!(
-            "this data dir has no run file for run {run}; pass the run file (from `commonweight run init`) once"
-        );
+    let copy = node::run_fetch::run_file_path(data_dir, id);
+    if copy.is_file() {
+        return Ok(node::RunSource::File(copy));
     }
-    Ok(copy)
+    Ok(node::RunSource::Fetch(types::RunId(id)))
 }

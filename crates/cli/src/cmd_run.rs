@@ -1,5 +1,7 @@
 //! `commonweight run init --config run.toml [--out run.json]`: creates a run's genesis (model preset,
-//! dataset, codec, H, committee, phase limits, founders) and writes the run file nodes join with.
+//! dataset, codec, H, committee, phase limits, founders) and writes the run file nodes join with. It publishes
+//! the dataset into the data dir's store as a collection and names its root CID in the run file, so a node that
+//! joins with only the run id fetches the dataset from the run's members.
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +24,9 @@ pub struct InitArgs {
     /// Where to write the run file.
     #[arg(long, default_value = "run.json")]
     pub out: PathBuf,
+    /// The data dir whose store takes the dataset collection.
+    #[command(flatten)]
+    pub data_dir: crate::data_dir::DataDirArgs,
 }
 
 pub fn run(command: RunCommand) -> Result<()> {
@@ -52,10 +57,14 @@ fn init(args: &InitArgs) -> Result<()> {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     config.data = prepared_dataset(&config.data, &out_dir.join("dataset"))?;
-    let spec = node::runspec::init(&config).context("creating the genesis")?;
+    let store = crate::cmd_data::open_store(&args.data_dir.resolve()?)?;
+    let spec = node::runspec::init(&config, Some(&store)).context("creating the genesis")?;
     node::Run::write_spec(&spec, &args.out)?;
     let run = node::Run::from_spec(spec)?;
     println!("run id {}", run.run_id.0.to_hex());
+    if let Some(cid) = &run.spec.dataset_collection {
+        println!("dataset collection {cid}");
+    }
     println!(
         "{}: preset {}, codec {}, H {}, {} rounds, {} founders, committee {}",
         run.genesis.run_name,

@@ -280,7 +280,12 @@ pub fn run(args: SwarmArgs) -> Result<()> {
         }),
         founders,
     };
-    let spec = node::runspec::init(&config).context("creating the genesis")?;
+    // Node 0's store takes the dataset collection (the others publish the same one when they start), so a
+    // node can join this swarm with only its run id. The store is closed again before node 0 opens it.
+    let spec = {
+        let store = crate::cmd_data::open_store(&dirs[0])?;
+        node::runspec::init(&config, Some(&store)).context("creating the genesis")?
+    };
     node::Run::write_spec(&spec, &run_file)?;
     let run = node::Run::from_spec(spec)?;
     println!(
@@ -957,7 +962,7 @@ fn samples(run: &node::Run, params: &[f32], count: usize) -> Result<()> {
     if count == 0 {
         return Ok(());
     }
-    let dataset = data::PreparedDataset::open(&run.spec.dataset)?;
+    let dataset = data::PreparedDataset::open(&run.dataset_dir)?;
     let tokenizer = dataset.tokenizer()?;
     let model = model::LanguageModel::new(run.model.clone(), params)?;
     let prompts = ["ROMEO:", "First Citizen:\n", "KING HENRY:"];

@@ -6,7 +6,8 @@
 //! and update decoder a verifier plugs into `verify`; `persist` what it keeps on disk; `runspec` the run
 //! file; `status` the run node's control API (`/status`, `/metrics`); `storage` the store over the network
 //! (serving, announcing and fetching erasure-coded pieces); `maintain` a storage node's periodic pass (scrub,
-//! repair its share of each kept collection, audit the other holders).
+//! repair its share of each kept collection, audit the other holders); `run_fetch` a run's run file and dataset
+//! from its members, for a node that joins knowing only the run id.
 
 mod control;
 mod dir_blobs;
@@ -14,6 +15,7 @@ pub mod ledger_feed;
 pub mod maintain;
 pub mod persist;
 pub mod roles;
+pub mod run_fetch;
 pub mod run_shell;
 pub mod runspec;
 pub mod shell;
@@ -23,6 +25,6 @@ pub mod verifier_model;
 pub mod work;
 
 pub use roles::{Core, Effect, Input, Roles};
-pub use run_shell::{RunNodeConfig, RunNodeError};
+pub use run_shell::{RunNodeConfig, RunNodeError, RunSource};
 pub use runspec::{Run, RunConfig, RunSpec};
 pub use shell::{ShellConfig, ShellError};

@@ -22,10 +22,20 @@ use crate::runspec::Run;
 use crate::status::{serve_run_control, NodeStatus, RunShared};
 use crate::work::{LocalTrainer, Workload};
 
+/// Which run a node takes part in.
+#[derive(Debug, Clone)]
+pub enum RunSource {
+    /// A run file on disk.
+    File(PathBuf),
+    /// A run known only by its id: the node fetches the run file (and, if needed, the dataset) from the run's
+    /// members (`run_fetch`) and keeps it at `run_fetch::run_file_path`.
+    Fetch(types::RunId),
+}
+
 #[derive(Debug, Clone)]
 pub struct RunNodeConfig {
     pub data_dir: PathBuf,
-    pub run_file: PathBuf,
+    pub run: RunSource,
     pub roles: Roles,
     pub net: NetConfig,
     /// libtorch intra-op threads for this node's training and evaluation.
@@ -58,6 +68,12 @@ pub enum RunNodeError {
     Join(String),
     #[error("ledger: {0}")]
     Ledger(#[from] ledger::embedded::EmbeddedError),
+    #[error(transparent)]
+    Fetch(#[from] crate::run_fetch::RunFetchError),
+    #[error("store: {0}")]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
 }
 
 /// Wall-clock milliseconds since the Unix epoch: the `now` the core gets.
@@ -109,6 +125,98 @@ fn signing_key(
 pub fn peer_id_of_data_dir(data_dir: &std::path::Path) -> Result<PeerId, RunNodeError> {
     std::fs::create_dir_all(data_dir).map_err(RunNodeError::Control)?;
     Ok(Identity::load_or_create(data_dir)?.peer_id())
+}
+
+/// What a node needs before it takes part: the run, its checked workload, its run dir, the served-bytes counter.
+type Prepared = (Arc<Run>, Arc<Workload>, RunDir, Arc<AtomicU64>);
+
+/// Loads (or fetches from peers) the run file, serves it and the node's store (blobs of the run as fallback),
+/// finds (or fetches) the dataset, and opens the workload.
+async fn prepare(config: &RunNodeConfig, net: &NetClient) -> Result<Prepared, RunNodeError> {
+    let (run, run_bytes) = match &config.run {
+        RunSource::File(path) => {
+            let run = Run::load(path)?;
+            let bytes = std::fs::read(path).map_err(|source| crate::runspec::RunSpecError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            (run, bytes)
+        }
+        RunSource::Fetch(run_id) => {
+            println!("fetching the run file of run {} from peers", run_id.0);
+            let path = crate::run_fetch::run_file_path(&config.data_dir, run_id.0);
+            let dataset_dir = path.with_file_name("dataset");
+            let run = crate::run_fetch::fetch_run_file(net, *run_id, &dataset_dir).await?;
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(RunNodeError::Control)?;
+            }
+            // Kept with this node's dataset path, so a restart names the run by its id and finds the dataset.
+            Run::write_spec(&run.spec, &path)?;
+            let bytes = std::fs::read(&path).map_err(RunNodeError::Control)?;
+            println!("run file verified: {}", path.display());
+            (run, bytes)
+        }
+    };
+    let dir = RunDir::open(&config.data_dir, run.run_id)?;
+    let served = Arc::new(AtomicU64::new(0));
+    let blobs = Arc::new(CountingBlobs {
+        dir: dir.clone(),
+        served: Arc::clone(&served),
+    });
+    let fallback = crate::run_fetch::RunFileBlobs::new(run.run_id, run_bytes, blobs);
+    let store = store::LocalStore::open(
+        config.data_dir.join("store"),
+        types::limits::store::QUOTA_BYTES_DEFAULT,
+    )?;
+    let store_node =
+        crate::storage::StoreNode::start(net.clone(), Arc::new(store), Some(Arc::new(fallback)))
+            .await?;
+    net.start_providing(crate::run_fetch::run_file_key(run.run_id))
+        .await?;
+    let dataset_dir = crate::run_fetch::resolve_dataset(&store_node, &run, &dir.root).await?;
+    let run = Arc::new(Run::from_spec_at(run.spec, dataset_dir)?);
+    let work = {
+        let run = Arc::clone(&run);
+        tokio::task::spawn_blocking(move || Workload::open(&run))
+            .await
+            .map_err(|e| RunNodeError::Join(e.to_string()))??
+    };
+    Ok((run, Arc::new(work), dir, served))
+}
+
+/// Runs a future while answering the network's events (peers are counted, gossip is ignored), so the bounded
+/// event channel never stalls the network before the node's event loop starts.
+struct Draining<'a> {
+    net: &'a NetClient,
+    events: &'a mut mpsc::Receiver<NetEvent>,
+    peers: &'a mut BTreeSet<PeerId>,
+}
+
+impl Draining<'_> {
+    /// `None` if `shutdown` came first.
+    async fn run<T>(
+        &mut self,
+        shutdown: &mut (impl std::future::Future<Output = ()> + Unpin),
+        work: impl std::future::Future<Output = T>,
+    ) -> Option<T> {
+        tokio::pin!(work);
+        let mut open = true;
+        loop {
+            tokio::select! {
+                _ = &mut *shutdown => return None,
+                out = &mut work => return Some(out),
+                event = self.events.recv(), if open => match event {
+                    Some(NetEvent::PeerConnected { peer, .. }) => { self.peers.insert(peer); }
+                    Some(NetEvent::PeerDisconnected { peer }) => { self.peers.remove(&peer); }
+                    Some(NetEvent::Gossip(m)) => {
+                        let _ = self.net.report_validation(m.id, net::Verdict::Ignore).await;
+                    }
+                    Some(_) => {}
+                    None => open = false,
+                },
+            }
+        }
+    }
 }
 
 /// Serves the run's blobs from disk and counts the bytes it serves.
@@ -206,28 +314,31 @@ pub async fn run(
     config: RunNodeConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), RunNodeError> {
-    let run = Arc::new(Run::load(&config.run_file)?);
-    let work = {
-        let run = Arc::clone(&run);
-        tokio::task::spawn_blocking(move || Workload::open(&run))
-            .await
-            .map_err(|e| RunNodeError::Join(e.to_string()))??
-    };
-    let work = Arc::new(work);
     std::fs::create_dir_all(&config.data_dir).map_err(RunNodeError::Control)?;
     let identity = Identity::load_or_create(&config.data_dir)?;
     let key = signing_key(&config.data_dir, &identity)?;
     let me = identity.peer_id();
-    let dir = RunDir::open(&config.data_dir, run.run_id)?;
-
-    let served = Arc::new(AtomicU64::new(0));
     let (net, mut events, event_loop) = net::new(&identity, config.net.clone())?;
     let net_task = tokio::spawn(event_loop.run());
-    net.set_blob_source(Arc::new(CountingBlobs {
-        dir: dir.clone(),
-        served: Arc::clone(&served),
-    }))
-    .await?;
+    tokio::pin!(shutdown);
+    let mut peers: BTreeSet<PeerId> = BTreeSet::new();
+    let mut draining = Draining {
+        net: &net,
+        events: &mut events,
+        peers: &mut peers,
+    };
+    let started = draining.run(&mut shutdown, prepare(&config, &net)).await;
+    let (run, work, dir, served) = match started {
+        Some(Ok(started)) => started,
+        stopped_or_failed => {
+            let _ = net.shutdown().await;
+            let _ = net_task.await;
+            return match stopped_or_failed {
+                Some(Err(e)) => Err(e),
+                _ => Ok(()),
+            };
+        }
+    };
     let topic = run.topic();
     net.subscribe(&topic).await?;
 
@@ -265,7 +376,6 @@ pub async fn run(
     .map_err(RunNodeError::Control)?;
 
     // Give the mesh a moment to form, so the first round's messages reach everyone.
-    let mut peers: BTreeSet<PeerId> = BTreeSet::new();
     let deadline =
         tokio::time::Instant::now() + Duration::from_millis(limits::NODE_START_TIMEOUT_MS / 2);
     while peers.len() < config.wait_peers && tokio::time::Instant::now() < deadline {
@@ -391,7 +501,6 @@ pub async fn run(
 
     let mut housekeeping =
         tokio::time::interval(Duration::from_millis(limits::HOUSEKEEPING_INTERVAL_MS));
-    tokio::pin!(shutdown);
     loop {
         let wake = node.wake_at.map_or(Duration::from_secs(3600), |at| {
             Duration::from_millis(at.saturating_sub(now_ms()))

@@ -2,8 +2,10 @@
 //! parameters, outer optimizer, batch shape, dataset location) that turns it into real model math.
 //!
 //! `commonweight run init` writes it; `commonweight node --run FILE` reads it. The run id is the hash of the
-//! genesis config; the node checks that the spec agrees with the genesis (codec id, H, preset, dataset hash,
-//! genesis model hash) before it takes part.
+//! genesis config, and the genesis carries the digest of the rest of the run file (`spec_digest`), so the run id
+//! names the whole run: a node that fetched the run file from a peer (`run_fetch`) knows it got this run. The
+//! node checks that the spec agrees with the genesis (spec digest, codec id, H, preset, dataset hash, genesis
+//! model hash) before it takes part.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,6 +39,8 @@ pub enum RunSpecError {
     Data(#[from] data::DataError),
     #[error("model: {0}")]
     Model(#[from] model::ModelError),
+    #[error("dataset collection: {0}")]
+    Collection(#[from] store::collection::CollectionError),
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> RunSpecError {
@@ -210,7 +214,13 @@ pub struct RunSpec {
     pub version: u32,
     /// `GenesisConfig::encode()`, hex.
     pub genesis_hex: String,
+    /// The prepared dataset folder on the machine that wrote the run file (a joiner without it fetches
+    /// `dataset_collection`). Local, so not part of the spec digest.
     pub dataset: PathBuf,
+    /// Root CID of the dataset as a store collection (`run init` publishes it), which run members serve;
+    /// none: every node needs the dataset folder itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset_collection: Option<String>,
     pub codec: String,
     pub outer: String,
     pub outer_lr: f32,
@@ -236,6 +246,8 @@ pub struct Run {
     pub codec: CodecKind,
     pub model: ModelConfig,
     pub train: TrainConfig,
+    /// Where this node reads the dataset: the run file's `dataset`, or the copy fetched into the data dir.
+    pub dataset_dir: PathBuf,
     /// The ledger genesis (`ledger_genesis`), when the run keeps a ledger.
     pub ledger: Option<ledger::Genesis>,
 }
@@ -259,6 +271,35 @@ pub fn parse_peer(text: &str) -> Option<PeerId> {
     Hash32::from_hex(text.trim()).ok().map(|h| PeerId(h.0))
 }
 
+/// The digest the genesis carries of the rest of the run file: every field but `genesis_hex` and the local
+/// `dataset` path, as JSON with sorted keys. A field added to `RunSpec` is covered without a change here.
+pub fn spec_digest(spec: &RunSpec) -> Hash32 {
+    let rest = RunSpec {
+        genesis_hex: String::new(),
+        dataset: PathBuf::new(),
+        ..spec.clone()
+    };
+    let value = serde_json::to_value(&rest).expect("a run spec without its path serializes");
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"commonweight/run-spec");
+    hasher.update(value.to_string().as_bytes());
+    Hash32(*hasher.finalize().as_bytes())
+}
+
+/// Parses run file bytes (bounded by RUN_FILE_BYTES_MAX) without checking them against the genesis.
+pub fn parse_spec(bytes: &[u8], origin: &Path) -> Result<RunSpec, RunSpecError> {
+    if bytes.len() as u64 > limits::RUN_FILE_BYTES_MAX {
+        return Err(RunSpecError::TooLarge {
+            path: origin.to_owned(),
+            len: bytes.len() as u64,
+        });
+    }
+    serde_json::from_slice(bytes).map_err(|e| RunSpecError::Parse {
+        path: origin.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
 /// The hash that names a prepared dataset in the genesis: BLAKE3 over its training tokens (u32 LE).
 pub fn dataset_hash(tokens: &[u32]) -> Hash32 {
     let mut hasher = blake3::Hasher::new();
@@ -278,8 +319,13 @@ fn outer_default(codec: &CodecKind) -> &'static str {
     }
 }
 
-/// `run init`: checks the config, computes the genesis model and dataset hashes, returns the run file.
-pub fn init(config: &RunConfig) -> Result<RunSpec, RunSpecError> {
+/// `run init`: checks the config, computes the genesis model and dataset hashes, returns the run file. With a
+/// `store`, publishes the dataset into it as a collection and names its root CID in the run file, so nodes
+/// without the dataset fetch it from the run's members.
+pub fn init(
+    config: &RunConfig,
+    store: Option<&store::LocalStore>,
+) -> Result<RunSpec, RunSpecError> {
     let preset = Preset::parse(&config.preset)?;
     let codec: CodecKind = config
         .codec
@@ -327,11 +373,18 @@ pub fn init(config: &RunConfig) -> Result<RunSpec, RunSpecError> {
     let mut model = preset.model_config(dataset.vocab_size());
     model.max_position_embeddings = model.max_position_embeddings.max(seq_len);
     let params = model::init_params(&model, config.seed);
-    let genesis = GenesisConfig {
+    let dataset_cid = dataset_hash(&tokens);
+    let dataset_collection = match store {
+        Some(store) => {
+            Some(crate::run_fetch::publish_dataset(store, &dataset, dataset_cid)?.to_string())
+        }
+        None => None,
+    };
+    let mut genesis = GenesisConfig {
         run_name: config.name.clone(),
         model_preset: preset.name().into(),
         genesis_model_hash: Hash32::of_f32s(&params),
-        dataset_cid: dataset_hash(&tokens),
+        dataset_cid,
         dataset_shards: config.shards,
         shards_per_trainer,
         codec_id: codec.id() as u8,
@@ -342,16 +395,18 @@ pub fn init(config: &RunConfig) -> Result<RunSpec, RunSpecError> {
         phase_max_ms: config.phase_max_ms,
         deadline_mad_k_millis: config.deadline_mad_k_millis,
         founders,
+        spec_digest: Hash32::ZERO,
     };
     genesis.validate()?;
     let dataset_dir = std::fs::canonicalize(&config.data).map_err(|source| RunSpecError::Io {
         path: config.data.clone(),
         source,
     })?;
-    let spec = RunSpec {
+    let mut spec = RunSpec {
         version: RUN_FILE_VERSION,
-        genesis_hex: hex(&genesis.encode()),
+        genesis_hex: String::new(),
         dataset: dataset_dir,
+        dataset_collection,
         codec: codec.to_string(),
         outer,
         outer_lr: config.outer_lr.unwrap_or(if sparse { 1.0 } else { 0.7 }),
@@ -365,6 +420,8 @@ pub fn init(config: &RunConfig) -> Result<RunSpec, RunSpecError> {
         eval_windows: config.eval_windows.min(limits::EVAL_WINDOWS_MAX),
         ledger: config.ledger.clone(),
     };
+    genesis.spec_digest = spec_digest(&spec);
+    spec.genesis_hex = hex(&genesis.encode());
     Run::from_spec(spec.clone())?;
     Ok(spec)
 }
@@ -383,16 +440,23 @@ impl Run {
                 len,
             });
         }
-        let text = std::fs::read_to_string(path).map_err(io)?;
-        let spec: RunSpec = serde_json::from_str(&text).map_err(|e| RunSpecError::Parse {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        })?;
-        Run::from_spec(spec)
+        let bytes = std::fs::read(path).map_err(io)?;
+        Run::from_bytes(&bytes, path)
     }
 
-    /// Checks that the spec agrees with its genesis (it does not touch the dataset).
+    /// Parses and checks run file bytes; `origin` names where they came from (a path, or the peer).
+    pub fn from_bytes(bytes: &[u8], origin: &Path) -> Result<Run, RunSpecError> {
+        Run::from_spec(parse_spec(bytes, origin)?)
+    }
+
+    /// Checks that the spec agrees with its genesis; reads the dataset (if present) only for its vocabulary.
     pub fn from_spec(spec: RunSpec) -> Result<Run, RunSpecError> {
+        let dataset_dir = spec.dataset.clone();
+        Run::from_spec_at(spec, dataset_dir)
+    }
+
+    /// `from_spec` with the dataset read from `dataset_dir` instead of the run file's folder.
+    pub fn from_spec_at(spec: RunSpec, dataset_dir: PathBuf) -> Result<Run, RunSpecError> {
         if spec.version != RUN_FILE_VERSION {
             return Err(invalid(
                 "version",
@@ -405,6 +469,16 @@ impl Run {
         let bytes =
             hex_decode(&spec.genesis_hex).ok_or_else(|| invalid("genesis_hex", "not hex"))?;
         let genesis = GenesisConfig::decode(&bytes)?;
+        if spec_digest(&spec) != genesis.spec_digest {
+            return Err(invalid(
+                "genesis_hex",
+                "the genesis does not carry this run file's spec digest (the file was altered)",
+            ));
+        }
+        if let Some(cid) = &spec.dataset_collection {
+            cid.parse::<store::Cid>()
+                .map_err(|e| invalid("dataset_collection", e.to_string()))?;
+        }
         let codec: CodecKind = spec
             .codec
             .parse()
@@ -432,7 +506,7 @@ impl Run {
         let preset = Preset::parse(&genesis.model_preset)?;
         // The vocabulary comes from the dataset's tokenizer; the byte tokenizer is the default and the
         // genesis model hash check in `Workload::open` catches any other mismatch.
-        let vocab = data::PreparedDataset::open(&spec.dataset)
+        let vocab = data::PreparedDataset::open(&dataset_dir)
             .map(|d| d.vocab_size())
             .unwrap_or(256);
         let mut model = preset.model_config(vocab);
@@ -456,6 +530,7 @@ impl Run {
             codec,
             model,
             train,
+            dataset_dir,
         })
     }
 

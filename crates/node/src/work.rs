@@ -61,12 +61,12 @@ pub struct TrainedUpdate {
 impl Workload {
     /// Loads the dataset and checks it, and the initial model, against the genesis.
     pub fn open(run: &Run) -> Result<Workload, WorkError> {
-        let dataset = data::PreparedDataset::open(&run.spec.dataset)?;
+        let dataset = data::PreparedDataset::open(&run.dataset_dir)?;
         let train_tokens = dataset.train_tokens()?;
         let got = dataset_hash(&train_tokens);
         if got != run.genesis.dataset_cid {
             return Err(WorkError::DatasetMismatch {
-                path: run.spec.dataset.display().to_string(),
+                path: run.dataset_dir.display().to_string(),
                 got,
                 expected: run.genesis.dataset_cid,
             });

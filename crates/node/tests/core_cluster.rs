@@ -27,6 +27,7 @@ fn genesis(founders: Vec<PeerId>) -> GenesisConfig {
         phase_max_ms: 5_000,
         deadline_mad_k_millis: 3_000,
         founders,
+        spec_digest: Hash32::ZERO,
     }
 }
 

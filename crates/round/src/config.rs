@@ -5,7 +5,7 @@ use types::limits::round as limits;
 use types::{Hash32, PeerId, RunId};
 
 /// Version byte in front of an encoded genesis config.
-pub const GENESIS_VERSION: u8 = 1;
+pub const GENESIS_VERSION: u8 = 2;
 
 /// Everything fixed for the lifetime of a run. The run id is the hash of its encoding.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +36,10 @@ pub struct GenesisConfig {
     pub deadline_mad_k_millis: u32,
     /// Members at round 0, sorted and unique.
     pub founders: Vec<PeerId>,
+    /// Digest of the rest of the run file (the training spec the node runs this genesis with: optimizer, batch
+    /// shape, dataset collection, ...), so the run id names the whole run; `Hash32::ZERO` where there is none
+    /// (the simulator).
+    pub spec_digest: Hash32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -181,6 +185,7 @@ pub(crate) fn test_config(founders: Vec<PeerId>) -> GenesisConfig {
         phase_max_ms: 2_000,
         deadline_mad_k_millis: 3_000,
         founders,
+        spec_digest: Hash32::ZERO,
     }
 }
 

@@ -24,6 +24,7 @@ fn config(founders: Vec<PeerId>) -> GenesisConfig {
         phase_max_ms: 1_000,
         deadline_mad_k_millis: 3_000,
         founders,
+        spec_digest: Hash32::ZERO,
     }
 }
 

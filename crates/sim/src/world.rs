@@ -288,6 +288,7 @@ impl World {
             phase_max_ms: scenario.phase_max_ms,
             deadline_mad_k_millis: scenario.deadline_mad_k_millis,
             founders: founders.clone(),
+            spec_digest: Hash32::ZERO,
         });
         let run_id = config.run_id();
         let verifier = round::wire::peer_id_of(&ledger_key(seed));

@@ -25,6 +25,7 @@ fuzz_target!(|data: &[u8]| {
         phase_max_ms: 100,
         deadline_mad_k_millis: 1000,
         founders: vec![round::wire::peer_id_of(&key)],
+        spec_digest: Hash32::ZERO,
     };
     let (mut machine, _) = RoundMachine::new(Arc::new(config), key, 0, Boot::Genesis).expect("valid config");
     for (i, chunk) in data.split(|&b| b == 0xff).enumerate() {

@@ -11,6 +11,12 @@ pub const SNAPSHOT_RECORD_BYTES_MAX: u64 = 8 * 1024 * 1024;
 pub const OUTER_STATE_BYTES_MAX: u64 = 16 * 1024 * 1024 * 1024;
 /// Largest run file (`run.json`: genesis plus the training spec).
 pub const RUN_FILE_BYTES_MAX: u64 = 8 * 1024 * 1024;
+/// How long a joiner without the run file looks for a peer that serves it (`node --run RUN_ID`).
+pub const RUN_FILE_FETCH_TIMEOUT_MS: u64 = 120_000;
+/// Pause between a joiner's rounds of asking providers and peers for the run file.
+pub const RUN_FILE_FETCH_RETRY_MS: u64 = 500;
+/// Bound on one DHT lookup of the run file's providers, and on one peer's transfer of it.
+pub const RUN_FILE_PEER_TIMEOUT_MS: u64 = 5_000;
 /// Inputs from background work (training, fetches, verification, aggregation) queued for the event loop.
 pub const WORK_QUEUE_LEN_MAX: usize = 256;
 /// Gossip publications kept for a retry while the mesh has no peers yet.

@@ -1,0 +1,353 @@
+//! Real deployment, on 127.0.0.1: `commonweight run init --config run.toml` creates a run of three founder
+//! nodes (a node catches up to a state only on CATCH_UP_VOTES_MIN = 3 matching votes); once they run, the prepared dataset folder is moved away (as if on another machine), and a node with a
+//! fresh data dir joins knowing only a bootstrap address and the run id. It must fetch the run file (checked
+//! against the run id) and the dataset (checked against its collection CID and the genesis dataset hash) from
+//! the founders, settle rounds with them on the same model hash, and contribute an update that they include; restarted
+//! with the same command, it uses its own copies and takes part again.
+
+use std::io::Read;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_commonweight");
+
+/// A node process with its log file, killed on drop if the test did not stop it.
+struct NodeProcess {
+    child: Child,
+    dir: PathBuf,
+    control: String,
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl NodeProcess {
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
+    }
+}
+
+fn start(dir: &Path, run: &str, bootstrap: Option<&str>) -> NodeProcess {
+    std::fs::create_dir_all(dir).unwrap();
+    let log = std::fs::File::create(dir.join("node.log")).unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.arg("node")
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--run", run, "--roles", "trainer,verifier,storage"])
+        .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--wait-peers", "1"]);
+    if let Some(addr) = bootstrap {
+        cmd.args(["--bootstrap", addr]);
+    }
+    let child = cmd
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("spawn commonweight node");
+    let mut node = NodeProcess {
+        child,
+        dir: dir.to_owned(),
+        control: String::new(),
+    };
+    // The control API appears once the node holds the run file, the dataset and the workload.
+    let addr_file = dir.join("control.addr");
+    wait_until("the node's control API", Duration::from_secs(180), || {
+        if let Some(status) = node.child.try_wait().unwrap() {
+            panic!(
+                "node in {} exited with {status}:\n{}",
+                dir.display(),
+                node.log()
+            );
+        }
+        addr_file.exists()
+    });
+    node.control = std::fs::read_to_string(addr_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    node
+}
+
+fn status(node: &NodeProcess) -> serde_json::Value {
+    get(node, "/status")
+}
+
+/// Settled rounds, oldest first (written only when the node aggregated the round itself).
+fn history(node: &NodeProcess) -> Vec<serde_json::Value> {
+    get(node, "/history").as_array().unwrap().clone()
+}
+
+fn get(node: &NodeProcess, path: &str) -> serde_json::Value {
+    let mut stream = TcpStream::connect(&node.control).expect("connect control api");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    std::io::Write::write_all(
+        &mut stream,
+        format!("GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", node.control).as_bytes(),
+    )
+    .unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("http head");
+    serde_json::from_slice(&response[split + 4..]).expect("status json")
+}
+
+fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn commonweight(args: &[&str]) -> String {
+    let output = Command::new(BIN).args(args).output().unwrap();
+    assert!(
+        output.status.success(),
+        "commonweight {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// A few hundred KB of seeded text a tiny model can learn from.
+fn write_corpus(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let words = [
+        "the", "king", "shall", "speak", "of", "love", "and", "war", "to", "his", "lords", "in",
+        "hall", "where", "night", "falls", "upon", "our", "house", "my", "lady", "sweet",
+    ];
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    for file in 0..2 {
+        let mut text = String::new();
+        for line in 0..1500 {
+            text.push_str(if line % 2 == 0 { "KING:\n" } else { "LADY:\n" });
+            for _ in 0..10 {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                text.push_str(words[(state % words.len() as u64) as usize]);
+                text.push(' ');
+            }
+            text.push_str(".\n");
+        }
+        std::fs::write(dir.join(format!("part{file}.txt")), text).unwrap();
+    }
+}
+
+fn line_after<'a>(text: &'a str, prefix: &str) -> &'a str {
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("no {prefix:?} in:\n{text}"))
+        .trim()
+}
+
+#[test]
+fn a_fresh_node_joins_with_only_a_bootstrap_address_and_the_run_id() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    write_corpus(&root.join("corpus"));
+    let founders: Vec<PathBuf> = (0..3).map(|i| root.join(format!("founder-{i}"))).collect();
+    let peer_ids: Vec<String> = founders
+        .iter()
+        .map(|dir| {
+            commonweight(&["run", "peer-id", "--data-dir", dir.to_str().unwrap()])
+                .trim()
+                .to_owned()
+        })
+        .collect();
+    let config = format!(
+        "name = \"join-test\"\npreset = \"tiny\"\ndata = \"corpus\"\ninner_steps = 2\nrounds = 60\n\
+         shards = 16\ncommittee_size = 4\nquorum_permille = 1000\nphase_max_ms = 15000\neval_windows = 4\n\
+         founders = [\"{}\"]\n",
+        peer_ids.join("\", \"")
+    );
+    std::fs::write(root.join("run.toml"), config).unwrap();
+    let run_file = root.join("run.json");
+    let init = commonweight(&[
+        "run",
+        "init",
+        "--config",
+        root.join("run.toml").to_str().unwrap(),
+        "--out",
+        run_file.to_str().unwrap(),
+        "--data-dir",
+        founders[0].to_str().unwrap(),
+    ]);
+    let run_id = line_after(&init, "run id ").to_owned();
+    let collection = line_after(&init, "dataset collection ").to_owned();
+
+    let f0 = start(&founders[0], run_file.to_str().unwrap(), None);
+    let boot = status(&f0)["listen_addrs"][0]
+        .as_str()
+        .expect("founder 0 listens")
+        .to_owned();
+    let f1 = start(&founders[1], run_file.to_str().unwrap(), Some(&boot));
+    let f2 = start(&founders[2], run_file.to_str().unwrap(), Some(&boot));
+    // A run under way: the founders settle a few rounds before anyone joins.
+    wait_until(
+        "the founders' first rounds",
+        Duration::from_secs(120),
+        || history(&f0).len() >= 3,
+    );
+    // The founders hold the dataset in memory now; take the folder away so the joiner cannot read it.
+    let spec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&run_file).unwrap()).unwrap();
+    let dataset = PathBuf::from(spec["dataset"].as_str().unwrap());
+    assert_eq!(
+        spec["dataset_collection"].as_str(),
+        Some(collection.as_str())
+    );
+    std::fs::rename(&dataset, root.join("dataset-elsewhere")).unwrap();
+
+    let joiner_dir = root.join("joiner");
+    let started = Instant::now();
+    let joiner = start(&joiner_dir, &run_id, Some(&boot));
+    let log = joiner.log();
+    assert!(log.contains("run file verified"), "{log}");
+    assert!(
+        log.contains(&format!("dataset {collection} verified")),
+        "{log}"
+    );
+    let copy = joiner_dir.join("runs").join(&run_id[..16]).join("run.json");
+    let fetched: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&copy).unwrap()).unwrap();
+    // The founders' run file, but for the dataset path (local to each machine, not bound by the run id).
+    let dataset_copy = copy.parent().unwrap().join("dataset");
+    let mut expected = spec.clone();
+    expected["dataset"] = serde_json::Value::from(dataset_copy.to_str().unwrap());
+    assert_eq!(fetched, expected, "the joiner holds another run file");
+    assert!(dataset_copy.join("dataset.json").is_file());
+    assert_eq!(status(&joiner)["run_id"].as_str(), Some(run_id.as_str()));
+    eprintln!(
+        "joiner fetched run file and dataset in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    // It takes part: it settles a round itself (history written only on a settled aggregate) on the model hash
+    // the founders hold for that round.
+    let mut settled = serde_json::Value::Null;
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while settled.is_null() {
+        if Instant::now() > deadline {
+            for node in [&f0, &f1, &f2, &joiner] {
+                let log = node.log();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                eprintln!(
+                    "--- {} status: {}\nlog (newest first):\n{}",
+                    node.dir.display(),
+                    status(node),
+                    tail.join("\n")
+                );
+            }
+            panic!("timed out waiting for the joiner to settle a round");
+        }
+        if let Some(last) = history(&joiner).last() {
+            settled = last.clone();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let round = settled["round"].as_u64().unwrap();
+    assert!(
+        round >= 3,
+        "the joiner settled round {round}, before it joined"
+    );
+    let hash = settled["model_hash"].as_str().unwrap().to_owned();
+    for founder in [&f0, &f1, &f2] {
+        wait_until("the founder's history", Duration::from_secs(60), || {
+            history(founder)
+                .iter()
+                .any(|l| l["round"].as_u64() == Some(round))
+        });
+        let theirs = history(founder)
+            .into_iter()
+            .find(|l| l["round"].as_u64() == Some(round))
+            .unwrap();
+        assert_eq!(
+            theirs["model_hash"].as_str(),
+            Some(hash.as_str()),
+            "round {round}: the joiner and founder {} disagree",
+            founder.dir.display()
+        );
+    }
+    eprintln!(
+        "joiner settled round {round} on model {} after {:.1} s",
+        &hash[..16],
+        started.elapsed().as_secs_f64()
+    );
+
+    // And it trains: the founders admit it and include its update in a settled round.
+    let me = status(&joiner)["peer_id"].as_str().unwrap().to_owned();
+    wait_until(
+        "a round that includes the joiner's update",
+        Duration::from_secs(180),
+        || {
+            history(&f0)
+                .iter()
+                .any(|l| l["included"].as_array().unwrap().iter().any(|p| p == &me))
+        },
+    );
+    eprintln!(
+        "joiner's update included after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    for line in history(&joiner) {
+        eprintln!(
+            "joiner history: round {} model {} included {}",
+            line["round"],
+            &line["model_hash"].as_str().unwrap()[..16],
+            line["included"].as_array().unwrap().len()
+        );
+    }
+
+    // Restarted with the same command, it uses its own copies (no fetch) and takes part again.
+    let last = history(&joiner).last().unwrap()["round"].as_u64().unwrap();
+    let mut joiner = joiner;
+    stop(&mut joiner);
+    let restarted = Instant::now();
+    let joiner = start(&joiner_dir, &run_id, Some(&boot));
+    let log = joiner.log();
+    assert!(!log.contains("fetching"), "{log}");
+    wait_until(
+        "the restarted joiner to settle a round",
+        Duration::from_secs(120),
+        || {
+            history(&joiner)
+                .last()
+                .is_some_and(|l| l["round"].as_u64().unwrap() > last)
+        },
+    );
+    eprintln!(
+        "restarted joiner settled a round {:.1} s after its restart",
+        restarted.elapsed().as_secs_f64()
+    );
+}
+
+/// SIGTERM, then wait for a clean exit.
+fn stop(node: &mut NodeProcess) {
+    let pid = node.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = node.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "node did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "node exited with {status}");
+}
