@@ -174,6 +174,19 @@ async fn prepare(config: &RunNodeConfig, net: &NetClient) -> Result<Prepared, Ru
     net.start_providing(crate::run_fetch::run_file_key(run.run_id))
         .await?;
     let dataset_dir = crate::run_fetch::resolve_dataset(&store_node, &run, &dir.root).await?;
+    if config.roles.storage {
+        // A storage node keeps the run's dataset collection (it published or fetched it, so its store registers
+        // it): scrub, repair its placement share, audit the other keepers. The task ends with the runtime.
+        tokio::spawn(crate::shell::maintenance_loop(
+            crate::shell::ServedStore {
+                node: store_node.clone(),
+                last_pass: Arc::default(),
+            },
+            Vec::new(),
+            std::time::Duration::from_millis(types::limits::store::STORE_MAINTENANCE_INTERVAL_MS),
+            net.local_peer(),
+        ));
+    }
     let run = Arc::new(Run::from_spec_at(run.spec, dataset_dir)?);
     let work = {
         let run = Arc::clone(&run);

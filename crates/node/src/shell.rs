@@ -180,7 +180,7 @@ pub async fn run(
 
 /// Keeps the `keep` collections (retrying until their manifests arrive) and runs a maintenance pass every
 /// `interval`, until the shell aborts it.
-async fn maintenance_loop(
+pub(crate) async fn maintenance_loop(
     served: ServedStore,
     mut keep: Vec<store::Cid>,
     interval: Duration,
