@@ -343,16 +343,34 @@ impl Verifier {
                 ctx.dataset_items,
                 self.score_items,
             );
-            let mut losses = |ids: &[u64]| -> Result<ItemLosses, EvalError> {
-                Ok(ItemLosses {
-                    before: evaluator.eval_item_losses(inputs.base_params, ids)?,
-                    after: evaluator.eval_item_losses(&after, ids)?,
-                    reference: evaluator.eval_item_losses(&reference, ids)?,
-                })
+            // One evaluation per model over both samples: three parameter loads per scored update.
+            let ids: Vec<u64> = own.iter().chain(&random).copied().collect();
+            let mut losses = |params: &[f32]| -> Result<(Vec<f32>, Vec<f32>), EvalError> {
+                let mut all = evaluator.eval_item_losses(params, &ids)?;
+                if all.len() != ids.len() {
+                    return Err(EvalError(format!(
+                        "{} losses for {} items",
+                        all.len(),
+                        ids.len()
+                    )));
+                }
+                let random_losses = all.split_off(own.len());
+                Ok((all, random_losses))
             };
+            let (own_before, random_before) = losses(inputs.base_params)?;
+            let (own_after, random_after) = losses(&after)?;
+            let (own_reference, random_reference) = losses(&reference)?;
             let probe = LossProbe {
-                own: losses(&own)?,
-                random: losses(&random)?,
+                own: ItemLosses {
+                    before: own_before,
+                    after: own_after,
+                    reference: own_reference,
+                },
+                random: ItemLosses {
+                    before: random_before,
+                    after: random_after,
+                    reference: random_reference,
+                },
             };
             let harmful = is_harmful(&probe);
             let observation = if harmful {
