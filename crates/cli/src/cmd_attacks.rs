@@ -13,8 +13,11 @@
 //!
 //! Counts: an attacking update is detected when it is not included in aggregation (rejected, or scored and
 //! excluded by the rating). Stale-base attackers act honestly in round 0 (there is no older base); those updates
-//! are counted in neither column. Compute: wall time of `verify_round` (loss evaluations included) per round
-//! against the mean wall time of one honest worker's H inner steps that round.
+//! are counted in neither column. Verifiers: `--verifiers N` verifier nodes each run `verify_round` on every update
+//! (the cheap gates), score only the updates whose committee they sit on, and absorb the others' scored verdicts;
+//! an update is aggregated when most of its committee include it. Compute: the wall time of one verifier's
+//! `verify_round` (loss evaluations included), averaged over verifiers and rounds, against the mean wall time of one
+//! honest worker's H inner steps that round: what one verifier node does per round against what one trainer does.
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -5,9 +5,10 @@
 //! against the round median → copies (against kept updates of this round, first committed first, and against
 //! history) → statistical score of the updates whose scoring committee this verifier sits on (`committee`), at most
 //! `SCORED_PER_ROUND_MAX` → rating → inclusion; rejections the peer provably caused go to the rating too. Other
-//! verifiers' scores come in through `Verifier::absorb`. Memory: one decoded update at a time plus the round's
-//! reference (blobs are decoded for the gates, for the reference θ − mean Δ of the kept updates of peers in good
-//! standing, and once more for each scored update).
+//! verifiers' scores come in through `Verifier::absorb`. Memory: one decoded update at a time plus the running sum
+//! for the round's reference θ − mean Δ (the kept updates of peers in good standing, summed while the gates decode
+//! them; an update rejected after being summed is decoded again to take it out), and each scored update is decoded
+//! once more.
 
 use types::limits::verify as limits;
 use types::{Hash32, PeerId, RoundNumber};
@@ -158,6 +159,8 @@ impl Verifier {
         let mut order: Vec<usize> = (0..subs.len()).collect();
         order.sort_by_key(|&i| (subs[i].committed_at_ms, subs[i].commitment.commitment.peer));
         let mut first_cid_of: Vec<(PeerId, Hash32)> = Vec::new();
+        // The running sum of the updates of peers in good standing, for the score's reference (one decode each).
+        let mut reference = ReferenceSum::new(ctx.param_count);
         for &i in &order {
             let sub = &subs[i];
             let peer = sub.commitment.commitment.peer;
@@ -167,24 +170,41 @@ impl Verifier {
             }
             first_cid_of.push((peer, sub.commitment.commitment.update_cid));
             match self.cheap_gates(inputs, sub) {
-                Ok((norm, sketch)) => candidates.push(Candidate {
-                    index: i,
-                    norm,
-                    sketch,
-                }),
+                Ok((norm, sketch, update)) => {
+                    if self.ratings.included(&peer) {
+                        reference.add(i, &update);
+                    }
+                    candidates.push(Candidate {
+                        index: i,
+                        norm,
+                        sketch,
+                    })
+                }
                 Err(reason) => outcomes[i] = Some(Outcome::Rejected(reason)),
             }
         }
         self.norm_gates(&mut candidates, &mut outcomes);
         let kept = self.copy_gates(ctx.round, subs, candidates, &mut outcomes);
-        let probes = self.score(inputs, &kept, &mut outcomes, evaluator)?;
+        // Updates added to the reference and then rejected by the norm or copy gates come out again.
+        for index in reference.members.clone() {
+            if outcomes[index].is_some() {
+                if let Ok(update) = decode(inputs, &subs[index]) {
+                    reference.remove(index, &update);
+                }
+            }
+        }
+        let probes = self.score(inputs, &kept, reference, &mut outcomes, evaluator)?;
         let mut report = self.finish(ctx, subs, kept, outcomes);
         report.probes = probes;
         Ok(report)
     }
 
     /// Per-submission gates up to NaN/Inf; returns the norm and sketch of a decoded, finite update.
-    fn cheap_gates(&self, inputs: &RoundInputs, sub: &Submission) -> Result<(f64, Sketch), Reason> {
+    fn cheap_gates(
+        &self,
+        inputs: &RoundInputs,
+        sub: &Submission,
+    ) -> Result<(f64, Sketch, Vec<f32>), Reason> {
         let ctx = inputs.ctx;
         check_binding(
             ctx,
@@ -211,6 +231,7 @@ impl Verifier {
         Ok((
             sanity::l2_norm(&update),
             similarity::sketch(&update, self.sketch_seed),
+            update,
         ))
     }
 
@@ -282,15 +303,14 @@ impl Verifier {
         &mut self,
         inputs: &RoundInputs,
         kept: &[SeenUpdate],
+        reference: ReferenceSum,
         outcomes: &mut [Option<Outcome>],
         evaluator: &mut dyn LossEvaluator,
     ) -> Result<Vec<(usize, LossProbe)>, VerifyError> {
         let ctx = inputs.ctx;
         let me = self.key.peer_id();
-        let all: Vec<&SeenUpdate> = kept.iter().collect();
-        let mut drawn: Vec<&SeenUpdate> = all
+        let mut drawn: Vec<&SeenUpdate> = kept
             .iter()
-            .copied()
             .filter(|s| self.on_committee(inputs, &s.peer))
             .collect();
         if drawn.is_empty() {
@@ -305,14 +325,15 @@ impl Verifier {
         drawn.truncate(limits::SCORED_PER_ROUND_MAX);
         // The reference is the mean update of the peers in good standing, so attackers the ratings already excluded
         // cannot drag the yardstick; all kept updates when nobody is in good standing.
-        let standing: Vec<&SeenUpdate> = all
-            .iter()
-            .copied()
-            .filter(|s| self.ratings.included(&s.peer))
-            .collect();
-        let pool = if standing.is_empty() { &all } else { &standing };
-        let Some(reference) = reference_params(inputs, pool, outcomes) else {
-            return Ok(Vec::new());
+        let reference = match reference.params(inputs.base_params) {
+            Some(params) => params,
+            None => {
+                let all: Vec<&SeenUpdate> = kept.iter().collect();
+                match reference_params(inputs, &all, outcomes) {
+                    Some(params) => params,
+                    None => return Ok(Vec::new()),
+                }
+            }
         };
         let mut probes = Vec::new();
         for seen in drawn {
@@ -550,6 +571,45 @@ fn decode(inputs: &RoundInputs, sub: &Submission) -> Result<Vec<f32>, Reason> {
         });
     }
     Ok(update)
+}
+
+/// Σ Δ over the updates of peers in good standing that passed the per-submission gates (f32, in commit order).
+struct ReferenceSum {
+    sum: Vec<f32>,
+    members: Vec<usize>,
+}
+
+impl ReferenceSum {
+    fn new(param_count: usize) -> ReferenceSum {
+        ReferenceSum {
+            sum: vec![0.0; param_count],
+            members: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, index: usize, update: &[f32]) {
+        self.sum.iter_mut().zip(update).for_each(|(s, d)| *s += d);
+        self.members.push(index);
+    }
+
+    fn remove(&mut self, index: usize, update: &[f32]) {
+        self.sum.iter_mut().zip(update).for_each(|(s, d)| *s -= d);
+        self.members.retain(|&m| m != index);
+    }
+
+    /// θ − mean Δ; `None` without members.
+    fn params(&self, base: &[f32]) -> Option<Vec<f32>> {
+        if self.members.is_empty() {
+            return None;
+        }
+        let scale = 1.0 / self.members.len() as f32;
+        Some(
+            base.iter()
+                .zip(&self.sum)
+                .map(|(t, s)| t - s * scale)
+                .collect(),
+        )
+    }
 }
 
 /// The round's reference model θ − mean Δ over `drawn` (in order, f32 running sum), the yardstick and paired control
