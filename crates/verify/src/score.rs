@@ -13,10 +13,11 @@
 //!    is the loss the update removes as a fraction of what the round's mean update removes on the same items. It is
 //!    relative on purpose: how much any update lowers the loss depends on the training stage, and from a random
 //!    initialization almost any move along an update lowers it. Measured on the tiny model (4 rounds, 16 + 16 items):
-//!    a sign-flipped update of round 0 still has h = 0.38–0.55 (its loss gain is 73% even in the step, i.e. most of
-//!    round 0's gain is curvature along the update, not its direction), while honest updates of round 0 have
-//!    h = 0.96–1.25; from round 1 on, sign flips have h ≈ −3, noise at an honest norm h ≈ 0, an undeclared stale base
-//!    h < 0. Honest h on 4 + 4 items: 1st percentile 0.59 (bootstrapped from the same runs). An update with
+//!    a sign-flipped update of round 0 still has h = 0.38–0.55 against h = 0.96–1.25 for honest ones: the part of
+//!    round 0's gain that does not depend on the update's sign (curvature along it) is ≈ (1.0 + 0.46) / 2 = 0.73,
+//!    the part that does ≈ 0.27. From round 1 on, sign flips have h ≈ −3, noise at an honest norm h ≈ 0, an
+//!    undeclared stale base h < 0. Bootstrapped at 4 + 4 items from the same runs, 0.1–0.4% of honest updates have
+//!    h < 0.6, and 97% of round-0 sign flips do. An update with
 //!    h < `SCORE_GAIN_RATIO_MIN_MILLI`/1000 = 0.6 is excluded this round whatever the rating says, and the rating
 //!    gets the worst observation. When the reference does not lower the loss at all (no yardstick) the test is
 //!    h's numerator < 0: the update raises the loss.
