@@ -105,7 +105,7 @@ pub fn is_harmful(probe: &LossProbe) -> bool {
         return true;
     }
     match ratio {
-        Some(h) => !(h >= limits::SCORE_GAIN_RATIO_MIN_MILLI as f64 / 1000.0),
+        Some(h) => h.is_nan() || h < limits::SCORE_GAIN_RATIO_MIN_MILLI as f64 / 1000.0,
         None => gain < 0.0,
     }
 }

@@ -40,7 +40,7 @@ fn splitmix64(mut x: u64) -> u64 {
 pub fn sketch(update: &[f32], seed: u64) -> Sketch {
     const LANES: usize = 4;
     const SKETCH_STRIDE: usize = 4;
-    debug_assert!(limits::SKETCH_BUCKETS <= 1 << 12);
+    const { assert!(limits::SKETCH_BUCKETS <= 1 << 12) };
     let mut buckets = vec![0.0f64; limits::SKETCH_BUCKETS];
     let offset = (splitmix64(seed) % SKETCH_STRIDE as u64) as usize;
     let sampled: Vec<f32> = update
