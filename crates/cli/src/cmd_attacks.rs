@@ -13,8 +13,11 @@
 //!
 //! Counts: an attacking update is detected when it is not included in aggregation (rejected, or scored and
 //! excluded by the rating). Stale-base attackers act honestly in round 0 (there is no older base); those updates
-//! are counted in neither column. Compute: wall time of `verify_round` (loss evaluations included) per round
-//! against the mean wall time of one honest worker's H inner steps that round.
+//! are counted in neither column. Verifiers: `--verifiers N` verifier nodes each run `verify_round` on every update
+//! (the cheap gates), score only the updates whose committee they sit on, and absorb the others' scored verdicts;
+//! an update is aggregated when most of its committee include it. Compute: the wall time of one verifier's
+//! `verify_round` (loss evaluations included), averaged over verifiers and rounds, against the mean wall time of one
+//! honest worker's H inner steps that round: what one verifier node does per round against what one trainer does.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -93,6 +96,20 @@ pub struct AttacksArgs {
     /// samples per side, so this trades verifier compute for a less noisy score. Must divide H · batch.
     #[arg(long, default_value_t = 1)]
     item_windows: usize,
+    /// Verifiers. With more than one, each update is scored by a committee of `--committee` of them (verify's
+    /// verifiable draw), every verifier runs the cheap gates on every update and absorbs the others' scores, and an
+    /// update is aggregated when most of its committee include it. Compute is reported per verifier.
+    #[arg(long, default_value_t = 1)]
+    verifiers: usize,
+    /// Verifiers scoring each update (with `--verifiers` above 1).
+    #[arg(long, default_value_t = 1)]
+    committee: usize,
+    /// Assigned items (and as many random items) the verifier evaluates per scored update.
+    #[arg(long, default_value_t = types::limits::verify::SCORE_SAMPLE_IDS)]
+    score_items: usize,
+    /// Write every scored update's per-item losses to OUT/probes.jsonl (for calibrating the score).
+    #[arg(long)]
+    probe_log: bool,
     /// Print every verdict (score, normalized observation, rating) to stderr.
     #[arg(long)]
     verbose: bool,
@@ -208,7 +225,12 @@ struct AttackRow {
     val_loss: f32,
     honest_only_val_loss: f32,
     gap_pct: f64,
+    verifiers: usize,
+    committee: usize,
+    /// What one verifier spends per round, on average over verifiers and rounds.
     verify_s_per_round: f64,
+    /// The slowest single verifier round.
+    verify_max_s_per_round: f64,
     /// Of which inside the loss evaluator (forward passes and parameter loads).
     verify_eval_s_per_round: f64,
     train_s_per_worker_round: f64,
@@ -231,12 +253,19 @@ struct World {
     alie_z: f32,
     /// Validation windows evaluated per scored item.
     score_windows: usize,
+    score_items: usize,
+    verifiers: usize,
+    committee: usize,
+    probe_log: Option<PathBuf>,
     verbose: bool,
 }
 
 pub fn run(args: AttacksArgs) -> Result<()> {
     if args.workers < 2 {
         bail!("--workers must be at least 2");
+    }
+    if args.verifiers == 0 || args.committee == 0 || args.committee > args.verifiers {
+        bail!("need 1 <= --committee <= --verifiers");
     }
     if !(0.0..1.0).contains(&args.attackers) {
         bail!("--attackers must be in [0, 1)");
@@ -365,6 +394,10 @@ fn build_world(args: &AttacksArgs) -> Result<World> {
         rounds,
         alie_z: args.alie_z,
         score_windows: args.item_windows,
+        score_items: args.score_items,
+        verifiers: args.verifiers,
+        committee: args.committee,
+        probe_log: args.probe_log.then(|| args.out.join("probes.jsonl")),
         verbose: args.verbose,
     })
 }
@@ -395,6 +428,8 @@ struct Tally {
     honest_exclusions: BTreeMap<String, u64>,
     empty_rounds: u64,
     verify_s: f64,
+    /// The slowest single verifier's round.
+    verify_max_s: f64,
     verify_eval_s: f64,
     train_s: f64,
 }
@@ -432,13 +467,27 @@ fn run_one(
         inner: ModelLossEvaluator::new(eval_trainer, &world.items, world.score_windows)?,
         spent: Duration::ZERO,
     };
-    let verifier_secret = Hash32::of(format!("attacks verifier seed {}", setup.seed).as_bytes());
     let sketch_seed = u64::from_le_bytes(world.run_id.0 .0[..8].try_into().expect("8 bytes"));
-    let mut verifier = Verifier::new(
-        NodeKey::from_secret(verifier_secret.0),
-        RatingParams::default(),
-        sketch_seed,
-    );
+    let mut verifiers: Vec<Verifier> = (0..world.verifiers)
+        .map(|v| {
+            let secret = Hash32::of(format!("attacks verifier {v} seed {}", setup.seed).as_bytes());
+            let mut verifier = Verifier::new(
+                NodeKey::from_secret(secret.0),
+                RatingParams::default(),
+                sketch_seed,
+            );
+            verifier.score_items = world.score_items;
+            verifier.committee_size = world.committee;
+            verifier
+        })
+        .collect();
+    let verifier_ids: Vec<PeerId> = verifiers.iter().map(Verifier::peer_id).collect();
+    // One verifier alone scores every update itself (no committee).
+    let committee_set: &[PeerId] = if world.verifiers > 1 {
+        &verifier_ids
+    } else {
+        &[]
+    };
     let mut tally = Tally::default();
     let repro = ReproClass {
         backend: "libtorch-cpu".into(),
@@ -551,14 +600,44 @@ fn run_one(
             submissions: &submissions,
             assignment: &world.assignment,
             decoder: &SyncUpdateDecoder,
+            verifiers: committee_set,
         };
-        let eval_before = evaluator.spent;
-        let timer = Instant::now();
-        let report = verifier.verify_round(&inputs, &mut evaluator)?;
-        let verify_s = timer.elapsed().as_secs_f64();
+        let mut reports = Vec::with_capacity(verifiers.len());
+        let mut verify_s = 0.0;
+        for verifier in &mut verifiers {
+            let eval_before = evaluator.spent;
+            let timer = Instant::now();
+            reports.push(verifier.verify_round(&inputs, &mut evaluator)?);
+            let spent = timer.elapsed().as_secs_f64();
+            verify_s += spent;
+            tally.verify_max_s = tally.verify_max_s.max(spent);
+            tally.verify_eval_s += (evaluator.spent - eval_before).as_secs_f64();
+        }
+        // What one verifier spends on this round, on average.
+        let verify_s = verify_s / verifiers.len() as f64;
+        if !committee_set.is_empty() {
+            let all: Vec<verify::SignedVerdict> = reports
+                .iter()
+                .flat_map(|r| r.verdicts.iter().cloned())
+                .collect();
+            for verifier in &mut verifiers {
+                verifier.absorb(&ctx, committee_set, &all);
+            }
+        }
+        if let Some(path) = &world.probe_log {
+            for report in &reports {
+                log_probes(path, label, round, honest_count, report)?;
+            }
+        }
         tally.verify_s += verify_s;
-        tally.verify_eval_s += (evaluator.spent - eval_before).as_secs_f64();
         tally.train_s += train_s / honest_count as f64;
+        let report = decide(
+            &reports,
+            &verifier_ids,
+            committee_set,
+            &ctx,
+            world.committee,
+        );
         for (index, signed) in report.verdicts.iter().enumerate() {
             let outcome = &signed.verdict.outcome;
             if world.verbose {
@@ -572,7 +651,7 @@ fn run_one(
                     outcome_detail(outcome)
                 );
             }
-            let included = outcome.included();
+            let included = report.included.contains(&peers[index]);
             if index >= honest_count && active.is_some() {
                 tally.attack_updates += 1;
                 tally.attack_detected += u64::from(!included);
@@ -667,12 +746,93 @@ fn make_row(
         val_loss,
         honest_only_val_loss,
         gap_pct: gap_pct(val_loss, honest_only_val_loss),
+        verifiers: world.verifiers,
+        committee: world.committee,
         verify_s_per_round: per_round(tally.verify_s),
-        verify_eval_s_per_round: per_round(tally.verify_eval_s),
+        verify_max_s_per_round: tally.verify_max_s,
+        verify_eval_s_per_round: per_round(tally.verify_eval_s) / world.verifiers as f64,
         train_s_per_worker_round: per_round(tally.train_s),
         verify_to_train_ratio: tally.verify_s / tally.train_s.max(1e-9),
         wall_s: started.elapsed().as_secs_f64(),
     }
+}
+
+/// The round's decision per update: the verdict of the first member of its scoring committee, included when most
+/// of the committee include it. With one verifier, that verifier's report.
+fn decide(
+    reports: &[verify::RoundReport],
+    verifier_ids: &[PeerId],
+    committee_set: &[PeerId],
+    ctx: &RoundContext,
+    committee: usize,
+) -> verify::RoundReport {
+    if committee_set.is_empty() {
+        return reports[0].clone();
+    }
+    let mut verdicts = Vec::with_capacity(reports[0].verdicts.len());
+    let mut included = Vec::new();
+    for (index, first) in reports[0].verdicts.iter().enumerate() {
+        let peer = first.verdict.peer;
+        let members =
+            verify::committee::scoring_committee(&ctx.round_seed, &peer, committee_set, committee);
+        let of_member = |m: &PeerId| {
+            let v = verifier_ids
+                .iter()
+                .position(|id| id == m)
+                .expect("a verifier");
+            &reports[v].verdicts[index]
+        };
+        let yes = members
+            .iter()
+            .filter(|m| of_member(m).verdict.outcome.included())
+            .count();
+        let majority = 2 * yes > members.len();
+        if majority {
+            included.push(peer);
+        }
+        // Record a verdict that agrees with the decision (one always exists).
+        let verdict = members
+            .iter()
+            .map(of_member)
+            .find(|v| v.verdict.outcome.included() == majority)
+            .unwrap_or_else(|| of_member(&members[0]));
+        verdicts.push(verdict.clone());
+    }
+    included.sort();
+    verify::RoundReport {
+        verdicts,
+        included,
+        probes: Vec::new(),
+    }
+}
+
+/// Appends one JSON line per scored update: attack, round, worker, role, per-item losses.
+fn log_probes(
+    path: &std::path::Path,
+    label: &str,
+    round: u64,
+    honest_count: usize,
+    report: &verify::RoundReport,
+) -> Result<()> {
+    use std::io::Write;
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    for (index, probe) in &report.probes {
+        let side = |l: &verify::score::ItemLosses| serde_json::json!({"before": l.before, "after": l.after, "reference": l.reference});
+        let line = serde_json::json!({
+            "attack": label,
+            "round": round,
+            "worker": index,
+            "honest": *index < honest_count,
+            "own": side(&probe.own),
+            "random": side(&probe.random),
+        });
+        writeln!(file, "{line}")?;
+    }
+    Ok(())
 }
 
 /// `Rejected:NormOutlier`, `Scored:excluded`, `Accepted:included`, ...

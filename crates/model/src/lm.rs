@@ -148,6 +148,23 @@ impl LanguageModel {
         Ok(loss.double_value(&[]) as f32)
     }
 
+    /// Mean next-token loss in nats of each row of `tokens` (rows of seq_len + 1), without gradients: one forward
+    /// pass for the whole batch. A verifier scoring per data item uses it.
+    pub fn eval_row_losses(&self, tokens: &[u32], seq_len: usize) -> Result<Vec<f32>, ModelError> {
+        let (inputs, targets) = self.batch_tensors(tokens, seq_len)?;
+        let rows = inputs.size()[0];
+        let losses = tch::no_grad(|| {
+            let logits = forward(&self.config, &self.weights, &self.rope, &inputs);
+            let vocab = self.config.vocab_size as i64;
+            let log_probs = logits.view([-1, vocab]).log_softmax(-1, Kind::Float);
+            let picked = log_probs.gather(1, &targets.view([-1, 1]), false);
+            -picked
+                .view([rows, seq_len as i64])
+                .mean_dim(1, false, Kind::Float)
+        });
+        Ok(tensor_to_vec(&losses))
+    }
+
     /// Logits [len, vocab] of a single sequence, flattened row-major.
     pub fn logits(&self, tokens: &[u32]) -> Result<Vec<f32>, ModelError> {
         let (inputs, _) = self.batch_tensors(&[tokens, &[0]].concat(), tokens.len())?;

@@ -152,6 +152,12 @@ impl Trainer {
         self.model.eval_loss(tokens, self.train.seq_len)
     }
 
+    /// Mean loss of each row (seq_len + 1 tokens) of `tokens`, in one forward pass.
+    pub fn eval_row_losses(&self, tokens: &[u32]) -> Result<Vec<f32>, ModelError> {
+        set_threads(self.threads);
+        self.model.eval_row_losses(tokens, self.train.seq_len)
+    }
+
     /// One optimizer step on `tokens`: grad_accum · batch_size rows of seq_len + 1 tokens.
     /// Returns the mean training loss (nats/token) before the update. A non-finite loss or
     /// gradient leaves the parameters and optimizer state untouched and returns an error.

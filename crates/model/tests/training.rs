@@ -76,3 +76,23 @@ fn generate_is_seeded_and_in_vocab() {
     assert!(a.iter().all(|&t| t < 256));
     assert!(trainer.model().generate(&[], 5, 1.0, 0, 1).is_err());
 }
+
+#[test]
+fn row_losses_are_each_rows_own_loss_from_one_batched_pass() {
+    let train = tiny_train_config(3);
+    let mut trainer = Trainer::new(Preset::Tiny.model_config(256), train.clone(), 5, 1).unwrap();
+    for s in 0..3 {
+        trainer.train_step(&batch(&train, s)).unwrap();
+    }
+    let row = train.seq_len + 1;
+    let tokens = synthetic_tokens(77, 3 * row);
+    let rows = trainer.eval_row_losses(&tokens).unwrap();
+    assert_eq!(rows.len(), 3);
+    for (i, loss) in rows.iter().enumerate() {
+        let alone = trainer.eval_loss(&tokens[i * row..(i + 1) * row]).unwrap();
+        assert!((loss - alone).abs() < 1e-4, "row {i}: {loss} vs {alone}");
+    }
+    let mean = rows.iter().sum::<f32>() / 3.0;
+    assert!((mean - trainer.eval_loss(&tokens).unwrap()).abs() < 1e-4);
+    assert!(trainer.eval_row_losses(&tokens[..row + 1]).is_err());
+}

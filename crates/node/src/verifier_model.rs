@@ -106,6 +106,38 @@ impl LossEvaluator for ModelLossEvaluator<'_> {
             .eval_loss(&tokens)
             .map_err(|e| EvalError(e.to_string()))
     }
+
+    /// Loads the parameters once and evaluates every window of every item in one forward pass.
+    fn eval_item_losses(
+        &mut self,
+        params: &[f32],
+        data_ids: &[u64],
+    ) -> Result<Vec<f32>, EvalError> {
+        if data_ids.is_empty() {
+            return Err(EvalError("no data ids to evaluate".into()));
+        }
+        let tokens = self.tokens_of(data_ids)?;
+        self.trainer
+            .set_params(params)
+            .map_err(|e| EvalError(e.to_string()))?;
+        let rows = self
+            .trainer
+            .eval_row_losses(&tokens)
+            .map_err(|e| EvalError(e.to_string()))?;
+        // tokens_of takes the same number of windows from every item.
+        let per_item = rows.len() / data_ids.len();
+        if per_item == 0 || rows.len() % data_ids.len() != 0 {
+            return Err(EvalError(format!(
+                "{} rows for {} items",
+                rows.len(),
+                data_ids.len()
+            )));
+        }
+        Ok(rows
+            .chunks_exact(per_item)
+            .map(|c| c.iter().sum::<f32>() / per_item as f32)
+            .collect())
+    }
 }
 
 /// The run's data assignment: `count` distinct item ids of `items` per (round seed, peer), by

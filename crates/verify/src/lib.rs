@@ -6,6 +6,7 @@
 
 pub mod binding;
 pub mod commitment;
+pub mod committee;
 pub mod fraud;
 pub mod keys;
 pub mod merkle;

@@ -3,19 +3,26 @@
 //! Order per submission: equivocation → binding (signature, run, round, base, codec, H, data ids, size, CID) →
 //! replay of an old CID → decode (malformed, length) → NaN/Inf. Then, over the round: zero update and norm outlier
 //! against the round median → copies (against kept updates of this round, first committed first, and against
-//! history) → statistical score for up to `SCORED_PER_ROUND_MAX` updates drawn by verifiable randomness → rating →
-//! inclusion. Memory: one decoded update at a time plus the round's reference (blobs are decoded three times: for the
-//! gates, for the reference θ − mean Δ of the scored updates, and for scoring).
+//! history) → statistical score of the updates whose scoring committee this verifier sits on (`committee`), at most
+//! `SCORED_PER_ROUND_MAX` → rating → inclusion; rejections the peer provably caused go to the rating too. Other
+//! verifiers' scores come in through `Verifier::absorb`. Memory: one decoded update at a time plus the running sum
+//! for the round's reference θ − mean Δ (the kept updates of peers in good standing, summed while the gates decode
+//! them; an update rejected after being summed is decoded again to take it out), and each scored update is decoded
+//! once more.
 
 use types::limits::verify as limits;
 use types::{Hash32, PeerId, RoundNumber};
 
 use crate::binding::{check_binding, DataAssignment, RoundContext};
 use crate::commitment::SignedCommitment;
+use crate::committee::scoring_committee;
 use crate::keys::NodeKey;
 use crate::rating::{RatingParams, RatingTable};
 use crate::sanity;
-use crate::score::{gauntlet_score, normalize, score_samples, EvalError, LossEvaluator, LossProbe};
+use crate::score::{
+    gain_ratio, is_harmful, own_data_t, score_samples, EvalError, ItemLosses, LossEvaluator,
+    LossProbe,
+};
 use crate::similarity::{self, History, SeenUpdate, Sketch};
 use crate::verdict::{Outcome, Reason, SignedVerdict, Verdict};
 
@@ -75,6 +82,9 @@ pub struct RoundInputs<'a> {
     pub submissions: &'a [Submission<'a>],
     pub assignment: &'a dyn DataAssignment,
     pub decoder: &'a dyn UpdateDecoder,
+    /// The run's verifiers this round. Empty: this verifier scores every update itself; otherwise it scores only
+    /// the updates whose scoring committee (`committee`) it sits on, and absorbs the others' scores.
+    pub verifiers: &'a [PeerId],
 }
 
 #[derive(Debug, Clone)]
@@ -83,6 +93,8 @@ pub struct RoundReport {
     pub verdicts: Vec<SignedVerdict>,
     /// Peers whose updates go into aggregation, sorted.
     pub included: Vec<PeerId>,
+    /// The losses behind each score (submission index, probe), for diagnostics; not signed.
+    pub probes: Vec<(usize, LossProbe)>,
 }
 
 /// A verifier's long-lived state: its key, the ratings it keeps, the history it compares against.
@@ -92,6 +104,10 @@ pub struct Verifier {
     history: History,
     known_bases: Vec<(RoundNumber, Hash32)>,
     sketch_seed: u64,
+    /// Assigned items (and as many random items) evaluated per scored update.
+    pub score_items: usize,
+    /// Verifiers that score each update when `RoundInputs::verifiers` is not empty.
+    pub committee_size: usize,
 }
 
 struct Candidate {
@@ -109,6 +125,8 @@ impl Verifier {
             history: History::default(),
             known_bases: Vec::new(),
             sketch_seed,
+            score_items: limits::SCORE_SAMPLE_IDS,
+            committee_size: 1,
         }
     }
 
@@ -141,6 +159,8 @@ impl Verifier {
         let mut order: Vec<usize> = (0..subs.len()).collect();
         order.sort_by_key(|&i| (subs[i].committed_at_ms, subs[i].commitment.commitment.peer));
         let mut first_cid_of: Vec<(PeerId, Hash32)> = Vec::new();
+        // The running sum of the updates of peers in good standing, for the score's reference (one decode each).
+        let mut reference = ReferenceSum::new(ctx.param_count);
         for &i in &order {
             let sub = &subs[i];
             let peer = sub.commitment.commitment.peer;
@@ -150,22 +170,41 @@ impl Verifier {
             }
             first_cid_of.push((peer, sub.commitment.commitment.update_cid));
             match self.cheap_gates(inputs, sub) {
-                Ok((norm, sketch)) => candidates.push(Candidate {
-                    index: i,
-                    norm,
-                    sketch,
-                }),
+                Ok((norm, sketch, update)) => {
+                    if self.ratings.included(&peer) {
+                        reference.add(i, &update);
+                    }
+                    candidates.push(Candidate {
+                        index: i,
+                        norm,
+                        sketch,
+                    })
+                }
                 Err(reason) => outcomes[i] = Some(Outcome::Rejected(reason)),
             }
         }
         self.norm_gates(&mut candidates, &mut outcomes);
         let kept = self.copy_gates(ctx.round, subs, candidates, &mut outcomes);
-        self.score(inputs, &kept, &mut outcomes, evaluator)?;
-        Ok(self.finish(ctx, subs, kept, outcomes))
+        // Updates added to the reference and then rejected by the norm or copy gates come out again.
+        for index in reference.members.clone() {
+            if outcomes[index].is_some() {
+                if let Ok(update) = decode(inputs, &subs[index]) {
+                    reference.remove(index, &update);
+                }
+            }
+        }
+        let probes = self.score(inputs, &kept, reference, &mut outcomes, evaluator)?;
+        let mut report = self.finish(ctx, subs, kept, outcomes);
+        report.probes = probes;
+        Ok(report)
     }
 
     /// Per-submission gates up to NaN/Inf; returns the norm and sketch of a decoded, finite update.
-    fn cheap_gates(&self, inputs: &RoundInputs, sub: &Submission) -> Result<(f64, Sketch), Reason> {
+    fn cheap_gates(
+        &self,
+        inputs: &RoundInputs,
+        sub: &Submission,
+    ) -> Result<(f64, Sketch, Vec<f32>), Reason> {
         let ctx = inputs.ctx;
         check_binding(
             ctx,
@@ -192,6 +231,7 @@ impl Verifier {
         Ok((
             sanity::l2_norm(&update),
             similarity::sketch(&update, self.sketch_seed),
+            update,
         ))
     }
 
@@ -256,18 +296,26 @@ impl Verifier {
         kept
     }
 
-    /// Scores up to `SCORED_PER_ROUND_MAX` kept updates (lowest BLAKE3(round seed ‖ verifier ‖ peer) first) and
-    /// feeds the normalized scores to the ratings.
+    /// Scores the kept updates whose committee this verifier sits on (all of them without a committee), at most
+    /// `SCORED_PER_ROUND_MAX` (lowest BLAKE3(round seed ‖ verifier ‖ peer) first): harm test and own-data t (see
+    /// `score`), the observation into the rating, inclusion.
     fn score(
         &mut self,
         inputs: &RoundInputs,
         kept: &[SeenUpdate],
+        reference: ReferenceSum,
         outcomes: &mut [Option<Outcome>],
         evaluator: &mut dyn LossEvaluator,
-    ) -> Result<(), VerifyError> {
+    ) -> Result<Vec<(usize, LossProbe)>, VerifyError> {
         let ctx = inputs.ctx;
         let me = self.key.peer_id();
-        let mut drawn: Vec<&SeenUpdate> = kept.iter().collect();
+        let mut drawn: Vec<&SeenUpdate> = kept
+            .iter()
+            .filter(|s| self.on_committee(inputs, &s.peer))
+            .collect();
+        if drawn.is_empty() {
+            return Ok(Vec::new());
+        }
         drawn.sort_by_key(|s| {
             (
                 Hash32::of(&[&ctx.round_seed.0[..], &me.0, &s.peer.0].concat()),
@@ -275,10 +323,19 @@ impl Verifier {
             )
         });
         drawn.truncate(limits::SCORED_PER_ROUND_MAX);
-        let Some(reference) = reference_params(inputs, &drawn, outcomes) else {
-            return Ok(());
+        // The reference is the mean update of the peers in good standing, so attackers the ratings already excluded
+        // cannot drag the yardstick; all kept updates when nobody is in good standing.
+        let reference = match reference.params(inputs.base_params) {
+            Some(params) => params,
+            None => {
+                let all: Vec<&SeenUpdate> = kept.iter().collect();
+                match reference_params(inputs, &all, outcomes) {
+                    Some(params) => params,
+                    None => return Ok(Vec::new()),
+                }
+            }
         };
-        let mut scored = Vec::new();
+        let mut probes = Vec::new();
         for seen in drawn {
             let index = submission_index(inputs.submissions, &seen.peer, &seen.cid);
             if outcomes[index].is_some() {
@@ -305,29 +362,104 @@ impl Verifier {
                 &seen.peer,
                 &sub.commitment.commitment.data_ids,
                 ctx.dataset_items,
+                self.score_items,
             );
-            let probe = LossProbe {
-                assigned_before: evaluator.eval_loss(inputs.base_params, &own)?,
-                assigned_after: evaluator.eval_loss(&after, &own)?,
-                random_before: evaluator.eval_loss(inputs.base_params, &random)?,
-                random_after: evaluator.eval_loss(&after, &random)?,
-                assigned_reference: evaluator.eval_loss(&reference, &own)?,
-                random_reference: evaluator.eval_loss(&reference, &random)?,
+            // One evaluation per model over both samples: three parameter loads per scored update.
+            let ids: Vec<u64> = own.iter().chain(&random).copied().collect();
+            let mut losses = |params: &[f32]| -> Result<(Vec<f32>, Vec<f32>), EvalError> {
+                let mut all = evaluator.eval_item_losses(params, &ids)?;
+                if all.len() != ids.len() {
+                    return Err(EvalError(format!(
+                        "{} losses for {} items",
+                        all.len(),
+                        ids.len()
+                    )));
+                }
+                let random_losses = all.split_off(own.len());
+                Ok((all, random_losses))
             };
-            scored.push((index, seen.peer, gauntlet_score(&probe)));
-        }
-        let raw: Vec<f64> = scored.iter().map(|s| s.2).collect();
-        for ((index, peer, score), observation) in scored.into_iter().zip(normalize(&raw)) {
-            let rating = self.ratings.observe(peer, ctx.round, observation);
+            let (own_before, random_before) = losses(inputs.base_params)?;
+            let (own_after, random_after) = losses(&after)?;
+            let (own_reference, random_reference) = losses(&reference)?;
+            let probe = LossProbe {
+                own: ItemLosses {
+                    before: own_before,
+                    after: own_after,
+                    reference: own_reference,
+                },
+                random: ItemLosses {
+                    before: random_before,
+                    after: random_after,
+                    reference: random_reference,
+                },
+            };
+            let harmful = is_harmful(&probe);
+            let observation = if harmful {
+                -limits::SCORE_OBSERVATION_ABS_MAX
+            } else {
+                own_data_t(&probe)
+            };
+            let score = gain_ratio(&probe).0.unwrap_or(f64::NEG_INFINITY);
+            let rating = self.ratings.observe(seen.peer, ctx.round, observation);
             outcomes[index] = Some(Outcome::Scored {
-                score,
+                // The gain ratio h; −∞ when the reference removed no loss.
+                score: if score.is_nan() {
+                    f64::NEG_INFINITY
+                } else {
+                    score
+                },
                 observation,
                 rating_mean: rating.mean,
                 rating_sd: rating.sd(),
-                included: rating.mean >= self.ratings.params.include_min,
+                included: !harmful && rating.mean >= self.ratings.params.include_min,
             });
+            probes.push((index, probe));
         }
-        Ok(())
+        Ok(probes)
+    }
+
+    fn on_committee(&self, inputs: &RoundInputs, peer: &PeerId) -> bool {
+        inputs.verifiers.is_empty()
+            || scoring_committee(
+                &inputs.ctx.round_seed,
+                peer,
+                inputs.verifiers,
+                self.committee_size,
+            )
+            .contains(&self.key.peer_id())
+    }
+
+    /// Folds other verifiers' scored verdicts of this round into the ratings, so that every verifier rates every
+    /// peer while each scores only its share. A verdict counts once, and only when it is for this run and round,
+    /// signed, and by a member of the peer's scoring committee. Returns the number of verdicts absorbed.
+    pub fn absorb(
+        &mut self,
+        ctx: &RoundContext,
+        verifiers: &[PeerId],
+        verdicts: &[SignedVerdict],
+    ) -> usize {
+        let me = self.key.peer_id();
+        let mut seen: Vec<(PeerId, PeerId)> = Vec::new();
+        for signed in verdicts {
+            let v = &signed.verdict;
+            let Outcome::Scored { observation, .. } = v.outcome else {
+                continue;
+            };
+            if v.verifier == me
+                || v.run != ctx.run
+                || v.round != ctx.round
+                || !observation.is_finite()
+                || seen.contains(&(v.verifier, v.peer))
+                || !scoring_committee(&ctx.round_seed, &v.peer, verifiers, self.committee_size)
+                    .contains(&v.verifier)
+                || !signed.signature_valid()
+            {
+                continue;
+            }
+            seen.push((v.verifier, v.peer));
+            self.ratings.observe(v.peer, ctx.round, observation);
+        }
+        seen.len()
     }
 
     fn finish(
@@ -337,6 +469,7 @@ impl Verifier {
         kept: Vec<SeenUpdate>,
         mut outcomes: Vec<Option<Outcome>>,
     ) -> RoundReport {
+        self.rate_gate_rejections(ctx.round, subs, &outcomes);
         let mut included = Vec::new();
         let mut verdicts = Vec::with_capacity(subs.len());
         for (i, sub) in subs.iter().enumerate() {
@@ -379,8 +512,48 @@ impl Verifier {
         if self.known_bases.len() > limits::KNOWN_BASES_MAX {
             self.known_bases.remove(0);
         }
-        RoundReport { verdicts, included }
+        RoundReport {
+            verdicts,
+            included,
+            probes: Vec::new(),
+        }
     }
+}
+
+impl Verifier {
+    /// A hard-gate rejection the peer provably caused is the worst observation the rating knows: without it, a
+    /// peer caught by a gate would come back at the newcomer prior the next round it passes the gates.
+    fn rate_gate_rejections(
+        &mut self,
+        round: RoundNumber,
+        subs: &[Submission],
+        outcomes: &[Option<Outcome>],
+    ) {
+        for (sub, outcome) in subs.iter().zip(outcomes) {
+            if let Some(Outcome::Rejected(reason)) = outcome {
+                if peer_fault(reason) {
+                    let peer = sub.commitment.commitment.peer;
+                    self.ratings
+                        .observe(peer, round, -limits::SCORE_OBSERVATION_ABS_MAX);
+                }
+            }
+        }
+    }
+}
+
+/// Rejections that only the signing peer can have caused. Not: a bad signature (anyone can claim any peer id), a
+/// wrong run or round (anyone can replay a peer's old signed commitment), and a blob that does not match the
+/// commitment's size or CID or is oversized (the blob may have been swapped on the way).
+fn peer_fault(reason: &Reason) -> bool {
+    !matches!(
+        reason,
+        Reason::BadSignature
+            | Reason::WrongRun { .. }
+            | Reason::WrongRound { .. }
+            | Reason::Oversized { .. }
+            | Reason::SizeMismatch { .. }
+            | Reason::CidMismatch { .. }
+    )
 }
 
 fn decode(inputs: &RoundInputs, sub: &Submission) -> Result<Vec<f32>, Reason> {
@@ -400,7 +573,46 @@ fn decode(inputs: &RoundInputs, sub: &Submission) -> Result<Vec<f32>, Reason> {
     Ok(update)
 }
 
-/// The round's reference model θ − mean Δ over the drawn updates (in draw order, f32 running sum), the paired control
+/// Σ Δ over the updates of peers in good standing that passed the per-submission gates (f32, in commit order).
+struct ReferenceSum {
+    sum: Vec<f32>,
+    members: Vec<usize>,
+}
+
+impl ReferenceSum {
+    fn new(param_count: usize) -> ReferenceSum {
+        ReferenceSum {
+            sum: vec![0.0; param_count],
+            members: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, index: usize, update: &[f32]) {
+        self.sum.iter_mut().zip(update).for_each(|(s, d)| *s += d);
+        self.members.push(index);
+    }
+
+    fn remove(&mut self, index: usize, update: &[f32]) {
+        self.sum.iter_mut().zip(update).for_each(|(s, d)| *s -= d);
+        self.members.retain(|&m| m != index);
+    }
+
+    /// θ − mean Δ; `None` without members.
+    fn params(&self, base: &[f32]) -> Option<Vec<f32>> {
+        if self.members.is_empty() {
+            return None;
+        }
+        let scale = 1.0 / self.members.len() as f32;
+        Some(
+            base.iter()
+                .zip(&self.sum)
+                .map(|(t, s)| t - s * scale)
+                .collect(),
+        )
+    }
+}
+
+/// The round's reference model θ − mean Δ over `drawn` (in order, f32 running sum), the yardstick and paired control
 /// of the score (see `score`). An update that no longer decodes is rejected as malformed and left out. `None` when
 /// nothing decodes.
 fn reference_params(

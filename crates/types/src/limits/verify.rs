@@ -56,11 +56,16 @@ pub const HISTORY_ROUNDS_MAX: usize = 16;
 /// Model hashes of earlier rounds kept to name the round a stale base came from.
 pub const KNOWN_BASES_MAX: usize = 64;
 
-/// Data ids sampled from a peer's assignment (and as many at random) for the statistical score.
+/// Data ids sampled from a peer's assignment (and as many at random) for the statistical score, by default.
 pub const SCORE_SAMPLE_IDS: usize = 4;
+/// Most data ids a verifier may be configured to sample per side for the statistical score.
+pub const SCORE_SAMPLE_IDS_MAX: usize = 64;
 /// Updates scored (loss evaluated) per round by one verifier; the rest are accepted on the cheap gates.
 pub const SCORED_PER_ROUND_MAX: usize = 64;
-/// Bound on one round's normalized score observation fed to the rating.
+/// Gain ratio (an update's loss gain over the round's mean update's, on the same items) below which a scored update
+/// is excluded as harmful, in milli-units. Calibration in `verify::score`.
+pub const SCORE_GAIN_RATIO_MIN_MILLI: u32 = 600;
+/// Bound on one round's score observation fed to the rating (a t statistic; also the observation of harm).
 pub const SCORE_OBSERVATION_ABS_MAX: f64 = 4.0;
 /// Peers tracked by the rating table.
 pub const RATED_PEERS_MAX: usize = 100_000;
