@@ -49,6 +49,10 @@ pub struct NodeArgs {
     /// Wait (up to 30 s) for this many peers before the first round.
     #[arg(long, default_value_t = 0)]
     pub wait_peers: usize,
+    /// Attack testing only: this trainer lies on purpose (`sign-flip`: it sends −Δ), so a test can watch the
+    /// verifiers of a running swarm catch it.
+    #[arg(long, value_name = "ATTACK", hide = true)]
+    pub misbehave: Option<String>,
 }
 
 pub fn run(args: NodeArgs) -> Result<()> {
@@ -74,6 +78,7 @@ pub fn run(args: NodeArgs) -> Result<()> {
             net,
             threads: args.threads,
             wait_peers: args.wait_peers,
+            misbehave: args.misbehave.as_deref().map(str::parse).transpose()?,
         };
         return node::run_shell::run_blocking(config)
             .with_context(|| format!("run node with data dir {}", data_dir.display()));

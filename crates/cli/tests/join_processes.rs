@@ -5,73 +5,20 @@
 //! the founders, settle rounds with them on the same model hash, and contribute an update that they include; restarted
 //! with the same command, it uses its own copies and takes part again.
 
-use std::io::Read;
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_commonweight");
+#[path = "support/process.rs"]
+mod process;
 
-/// A node process with its log file, killed on drop if the test did not stop it.
-struct NodeProcess {
-    child: Child,
-    dir: PathBuf,
-    control: String,
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl NodeProcess {
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
-    }
-}
+use process::{
+    commonweight, get_json, line_after, node_log, start_run_node, wait_until, write_corpus,
+    NodeProcess,
+};
 
 fn start(dir: &Path, run: &str, bootstrap: Option<&str>) -> NodeProcess {
-    std::fs::create_dir_all(dir).unwrap();
-    let log = std::fs::File::create(dir.join("node.log")).unwrap();
-    let mut cmd = Command::new(BIN);
-    cmd.arg("node")
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["--run", run, "--roles", "trainer,verifier,storage"])
-        .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--wait-peers", "1"]);
-    if let Some(addr) = bootstrap {
-        cmd.args(["--bootstrap", addr]);
-    }
-    let child = cmd
-        .stdout(Stdio::from(log.try_clone().unwrap()))
-        .stderr(Stdio::from(log))
-        .spawn()
-        .expect("spawn commonweight node");
-    let mut node = NodeProcess {
-        child,
-        dir: dir.to_owned(),
-        control: String::new(),
-    };
-    // The control API appears once the node holds the run file, the dataset and the workload.
-    let addr_file = dir.join("control.addr");
-    wait_until("the node's control API", Duration::from_secs(180), || {
-        if let Some(status) = node.child.try_wait().unwrap() {
-            panic!(
-                "node in {} exited with {status}:\n{}",
-                dir.display(),
-                node.log()
-            );
-        }
-        addr_file.exists()
-    });
-    node.control = std::fs::read_to_string(addr_file)
-        .unwrap()
-        .trim()
-        .to_owned();
-    node
+    start_run_node(dir, run, bootstrap, &[])
 }
 
 fn status(node: &NodeProcess) -> serde_json::Value {
@@ -84,79 +31,14 @@ fn history(node: &NodeProcess) -> Vec<serde_json::Value> {
 }
 
 fn get(node: &NodeProcess, path: &str) -> serde_json::Value {
-    let mut stream = TcpStream::connect(&node.control).expect("connect control api");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    std::io::Write::write_all(
-        &mut stream,
-        format!("GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", node.control).as_bytes(),
-    )
-    .unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
-    let split = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("http head");
-    serde_json::from_slice(&response[split + 4..]).expect("status json")
-}
-
-fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn commonweight(args: &[&str]) -> String {
-    let output = Command::new(BIN).args(args).output().unwrap();
-    assert!(
-        output.status.success(),
-        "commonweight {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
-
-/// A few hundred KB of seeded text a tiny model can learn from.
-fn write_corpus(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    let words = [
-        "the", "king", "shall", "speak", "of", "love", "and", "war", "to", "his", "lords", "in",
-        "hall", "where", "night", "falls", "upon", "our", "house", "my", "lady", "sweet",
-    ];
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    for file in 0..2 {
-        let mut text = String::new();
-        for line in 0..1500 {
-            text.push_str(if line % 2 == 0 { "KING:\n" } else { "LADY:\n" });
-            for _ in 0..10 {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                text.push_str(words[(state % words.len() as u64) as usize]);
-                text.push(' ');
-            }
-            text.push_str(".\n");
-        }
-        std::fs::write(dir.join(format!("part{file}.txt")), text).unwrap();
-    }
-}
-
-fn line_after<'a>(text: &'a str, prefix: &str) -> &'a str {
-    text.lines()
-        .find_map(|l| l.strip_prefix(prefix))
-        .unwrap_or_else(|| panic!("no {prefix:?} in:\n{text}"))
-        .trim()
+    get_json(&node.control, path)
 }
 
 #[test]
 fn a_fresh_node_joins_with_only_a_bootstrap_address_and_the_run_id() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    write_corpus(&root.join("corpus"));
+    write_corpus(&root.join("corpus"), 2);
     let founders: Vec<PathBuf> = (0..3).map(|i| root.join(format!("founder-{i}"))).collect();
     let peer_ids: Vec<String> = founders
         .iter()
@@ -213,7 +95,7 @@ fn a_fresh_node_joins_with_only_a_bootstrap_address_and_the_run_id() {
     let joiner_dir = root.join("joiner");
     let started = Instant::now();
     let joiner = start(&joiner_dir, &run_id, Some(&boot));
-    let log = joiner.log();
+    let log = node_log(&joiner);
     assert!(log.contains("run file verified"), "{log}");
     assert!(
         log.contains(&format!("dataset {collection} verified")),
@@ -241,7 +123,7 @@ fn a_fresh_node_joins_with_only_a_bootstrap_address_and_the_run_id() {
     while settled.is_null() {
         if Instant::now() > deadline {
             for node in [&f0, &f1, &f2, &joiner] {
-                let log = node.log();
+                let log = node_log(node);
                 let tail: Vec<&str> = log.lines().rev().take(40).collect();
                 eprintln!(
                     "--- {} status: {}\nlog (newest first):\n{}",
@@ -316,7 +198,7 @@ fn a_fresh_node_joins_with_only_a_bootstrap_address_and_the_run_id() {
     stop(&mut joiner);
     let restarted = Instant::now();
     let joiner = start(&joiner_dir, &run_id, Some(&boot));
-    let log = joiner.log();
+    let log = node_log(&joiner);
     assert!(!log.contains("fetching"), "{log}");
     wait_until(
         "the restarted joiner to settle a round",

@@ -2,27 +2,14 @@
 //! through one bootstrap node, gossip to all, fetch a 64 MiB blob from 3 providers, list peers with
 //! `commonweight peers`, and stop cleanly on SIGTERM.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_commonweight");
+#[path = "support/process.rs"]
+mod process;
 
-/// A node process, killed on drop if the test did not stop it.
-struct NodeProcess {
-    child: Child,
-    dir: PathBuf,
-    control: String,
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use process::{get_json as json, http, wait_until, NodeProcess, BIN};
 
 fn start(dir: &Path, listen: &[&str], bootstrap: &[String]) -> NodeProcess {
     let mut cmd = Command::new(BIN);
@@ -33,70 +20,8 @@ fn start(dir: &Path, listen: &[&str], bootstrap: &[String]) -> NodeProcess {
     for b in bootstrap {
         cmd.arg("--bootstrap").arg(b);
     }
-    let child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn commonweight node");
-    let mut node = NodeProcess {
-        child,
-        dir: dir.to_owned(),
-        control: String::new(),
-    };
-    let addr_file = dir.join("control.addr");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !addr_file.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "node in {} did not start",
-            dir.display()
-        );
-        assert!(
-            node.child.try_wait().unwrap().is_none(),
-            "node in {} exited early",
-            dir.display()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    node.control = std::fs::read_to_string(addr_file)
-        .unwrap()
-        .trim()
-        .to_owned();
-    node
-}
-
-/// A minimal HTTP/1.0 client for the loopback control API: (status code, body).
-fn http(addr: &str, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
-    let mut stream = TcpStream::connect(addr).expect("connect control api");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(120)))
-        .unwrap();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .unwrap();
-    stream.write_all(body).unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
-    let split = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("http head");
-    let head = String::from_utf8_lossy(&response[..split]).to_string();
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status code");
-    (code, response[split + 4..].to_vec())
-}
-
-fn json(addr: &str, path: &str) -> serde_json::Value {
-    let (code, body) = http(addr, "GET", path, b"");
-    assert_eq!(code, 200, "{path}: {}", String::from_utf8_lossy(&body));
-    serde_json::from_slice(&body).unwrap()
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    NodeProcess::spawn(cmd, dir, None, Duration::from_secs(30))
 }
 
 fn addr_with(node: &NodeProcess, transport: &str) -> String {
@@ -108,14 +33,6 @@ fn addr_with(node: &NodeProcess, transport: &str) -> String {
         .map(|a| a.as_str().unwrap().to_owned())
         .find(|a| a.contains(transport))
         .unwrap_or_else(|| panic!("no {transport} address in {status}"))
-}
-
-fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {

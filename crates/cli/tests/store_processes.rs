@@ -5,30 +5,18 @@
 //! checkpoint published with `data add-checkpoint` is pulled by a late joiner from several keepers in parallel.
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_commonweight");
+#[path = "support/process.rs"]
+mod process;
+
+use process::{get_json, wait_until, NodeProcess, BIN};
+
 /// Maintenance passes this often, so the test sees repairs within seconds.
 const MAINTENANCE_MS: &str = "300";
 const LIMIT: Duration = Duration::from_secs(90);
-
-/// A node process, killed on drop if the test did not stop it.
-struct NodeProcess {
-    child: Child,
-    dir: PathBuf,
-    control: String,
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn cw(args: &[&str]) -> Output {
     let out = Command::new(BIN)
@@ -44,48 +32,17 @@ fn cw(args: &[&str]) -> Output {
 }
 
 fn start(dir: &Path, extra: &[String]) -> NodeProcess {
-    let child = Command::new(BIN)
-        .arg("node")
+    let log = dir.with_extension("log");
+    let mut cmd = Command::new(BIN);
+    cmd.arg("node")
         .arg("--data-dir")
         .arg(dir)
         .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--serve-store"])
         .args(["--maintenance-ms", MAINTENANCE_MS])
         .args(extra)
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.with_extension("log")).unwrap())
-        .spawn()
-        .expect("spawn commonweight node");
-    let mut node = NodeProcess {
-        child,
-        dir: dir.to_owned(),
-        control: String::new(),
-    };
-    let addr_file = dir.join("control.addr");
-    wait_until("the node to start", Duration::from_secs(30), || {
-        assert!(
-            node.child.try_wait().unwrap().is_none(),
-            "node exited early"
-        );
-        addr_file.exists()
-    });
-    node.control = std::fs::read_to_string(addr_file)
-        .unwrap()
-        .trim()
-        .to_owned();
-    node
-}
-
-fn get_json(addr: &str, path: &str) -> serde_json::Value {
-    let mut stream = TcpStream::connect(addr).expect("connect control api");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").expect("http head");
-    assert!(head.contains(" 200 "), "{path}: {head}\n{body}");
-    serde_json::from_str(body).unwrap()
+        .stderr(std::fs::File::create(&log).unwrap());
+    NodeProcess::spawn(cmd, dir, Some(&log), Duration::from_secs(30))
 }
 
 fn listen_addr(node: &NodeProcess) -> String {
@@ -123,14 +80,6 @@ fn counter(node: &NodeProcess, name: &str) -> u64 {
 
 fn held_by_all(nodes: &[&NodeProcess]) -> BTreeSet<(String, u64)> {
     nodes.iter().flat_map(|n| held(n)).collect()
-}
-
-fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 fn write_corpus(path: &Path) {

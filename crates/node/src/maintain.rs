@@ -24,7 +24,7 @@ use types::limits::store::{
 };
 use types::{Hash32, PeerId};
 
-use crate::storage::{audit_tick, keeper_key, NetLookup, StorageError, StoreNode};
+use crate::storage::{audit_tick, blocking, keeper_key, NetLookup, StorageError, StoreNode};
 
 /// What one maintenance pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -393,14 +393,6 @@ fn track_holders(audit: &mut AuditMachine, kept: &Kept, me: PeerId) {
             });
         }
     }
-}
-
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
-) -> Result<T, StorageError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| StorageError::Task(e.to_string()))?
 }
 
 /// What `store status` and the control API's `/store` show: what the store holds, per kept collection, and its

@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 use round::{Action, GenesisConfig, RoundMachine, Settled, Snapshot, Status, Verdict};
 use types::limits::node as limits;
+use types::limits::verify as verify_limits;
 use types::{Hash32, PeerId, RoundNumber};
+use verify::rating::{RatingParams, RatingTable};
 
 /// Tag of a round message on the run topic.
 pub const TAG_ROUND: u8 = 0;
@@ -22,6 +24,18 @@ pub const TAG_UPDATE: u8 = 1;
 pub const ANNOUNCE_VERSION: u8 = 1;
 /// Encoded size of an update announcement, tag included.
 pub const ANNOUNCE_BYTES: usize = 1 + 1 + 8 + 32 + 32 + 8;
+
+/// A verifier node's statistical score of one update (the maths is `verify::score`'s).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct UpdateScore {
+    /// Fails the harm test: removes less than `SCORE_GAIN_RATIO_MIN_MILLI`/1000 of the loss the reference removes
+    /// (or, without a reference, raises the loss).
+    pub harmful: bool,
+    /// The own-data t statistic: the rating's observation.
+    pub own_data_t: f64,
+    /// The gain ratio h; `None` when the reference removes no loss.
+    pub gain_ratio: Option<f64>,
+}
 
 /// Which work this node does. A node may hold several roles.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -163,13 +177,15 @@ pub enum Input {
         trainer: PeerId,
         cid: Hash32,
     },
-    /// The shell ran the gates on an update.
+    /// The shell ran the gates on an update (`accepted`: it passed them) and, on a verifier that holds a
+    /// base model, scored it.
     Verified {
         round: RoundNumber,
         trainer: PeerId,
         cid: Hash32,
         bytes: u64,
         accepted: bool,
+        score: Option<UpdateScore>,
     },
     /// The shell aggregated the agreed updates onto the base model (the result is staged, not yet current).
     Aggregated {
@@ -259,6 +275,12 @@ pub struct CoreStats {
     pub fetches_failed: u64,
     pub updates_accepted: u64,
     pub updates_rejected: u64,
+    /// Updates this verifier scored (loss before and after).
+    pub updates_scored: u64,
+    /// Scored updates rejected by the harm test.
+    pub updates_harmful: u64,
+    /// Updates rejected because their trainer's rating is below the inclusion threshold.
+    pub updates_rating_excluded: u64,
     pub rounds_settled: u64,
     pub snapshots_adopted: u64,
     pub trainings: u64,
@@ -276,6 +298,8 @@ pub struct Core {
     entered_round: RoundNumber,
     phase: &'static str,
     stats: CoreStats,
+    /// The verifier role's ratings of trainers (`verify::rating`); in memory, so a restart starts from the prior.
+    ratings: RatingTable,
 }
 
 impl Core {
@@ -298,6 +322,7 @@ impl Core {
             entered_round,
             phase: "sync",
             stats: CoreStats::default(),
+            ratings: RatingTable::new(RatingParams::default()),
         };
         let mut out = Vec::new();
         core.perform(boot_actions, &mut out);
@@ -315,6 +340,9 @@ impl Core {
     }
     pub fn stats(&self) -> &CoreStats {
         &self.stats
+    }
+    pub fn ratings(&self) -> &RatingTable {
+        &self.ratings
     }
     /// Whether the run is over for this node: it settled the last round.
     pub fn finished(&self) -> bool {
@@ -378,7 +406,11 @@ impl Core {
                 cid,
                 bytes,
                 accepted,
-            } => self.on_verified(now_ms, round, trainer, cid, bytes, accepted, &mut out),
+                score,
+            } => {
+                let accepted = self.judge(round, trainer, accepted, score);
+                self.on_verified(now_ms, round, trainer, cid, bytes, accepted, &mut out)
+            }
             Input::Aggregated {
                 round,
                 proposal_digest,
@@ -516,6 +548,26 @@ impl Core {
                 data_ids,
             });
         }
+    }
+
+    fn judge(
+        &mut self,
+        round: RoundNumber,
+        trainer: PeerId,
+        accepted: bool,
+        score: Option<UpdateScore>,
+    ) -> bool {
+        if !self.roles.verifier {
+            return accepted;
+        }
+        judge_update(
+            &mut self.ratings,
+            &mut self.stats,
+            round,
+            trainer,
+            accepted,
+            score,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -698,6 +750,42 @@ impl Core {
     }
 }
 
+/// The verifier role's decision on a gated update. A gate rejection is the worst observation of the trainer's
+/// rating; a scored update observes its own-data t, or the worst when it fails the harm test (which also rejects
+/// it this round); then a trainer rated below the inclusion threshold is left out.
+fn judge_update(
+    ratings: &mut RatingTable,
+    stats: &mut CoreStats,
+    round: RoundNumber,
+    trainer: PeerId,
+    accepted: bool,
+    score: Option<UpdateScore>,
+) -> bool {
+    let worst = -verify_limits::SCORE_OBSERVATION_ABS_MAX;
+    let Some(score) = score.filter(|_| accepted) else {
+        if !accepted {
+            ratings.observe(trainer, round, worst);
+        }
+        return accepted;
+    };
+    stats.updates_scored += 1;
+    let observation = if score.harmful {
+        worst
+    } else {
+        score.own_data_t
+    };
+    ratings.observe(trainer, round, observation);
+    if score.harmful {
+        stats.updates_harmful += 1;
+        return false;
+    }
+    if !ratings.included(&trainer) {
+        stats.updates_rating_excluded += 1;
+        return false;
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -727,6 +815,49 @@ mod tests {
         assert_eq!(judge_gossip(&[]), net::Verdict::Reject);
         assert_eq!(judge_gossip(&[TAG_ROUND, 1, 2, 3]), net::Verdict::Reject);
         assert_eq!(judge_gossip(&[7]), net::Verdict::Reject);
+    }
+
+    #[test]
+    fn harm_rejects_at_once_and_a_missing_own_data_signal_excludes_over_rounds() {
+        let mut ratings = RatingTable::new(RatingParams::default());
+        let mut stats = CoreStats::default();
+        let (honest, harmful, idle) = (PeerId([1; 32]), PeerId([2; 32]), PeerId([3; 32]));
+        let score = |harmful: bool, own_data_t: f64| {
+            Some(UpdateScore {
+                harmful,
+                own_data_t,
+                gain_ratio: None,
+            })
+        };
+        let mut judge = |round: u64, peer: PeerId, accepted: bool, s: Option<UpdateScore>| {
+            let verdict = judge_update(
+                &mut ratings,
+                &mut stats,
+                RoundNumber(round),
+                peer,
+                accepted,
+                s,
+            );
+            (verdict, stats.updates_scored)
+        };
+        assert!(judge(0, honest, true, score(false, 2.5)).0);
+        assert!(!judge(0, harmful, true, score(true, 3.0)).0);
+        // An update with no own-data signal passes a round or two, then its trainer's rating excludes it.
+        let idle_rounds: Vec<bool> = (0..8)
+            .map(|r| judge(r, idle, true, score(false, -1.5)).0)
+            .collect();
+        assert!(idle_rounds[0], "one weak round excludes nobody");
+        assert!(!idle_rounds[7], "{idle_rounds:?}");
+        // An honest trainer survives one bad round among good ones; a gate rejection costs rating.
+        assert!(judge(1, honest, true, score(false, -1.8)).0);
+        assert!(judge(2, honest, true, score(false, 1.5)).0);
+        assert!(!judge(3, harmful, false, None).0);
+        // Without a score (no base model here) the gates' verdict stands, and it is not counted as scored.
+        let (_, scored) = judge(3, honest, true, score(false, 1.0));
+        assert_eq!(judge(4, honest, true, None), (true, scored));
+        assert!(!ratings.included(&harmful));
+        assert_eq!(stats.updates_harmful, 1);
+        assert!(stats.updates_rating_excluded >= 1);
     }
 
     #[test]

@@ -17,10 +17,10 @@ use types::limits::node as limits;
 use types::{Hash32, PeerId, RoundNumber};
 
 use crate::persist::{bytes_to_f32s, f32s_to_bytes, HistoryLine, RunDir, SnapshotRecord};
-use crate::roles::{judge_gossip, Core, Effect, Input, Roles};
+use crate::roles::{judge_gossip, Core, Effect, Input, Roles, UpdateScore};
 use crate::runspec::Run;
 use crate::status::{serve_run_control, NodeStatus, RunShared};
-use crate::work::{LocalTrainer, Workload};
+use crate::work::{LocalTrainer, Misbehaviour, Workload};
 
 /// Which run a node takes part in.
 #[derive(Debug, Clone)]
@@ -42,6 +42,8 @@ pub struct RunNodeConfig {
     pub threads: usize,
     /// Wait (up to a limit) for this many connected peers before the first round.
     pub wait_peers: usize,
+    /// Attack testing only: the trainer tampers with its updates.
+    pub misbehave: Option<Misbehaviour>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -270,6 +272,7 @@ enum Done {
         proposal_digest: Hash32,
         params: Arc<Vec<f32>>,
         outer: Arc<Vec<u8>>,
+        mean: Option<Arc<Vec<f32>>>,
     },
     Snapshot {
         record: SnapshotRecord,
@@ -285,6 +288,49 @@ struct Staged {
     proposal_digest: Hash32,
     params: Arc<Vec<f32>>,
     outer: Arc<Vec<u8>>,
+    mean: Option<Arc<Vec<f32>>>,
+}
+
+/// What a verifier needs to score an update off the loop.
+struct ScoreContext {
+    theta: Arc<Vec<f32>>,
+    reference: Option<Arc<Vec<f32>>>,
+    seed: Hash32,
+    base: Hash32,
+    me: PeerId,
+    data_ids: Vec<u32>,
+}
+
+/// The verifier's gates, then its score when it holds the update's base model. Returns the norm and the score,
+/// or why the update is rejected.
+fn gate_and_score(
+    work: &Workload,
+    blob: &[u8],
+    median: Option<f64>,
+    scoring: ScoreContext,
+    trainer: PeerId,
+) -> Result<(f64, Option<UpdateScore>), String> {
+    let (norm, update) = work.check_update(blob, median)?;
+    if Hash32::of_f32s(&scoring.theta) != scoring.base {
+        return Ok((norm, None));
+    }
+    let score = work.score_update(
+        &scoring.theta,
+        &update,
+        scoring.reference.as_deref().map(Vec::as_slice),
+        scoring.seed,
+        scoring.me,
+        trainer,
+        &scoring.data_ids,
+    );
+    match score {
+        Ok(score) => Ok((norm, Some(score))),
+        Err(e) => {
+            // A scoring failure is this verifier's problem, not the trainer's: the gates' verdict stands.
+            tracing::warn!(%e, %trainer, "scoring failed");
+            Ok((norm, None))
+        }
+    }
 }
 
 struct NodeLoop {
@@ -303,6 +349,8 @@ struct NodeLoop {
     train_loss: BTreeMap<u64, f32>,
     norms: BTreeMap<(u64, PeerId), f64>,
     median_norm: Option<f64>,
+    /// The last settled round and its agreed mean update: the verifier's score reference for the next round.
+    reference: Option<(u64, Arc<Vec<f32>>)>,
     wake_at: Option<u64>,
     retry: VecDeque<(Vec<u8>, u64)>,
     done_tx: mpsc::Sender<Done>,
@@ -321,6 +369,7 @@ struct NodeLoop {
         crate::ledger_feed::VerdictFeed,
     )>,
     ledger_dir: PathBuf,
+    misbehave: Option<Misbehaviour>,
 }
 
 pub async fn run(
@@ -492,6 +541,7 @@ pub async fn run(
         train_loss: BTreeMap::new(),
         norms: BTreeMap::new(),
         median_norm: None,
+        reference: None,
         wake_at: None,
         retry: VecDeque::new(),
         done_tx,
@@ -502,6 +552,7 @@ pub async fn run(
         evals_pending: 0,
         ledger,
         ledger_dir,
+        misbehave: config.misbehave,
     };
     {
         let mut status = shared.status.lock().expect("lock");
@@ -719,8 +770,9 @@ impl NodeLoop {
                 trainer,
                 cid,
                 bytes,
-                ..
-            } => self.start_verify(round, trainer, cid, bytes),
+                base_model_hash,
+                data_ids,
+            } => self.start_verify(round, trainer, cid, bytes, base_model_hash, data_ids),
             Effect::Aggregate {
                 round,
                 proposal_digest,
@@ -756,18 +808,22 @@ impl NodeLoop {
         let work = Arc::clone(&self.work);
         let trainer = Arc::clone(&self.trainer);
         let dir = self.dir.clone();
+        let misbehave = self.misbehave;
         self.blobs_by_round.entry(round.0).or_default();
         self.spawn_done(async move {
             let result = tokio::task::spawn_blocking(move || {
                 let mut local = trainer.lock().expect("lock");
                 let local = &mut *local;
-                let update = work.train_round(
+                let mut update = work.train_round(
                     &mut local.trainer,
                     &mut local.feedback,
                     &theta,
                     seed,
                     &data_ids,
                 )?;
+                if let Some(attack) = misbehave {
+                    update.blob = work.tamper(&update.blob, attack)?;
+                }
                 let cid = Hash32::of(&update.blob);
                 dir.put_blob(&cid, &update.blob)
                     .map_err(|e| crate::work::WorkError::Aggregate(e.to_string()))?;
@@ -853,11 +909,32 @@ impl NodeLoop {
         });
     }
 
-    fn start_verify(&mut self, round: RoundNumber, trainer: PeerId, cid: Hash32, bytes: u64) {
+    fn start_verify(
+        &mut self,
+        round: RoundNumber,
+        trainer: PeerId,
+        cid: Hash32,
+        bytes: u64,
+        base: Hash32,
+        data_ids: Vec<u32>,
+    ) {
         let work = Arc::clone(&self.work);
         let dir = self.dir.clone();
         let median = self.median_norm;
         let verifier = self.core.roles().verifier;
+        // The scoring context: the model the update is built on (when this node holds it) and the reference.
+        let scoring = verifier.then(|| ScoreContext {
+            theta: Arc::clone(&self.theta),
+            reference: self
+                .reference
+                .as_ref()
+                .filter(|(r, _)| r + 1 == round.0)
+                .map(|(_, mean)| Arc::clone(mean)),
+            seed: round::round_seed(self.run.run_id, round, base),
+            base,
+            me: self.net.local_peer(),
+            data_ids,
+        });
         self.spawn_done(async move {
             let outcome = tokio::task::spawn_blocking(move || {
                 let blob = dir
@@ -866,24 +943,33 @@ impl NodeLoop {
                 if Hash32::of(&blob) != cid {
                     return Err("blob does not match its CID".to_string());
                 }
-                if verifier {
-                    work.check_update(&blob, median)
-                } else {
+                match scoring {
+                    Some(scoring) => gate_and_score(&work, &blob, median, scoring, trainer),
                     // Without the verifier role a node still refuses what it cannot decode.
-                    sync::codec::decode(&blob, work.param_count())
-                        .map(|_| 0.0)
-                        .map_err(|e| e.to_string())
+                    None => sync::codec::decode(&blob, work.param_count())
+                        .map(|_| (0.0, None))
+                        .map_err(|e| e.to_string()),
                 }
             })
             .await
             .unwrap_or_else(|e| Err(e.to_string()));
-            let (accepted, norm) = match outcome {
-                Ok(norm) => (true, Some(norm)),
+            let (accepted, norm, score) = match outcome {
+                Ok((norm, score)) => (true, Some(norm), score),
                 Err(reason) => {
                     tracing::warn!(round = round.0, %trainer, %reason, "update rejected");
-                    (false, None)
+                    (false, None, None)
                 }
             };
+            if let Some(score) = score {
+                tracing::info!(
+                    round = round.0,
+                    %trainer,
+                    harmful = score.harmful,
+                    own_data_t = score.own_data_t,
+                    gain_ratio = ?score.gain_ratio,
+                    "update scored"
+                );
+            }
             Done::Verified {
                 input: Input::Verified {
                     round,
@@ -891,6 +977,7 @@ impl NodeLoop {
                     cid,
                     bytes,
                     accepted,
+                    score,
                 },
                 norm,
             }
@@ -928,11 +1015,12 @@ impl NodeLoop {
             })
             .await;
             match result {
-                Ok(Ok((params, outer))) => Done::Aggregated {
+                Ok(Ok(aggregated)) => Done::Aggregated {
                     round,
                     proposal_digest,
-                    params: Arc::new(params),
-                    outer: Arc::new(outer),
+                    params: Arc::new(aggregated.params),
+                    outer: Arc::new(aggregated.outer),
+                    mean: aggregated.mean.map(Arc::new),
                 },
                 Ok(Err(e)) => {
                     tracing::error!(%e, round = round.0, "aggregation failed");
@@ -961,6 +1049,7 @@ impl NodeLoop {
         };
         self.theta = staged.params;
         self.outer = staged.outer;
+        self.reference = staged.mean.map(|mean| (settled.round.0, mean));
         if settled.included.contains(&self.net.local_peer()) {
             self.contributions += 1;
         }
@@ -1186,6 +1275,7 @@ impl NodeLoop {
                 proposal_digest,
                 params,
                 outer,
+                mean,
             } => {
                 let model_hash = Hash32::of_f32s(&params);
                 self.last_base.insert(round.0, Hash32::of_f32s(&self.theta));
@@ -1195,6 +1285,7 @@ impl NodeLoop {
                     proposal_digest,
                     params,
                     outer,
+                    mean,
                 });
                 self.core.handle(
                     now_ms(),

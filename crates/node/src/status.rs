@@ -240,6 +240,24 @@ pub fn render_metrics(status: &NodeStatus) -> String {
     );
     counter(
         &mut registry,
+        "updates_scored",
+        "Updates this verifier scored by their loss before and after",
+        status.core.updates_scored,
+    );
+    counter(
+        &mut registry,
+        "updates_harmful",
+        "Scored updates rejected by the harm test",
+        status.core.updates_harmful,
+    );
+    counter(
+        &mut registry,
+        "updates_rating_excluded",
+        "Updates left out because their trainer's rating is below the threshold",
+        status.core.updates_rating_excluded,
+    );
+    counter(
+        &mut registry,
         "snapshots_adopted",
         "Snapshots adopted to catch up",
         status.core.snapshots_adopted,

@@ -2,6 +2,9 @@
 //! train H inner steps on the assigned shards and encode Δ, run the sanity gates on an update, aggregate the
 //! agreed updates deterministically and apply the outer step, and evaluate the validation loss.
 //!
+//! A verifier node also scores each update that passed the gates (`Workload::score_update`, the maths of
+//! `verify::score`).
+//!
 //! Same math as `commonweight experiment sync`: `Δ = θ − θ_local`, encoded with error feedback, decoded,
 //! averaged in f64 by peer id (`sync::aggregate`), then `θ ← outer.step(θ, mean Δ)`.
 
@@ -12,6 +15,7 @@ use sync::outer::{NesterovOuter, OuterOptimizer, SparseLocoOuter};
 use types::limits::node as limits;
 use types::{Hash32, PeerId};
 
+use crate::roles::UpdateScore;
 use crate::runspec::{dataset_hash, Run};
 
 #[derive(Debug, thiserror::Error)]
@@ -181,8 +185,13 @@ impl Workload {
 
     /// The sanity gates (issue 7, step 5) on one update: it decodes for this model (typed error on any bad
     /// byte), every value is finite, it is not empty, and its norm is not an outlier against the median
-    /// norm of the previous round's accepted updates. Returns the norm, or why it is rejected.
-    pub fn check_update(&self, blob: &[u8], median_norm: Option<f64>) -> Result<f64, String> {
+    /// norm of the previous round's accepted updates. Returns the norm and the decoded update, or why it is
+    /// rejected.
+    pub fn check_update(
+        &self,
+        blob: &[u8],
+        median_norm: Option<f64>,
+    ) -> Result<(f64, Vec<f32>), String> {
         let values = decode(blob, self.param_count()).map_err(|e| e.to_string())?;
         if let Some((index, bits)) = verify::sanity::first_non_finite(&values) {
             return Err(format!("value {index} is not finite (bits {bits:#x})"));
@@ -204,7 +213,123 @@ impl Workload {
                 ));
             }
         }
-        Ok(norm)
+        Ok((norm, values))
+    }
+
+    /// Scores `update` (the decoded Δ of `trainer`, built on `theta` this round). Evaluates θ, θ − Δ and the
+    /// reference θ − Δ̄ on windows the trainer had to train on (drawn from its batches, which are a pure function
+    /// of the round seed and its shards) and on random windows outside its shards. Δ̄ is the previous round's agreed
+    /// mean update: the yardstick of what an honest update removes. Without one (round 0, or after a restart) the
+    /// reference is θ itself, and the harm test becomes "does Δ raise the loss".
+    #[allow(clippy::too_many_arguments)]
+    pub fn score_update(
+        &self,
+        theta: &[f32],
+        update: &[f32],
+        reference: Option<&[f32]>,
+        seed: Hash32,
+        verifier: PeerId,
+        trainer: PeerId,
+        data_ids: &[u32],
+    ) -> Result<UpdateScore, WorkError> {
+        assert_eq!(
+            theta.len(),
+            update.len(),
+            "the gates decoded Δ for this model"
+        );
+        let (own, random) = self.score_windows(seed, verifier, trainer, data_ids)?;
+        let window = self.run.spec.seq_len + 1;
+        let own_rows = own.len() / window;
+        let mut tokens = own;
+        tokens.extend_from_slice(&random);
+        let shifted =
+            |delta: &[f32]| -> Vec<f32> { theta.iter().zip(delta).map(|(t, d)| t - d).collect() };
+        let before = self.row_losses(theta, &tokens)?;
+        let after = self.row_losses(&shifted(update), &tokens)?;
+        let reference = match reference.filter(|r| r.len() == theta.len()) {
+            Some(mean) => self.row_losses(&shifted(mean), &tokens)?,
+            None => before.clone(),
+        };
+        let side = |range: std::ops::Range<usize>| verify::score::ItemLosses {
+            before: before[range.clone()].to_vec(),
+            after: after[range.clone()].to_vec(),
+            reference: reference[range].to_vec(),
+        };
+        let probe = verify::score::LossProbe {
+            own: side(0..own_rows),
+            random: side(own_rows..before.len()),
+        };
+        Ok(UpdateScore {
+            harmful: verify::score::is_harmful(&probe),
+            own_data_t: verify::score::own_data_t(&probe),
+            gain_ratio: verify::score::gain_ratio(&probe).0,
+        })
+    }
+
+    fn row_losses(&self, params: &[f32], tokens: &[u32]) -> Result<Vec<f32>, WorkError> {
+        let model = LanguageModel::new(self.run.model.clone(), params)?;
+        Ok(model.eval_row_losses(tokens, self.run.spec.seq_len)?)
+    }
+
+    /// The scored windows, `SCORE_WINDOWS_PER_SIDE` per side: rows of the trainer's own batches (a sampled inner
+    /// step and row each), and random windows of shards it was not assigned. Seeded by (round seed, verifier,
+    /// trainer): a trainer cannot know which of its windows are probed, and each verifier draws its own.
+    fn score_windows(
+        &self,
+        seed: Hash32,
+        verifier: PeerId,
+        trainer: PeerId,
+        data_ids: &[u32],
+    ) -> Result<(Vec<u32>, Vec<u32>), WorkError> {
+        let spec = &self.run.spec;
+        let window = spec.seq_len + 1;
+        let mut draw = WindowDraw::new(seed, verifier, trainer);
+        let assigned = self.assigned_tokens(data_ids)?;
+        let steps = u64::from(self.run.genesis.inner_steps.max(1));
+        let mut own = Vec::with_capacity(limits::SCORE_WINDOWS_PER_SIDE * window);
+        for _ in 0..limits::SCORE_WINDOWS_PER_SIDE {
+            let step = draw.below(steps);
+            let row = draw.below(spec.batch as u64) as usize;
+            let batch = data::sample_batch(
+                Self::batch_seed(seed),
+                &assigned,
+                step,
+                spec.batch,
+                spec.seq_len,
+            )?;
+            own.extend_from_slice(&batch[row * window..(row + 1) * window]);
+        }
+        let mut random = Vec::with_capacity(own.len());
+        let shards = u64::from(self.run.genesis.dataset_shards);
+        if self.shard_len < window {
+            return Ok((own, random));
+        }
+        let offsets = (self.shard_len - window + 1) as u64;
+        for _ in 0..limits::SCORE_RANDOM_DRAWS_MAX {
+            if random.len() == own.len() {
+                break;
+            }
+            let shard = draw.below(shards);
+            if data_ids.contains(&(shard as u32)) {
+                continue;
+            }
+            let start = shard as usize * self.shard_len + draw.below(offsets) as usize;
+            random.extend_from_slice(&self.train_tokens[start..start + window]);
+        }
+        Ok((own, random))
+    }
+
+    /// The update blob an attacking trainer sends instead of `blob` (re-encoded with the run's codec).
+    pub fn tamper(&self, blob: &[u8], attack: Misbehaviour) -> Result<Vec<u8>, WorkError> {
+        let values = decode(blob, self.param_count())?;
+        let tampered: Vec<f32> = match attack {
+            Misbehaviour::SignFlip => values.iter().map(|v| -v).collect(),
+        };
+        Ok(self
+            .run
+            .codec
+            .codec()
+            .encode(&tampered, &mut ErrorFeedback::off()))
     }
 
     /// The outer optimizer's state at genesis.
@@ -236,17 +361,21 @@ impl Workload {
     }
 
     /// Decodes the agreed updates, averages them in peer-id order, applies the outer step to `theta`.
-    /// Returns the next parameters and the next outer state. Deterministic: same inputs, same bits.
+    /// Deterministic: same inputs, same bits.
     pub fn aggregate(
         &self,
         theta: &[f32],
         outer_state: &[u8],
         blobs: &[(PeerId, Vec<u8>)],
-    ) -> Result<(Vec<f32>, Vec<u8>), WorkError> {
+    ) -> Result<Aggregated, WorkError> {
         let mut outer = self.outer_from_state(outer_state)?;
-        let mut next = theta.to_vec();
+        let mut params = theta.to_vec();
         if blobs.is_empty() {
-            return Ok((next, outer.to_bytes()));
+            return Ok(Aggregated {
+                params,
+                outer: outer.to_bytes(),
+                mean: None,
+            });
         }
         let mut updates = Vec::with_capacity(blobs.len());
         for (peer, blob) in blobs {
@@ -255,14 +384,77 @@ impl Workload {
         let mean = Aggregator::Mean
             .aggregate(&updates)
             .map_err(|e| WorkError::Aggregate(e.to_string()))?;
-        outer.step(&mut next, &mean);
-        Ok((next, outer.to_bytes()))
+        outer.step(&mut params, &mean);
+        Ok(Aggregated {
+            params,
+            outer: outer.to_bytes(),
+            mean: Some(mean),
+        })
     }
 
     /// Mean validation loss (nats/token) of `params` over the fixed evaluation windows.
     pub fn eval_loss(&self, params: &[f32]) -> Result<f32, WorkError> {
         let model = LanguageModel::new(self.run.model.clone(), params)?;
         Ok(model.eval_loss(&self.eval_tokens, self.run.spec.seq_len)?)
+    }
+}
+
+/// A trainer that lies on purpose, for attack tests of a running swarm. Never set by a normal node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Misbehaviour {
+    /// Sends −Δ: the update pushes the model uphill.
+    SignFlip,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("unknown misbehaviour {0:?}; expected sign-flip")]
+pub struct MisbehaviourError(String);
+
+impl std::str::FromStr for Misbehaviour {
+    type Err = MisbehaviourError;
+    fn from_str(s: &str) -> Result<Misbehaviour, MisbehaviourError> {
+        match s {
+            "sign-flip" => Ok(Misbehaviour::SignFlip),
+            other => Err(MisbehaviourError(other.to_string())),
+        }
+    }
+}
+
+/// One round's aggregation.
+pub struct Aggregated {
+    /// The next parameters.
+    pub params: Vec<f32>,
+    /// The next outer optimizer state.
+    pub outer: Vec<u8>,
+    /// The mean update Δ̄ (`None` when no update was agreed): a verifier's reference next round.
+    pub mean: Option<Vec<f32>>,
+}
+
+/// Uniform draws from BLAKE3(domain ‖ round seed ‖ verifier ‖ trainer) in XOF mode.
+struct WindowDraw(blake3::OutputReader);
+
+impl WindowDraw {
+    fn new(seed: Hash32, verifier: PeerId, trainer: PeerId) -> WindowDraw {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(b"commonweight/node/score-windows/v1");
+        hasher.update(&seed.0);
+        hasher.update(&verifier.0);
+        hasher.update(&trainer.0);
+        WindowDraw(hasher.finalize_xof())
+    }
+
+    /// Uniform in 0..n (n > 0), by rejection so there is no modulo bias.
+    fn below(&mut self, n: u64) -> u64 {
+        assert!(n > 0);
+        let zone = u64::MAX - (u64::MAX % n);
+        loop {
+            let mut bytes = [0u8; 8];
+            self.0.fill(&mut bytes);
+            let x = u64::from_le_bytes(bytes);
+            if x < zone {
+                return x % n;
+            }
+        }
     }
 }
 

@@ -148,6 +148,7 @@ fn three_cores_settle_the_same_rounds() {
                         cid,
                         bytes,
                         accepted: true,
+                        score: None,
                     },
                     &mut queue,
                 );

@@ -39,6 +39,12 @@ pub const SWARM_NODES_MAX: usize = 64;
 pub const NODE_START_TIMEOUT_MS: u64 = 60_000;
 /// Largest update norm accepted, as a multiple of the median norm of the previous round's accepted updates.
 pub const UPDATE_NORM_RATIO_MAX: f64 = 20.0;
+/// Windows per side a verifier node evaluates to score one update: this many of the windows the trainer had to
+/// train on and as many random windows outside its shards, under three models (θ, θ − Δ, the reference). At batch
+/// 4 that is about two training steps of compute per scored update.
+pub const SCORE_WINDOWS_PER_SIDE: usize = 4;
+/// Draws a verifier node makes looking for random windows outside a trainer's shards before it gives up.
+pub const SCORE_RANDOM_DRAWS_MAX: usize = 256;
 /// Validation windows the verifier's loss evaluator reads from one data item (bounds one score's forward pass).
 pub const SCORE_WINDOWS_PER_ITEM_MAX: usize = 64;
 /// Signed verdicts a node holds before the ledger records them.

@@ -1,0 +1,158 @@
+//! The verifier role in a running swarm, on 127.0.0.1: four founder nodes train the `tiny` model, and one of them
+//! (`--misbehave sign-flip`) sends −Δ every round. The honest nodes score each update by its loss before and after
+//! on the trainer's own windows and on random ones (`node::work::Workload::score_update`), so from the first round
+//! that has a reference (the previous round's agreed mean update) the attacker's updates fail the harm test and are
+//! left out of every settled round, while the honest trainers keep being included and the run keeps learning.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[path = "support/process.rs"]
+mod process;
+
+use process::{
+    commonweight, get_json, line_after, node_log, start_run_node, wait_until, write_corpus,
+    NodeProcess,
+};
+
+const ROUNDS: u64 = 8;
+
+fn history(node: &NodeProcess) -> Vec<serde_json::Value> {
+    get_json(&node.control, "/history")
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn included(line: &serde_json::Value, peer: &str) -> bool {
+    line["included"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p == peer)
+}
+
+#[test]
+fn honest_verifiers_leave_a_sign_flipping_trainer_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    write_corpus(&root.join("corpus"), 2);
+    let dirs: Vec<PathBuf> = (0..4).map(|i| root.join(format!("founder-{i}"))).collect();
+    let peer_ids: Vec<String> = dirs
+        .iter()
+        .map(|dir| {
+            commonweight(&["run", "peer-id", "--data-dir", dir.to_str().unwrap()])
+                .trim()
+                .to_owned()
+        })
+        .collect();
+    let config = format!(
+        "name = \"attack-test\"\npreset = \"tiny\"\ndata = \"corpus\"\ninner_steps = 8\nrounds = {ROUNDS}\n\
+         shards = 16\ncommittee_size = 4\nquorum_permille = 750\nphase_max_ms = 20000\neval_windows = 4\n\
+         founders = [\"{}\"]\n",
+        peer_ids.join("\", \"")
+    );
+    std::fs::write(root.join("run.toml"), config).unwrap();
+    let run_file = root.join("run.json");
+    let init = commonweight(&[
+        "run",
+        "init",
+        "--config",
+        root.join("run.toml").to_str().unwrap(),
+        "--out",
+        run_file.to_str().unwrap(),
+        "--data-dir",
+        dirs[0].to_str().unwrap(),
+    ]);
+    line_after(&init, "run id ");
+    let run = run_file.to_str().unwrap();
+    let first = start_run_node(&dirs[0], run, None, &[]);
+    let boot = get_json(&first.control, "/status")["listen_addrs"][0]
+        .as_str()
+        .expect("founder 0 listens")
+        .to_owned();
+    let mut nodes = vec![first];
+    for dir in &dirs[1..3] {
+        nodes.push(start_run_node(dir, run, Some(&boot), &[]));
+    }
+    let attacker = start_run_node(&dirs[3], run, Some(&boot), &["--misbehave", "sign-flip"]);
+    let bad = peer_ids[3].as_str();
+
+    let finished = |n: &NodeProcess| {
+        history(n)
+            .last()
+            .is_some_and(|l| l["round"].as_u64() == Some(ROUNDS - 1))
+    };
+    let deadline = Duration::from_secs(400);
+    let waited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_until("the honest nodes' last round", deadline, || {
+            nodes.iter().all(finished)
+        })
+    }));
+    if waited.is_err() {
+        for node in nodes.iter().chain([&attacker]) {
+            let log = node_log(node);
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            eprintln!(
+                "--- {} (newest first):\n{}",
+                node.dir.display(),
+                tail.join("\n")
+            );
+        }
+        panic!("the run did not finish");
+    }
+
+    let lines = history(&nodes[0]);
+    for line in &lines {
+        eprintln!(
+            "round {} included {} val loss {}",
+            line["round"],
+            line["included"].as_array().unwrap().len(),
+            line["val_loss"]
+        );
+    }
+    // From round 1 on a reference exists; a sign flip then removes less than 0.6 of the reference's gain.
+    for line in lines.iter().filter(|l| l["round"].as_u64().unwrap() >= 1) {
+        assert!(
+            !included(line, bad),
+            "round {}: attacker included",
+            line["round"]
+        );
+    }
+    // The honest trainers are not the price: each is in most settled rounds.
+    for honest in &peer_ids[..3] {
+        let count = lines.iter().filter(|l| included(l, honest)).count();
+        assert!(
+            count * 4 >= lines.len() * 3,
+            "honest {honest} included in only {count} of {} rounds",
+            lines.len()
+        );
+    }
+    for node in &nodes {
+        let core = &get_json(&node.control, "/status")["core"];
+        assert!(
+            core["updates_harmful"].as_u64().unwrap() >= 1,
+            "{}: {core}",
+            node.dir.display()
+        );
+        assert!(core["updates_scored"].as_u64().unwrap() >= ROUNDS, "{core}");
+    }
+    // Every honest node ends on the same model, and the model learned.
+    let last_hashes: Vec<String> = nodes
+        .iter()
+        .map(|n| {
+            history(n).last().unwrap()["model_hash"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert!(
+        last_hashes.windows(2).all(|w| w[0] == w[1]),
+        "{last_hashes:?}"
+    );
+    let loss = |l: &serde_json::Value| l["val_loss"].as_f64();
+    if let (Some(first), Some(last)) = (lines.first().and_then(loss), lines.last().and_then(loss)) {
+        assert!(last < first, "validation loss {first} -> {last}");
+    }
+}
