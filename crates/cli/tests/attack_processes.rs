@@ -48,7 +48,7 @@ fn honest_verifiers_leave_a_sign_flipping_trainer_out() {
         .collect();
     let config = format!(
         "name = \"attack-test\"\npreset = \"tiny\"\ndata = \"corpus\"\ninner_steps = 8\nrounds = {ROUNDS}\n\
-         shards = 16\ncommittee_size = 4\nquorum_permille = 750\nphase_max_ms = 20000\neval_windows = 4\n\
+         shards = 16\ncommittee_size = 4\nquorum_permille = 1000\nphase_max_ms = 20000\neval_windows = 4\n\
          founders = [\"{}\"]\n",
         peer_ids.join("\", \"")
     );
@@ -78,30 +78,24 @@ fn honest_verifiers_leave_a_sign_flipping_trainer_out() {
     let attacker = start_run_node(&dirs[3], run, Some(&boot), &["--misbehave", "sign-flip"]);
     let bad = peer_ids[3].as_str();
 
-    let finished = |n: &NodeProcess| {
-        history(n)
-            .last()
-            .is_some_and(|l| l["round"].as_u64() == Some(ROUNDS - 1))
-    };
-    let deadline = Duration::from_secs(400);
-    let waited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        wait_until("the honest nodes' last round", deadline, || {
-            nodes.iter().all(finished)
-        })
+    let finished = |n: &NodeProcess| get_json(&n.control, "/status")["finished"] == true;
+    let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_until(
+            "the honest nodes' last round",
+            Duration::from_secs(400),
+            || nodes.iter().all(finished),
+        );
+        check(&nodes, &peer_ids, bad);
     }));
-    if waited.is_err() {
+    if let Err(panic) = checked {
         for node in nodes.iter().chain([&attacker]) {
-            let log = node_log(node);
-            let tail: Vec<&str> = log.lines().rev().take(30).collect();
-            eprintln!(
-                "--- {} (newest first):\n{}",
-                node.dir.display(),
-                tail.join("\n")
-            );
+            eprintln!("--- {}:\n{}", node.dir.display(), node_log(node));
         }
-        panic!("the run did not finish");
+        std::panic::resume_unwind(panic);
     }
+}
 
+fn check(nodes: &[NodeProcess], peer_ids: &[String], bad: &str) {
     let lines = history(&nodes[0]);
     for line in &lines {
         eprintln!(
@@ -119,23 +113,28 @@ fn honest_verifiers_leave_a_sign_flipping_trainer_out() {
             line["round"]
         );
     }
-    // The honest trainers are not the price: each is in most settled rounds.
+    // The honest trainers are not the price: each is in at least half the settled rounds (a trainer that misses
+    // a phase deadline on a loaded machine is left out of that round by the protocol, not by a verifier).
     for honest in &peer_ids[..3] {
         let count = lines.iter().filter(|l| included(l, honest)).count();
         assert!(
-            count * 4 >= lines.len() * 3,
+            count * 2 >= lines.len(),
             "honest {honest} included in only {count} of {} rounds",
             lines.len()
         );
     }
-    for node in &nodes {
+    for node in nodes {
         let core = &get_json(&node.control, "/status")["core"];
+        eprintln!("{}: {core}", node.dir.display());
         assert!(
             core["updates_harmful"].as_u64().unwrap() >= 1,
             "{}: {core}",
             node.dir.display()
         );
         assert!(core["updates_scored"].as_u64().unwrap() >= ROUNDS, "{core}");
+        // Nothing honest fails the harm test: the harmful updates are the attacker's, at most one a round.
+        assert!(core["updates_harmful"].as_u64().unwrap() <= ROUNDS, "{core}");
+        assert_eq!(core["updates_rating_excluded"].as_u64(), Some(0), "{core}");
     }
     // Every honest node ends on the same model, and the model learned.
     let last_hashes: Vec<String> = nodes
