@@ -133,7 +133,10 @@ fn check(nodes: &[NodeProcess], peer_ids: &[String], bad: &str) {
         );
         assert!(core["updates_scored"].as_u64().unwrap() >= ROUNDS, "{core}");
         // Nothing honest fails the harm test: the harmful updates are the attacker's, at most one a round.
-        assert!(core["updates_harmful"].as_u64().unwrap() <= ROUNDS, "{core}");
+        assert!(
+            core["updates_harmful"].as_u64().unwrap() <= ROUNDS,
+            "{core}"
+        );
         assert_eq!(core["updates_rating_excluded"].as_u64(), Some(0), "{core}");
     }
     // Every honest node ends on the same model, and the model learned.

@@ -145,23 +145,30 @@ fn a_fresh_node_joins_with_only_a_bootstrap_address_and_the_run_id() {
         "the joiner settled round {round}, before it joined"
     );
     let hash = settled["model_hash"].as_str().unwrap().to_owned();
+    // A founder writes a round's history line only when it aggregated that round itself (one that caught up by
+    // snapshot skips it), so every founder that has the round must agree, and at least one must have it.
+    let mut agreeing = 0;
     for founder in [&f0, &f1, &f2] {
-        wait_until("the founder's history", Duration::from_secs(60), || {
+        wait_until("the founder's history", Duration::from_secs(90), || {
             history(founder)
                 .iter()
-                .any(|l| l["round"].as_u64() == Some(round))
+                .any(|l| l["round"].as_u64() >= Some(round))
         });
-        let theirs = history(founder)
+        let Some(theirs) = history(founder)
             .into_iter()
             .find(|l| l["round"].as_u64() == Some(round))
-            .unwrap();
+        else {
+            continue;
+        };
         assert_eq!(
             theirs["model_hash"].as_str(),
             Some(hash.as_str()),
             "round {round}: the joiner and founder {} disagree",
             founder.dir.display()
         );
+        agreeing += 1;
     }
+    assert!(agreeing >= 1, "no founder settled round {round} itself");
     eprintln!(
         "joiner settled round {round} on model {} after {:.1} s",
         &hash[..16],

@@ -923,7 +923,9 @@ impl NodeLoop {
         let median = self.median_norm;
         let verifier = self.core.roles().verifier;
         // The scoring context: the model the update is built on (when this node holds it) and the reference.
-        let scoring = verifier.then(|| ScoreContext {
+        // A node does not score its own update (it trained it); the gates still run.
+        let me = self.net.local_peer();
+        let scoring = (verifier && trainer != me).then(|| ScoreContext {
             theta: Arc::clone(&self.theta),
             reference: self
                 .reference
@@ -932,7 +934,7 @@ impl NodeLoop {
                 .map(|(_, mean)| Arc::clone(mean)),
             seed: round::round_seed(self.run.run_id, round, base),
             base,
-            me: self.net.local_peer(),
+            me,
             data_ids,
         });
         self.spawn_done(async move {
@@ -945,6 +947,9 @@ impl NodeLoop {
                 }
                 match scoring {
                     Some(scoring) => gate_and_score(&work, &blob, median, scoring, trainer),
+                    None if verifier => work
+                        .check_update(&blob, median)
+                        .map(|(norm, _)| (norm, None)),
                     // Without the verifier role a node still refuses what it cannot decode.
                     None => sync::codec::decode(&blob, work.param_count())
                         .map(|_| (0.0, None))

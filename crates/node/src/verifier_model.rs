@@ -1,12 +1,18 @@
 //! The verifier's model side: verify's `LossEvaluator` over a tch `Trainer`, its `DataAssignment` over
-//! `round::assign_data`, and its `UpdateDecoder` over `sync`'s codecs. `verify` stays free of tch; this is the
+//! `round::assign_data`, its `UpdateDecoder` over `sync`'s codecs, and its `StepExecutor` over the node's own
+//! training path (`WorkloadStep`). `verify` stays free of tch; this is the
 //! part a node's verifier role (and `commonweight experiment attacks`) plugs into `Verifier::verify_round`.
 
-use model::Trainer;
+use model::{OptimizerState, Trainer};
 use sync::codec::{read_header, CodecId};
 use types::limits::node as limits;
 use types::{Hash32, PeerId, RoundNumber};
-use verify::{DataAssignment, EvalError, LossEvaluator, UpdateDecoder};
+use verify::{
+    DataAssignment, EvalError, ExecError, LossEvaluator, ReproClass, StepContext, StepExecutor,
+    UpdateDecoder,
+};
+
+use crate::work::Workload;
 
 /// A training split cut into equal data items: item `d` is `tokens[d · item_len .. (d + 1) · item_len]`.
 pub struct DataItems {
@@ -251,4 +257,120 @@ mod tests {
             .is_err());
         assert!(SyncUpdateDecoder.decode(fp32, &[], 3).is_err());
     }
+}
+
+/// The replay spot check's executor on the production training path: one inner step of `Workload::train_round`,
+/// re-executed from canonical state bytes. State: params ‖ AdamW exp_avg ‖ exp_avg_sq (f32 LE, layout order) ‖
+/// optimizer step (u64 LE). Step k's batch is `Workload::step_batch(round seed, assigned shards, k)`, the batch the
+/// trainer was fed. A fresh `Trainer` per step, restored from the state bytes, so a replay needs nothing else.
+pub struct WorkloadStep<'a> {
+    work: &'a Workload,
+    threads: usize,
+}
+
+impl<'a> WorkloadStep<'a> {
+    pub fn new(work: &'a Workload, threads: usize) -> WorkloadStep<'a> {
+        WorkloadStep { work, threads }
+    }
+}
+
+/// The canonical state bytes of a trainer (what a step-hash tree leaf hashes).
+pub fn train_state_bytes(trainer: &Trainer) -> Vec<u8> {
+    let opt = trainer.optimizer_state();
+    let params = trainer.params();
+    let mut out = Vec::with_capacity(12 * params.len() + 8);
+    for v in params.iter().chain(&opt.exp_avg).chain(&opt.exp_avg_sq) {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out.extend_from_slice(&opt.step.to_le_bytes());
+    out
+}
+
+/// Parses state bytes for a model of `n` parameters; a wrong length is an `ExecError` (states come from peers).
+pub fn parse_train_state(state: &[u8], n: usize) -> Result<(Vec<f32>, OptimizerState), ExecError> {
+    let want = n
+        .checked_mul(12)
+        .and_then(|b| b.checked_add(8))
+        .ok_or_else(|| ExecError(format!("a state of {n} parameters overflows")))?;
+    if state.len() != want {
+        return Err(ExecError(format!(
+            "state of {} bytes, want {want}",
+            state.len()
+        )));
+    }
+    let floats: Vec<f32> = state[..12 * n]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    let mut step = [0u8; 8];
+    step.copy_from_slice(&state[12 * n..]);
+    let opt = OptimizerState {
+        step: u64::from_le_bytes(step),
+        exp_avg: floats[n..2 * n].to_vec(),
+        exp_avg_sq: floats[2 * n..].to_vec(),
+    };
+    Ok((floats[..n].to_vec(), opt))
+}
+
+impl StepExecutor for WorkloadStep<'_> {
+    fn execute(&mut self, ctx: &StepContext, state: &[u8]) -> Result<Vec<u8>, ExecError> {
+        let err = |e: crate::work::WorkError| ExecError(e.to_string());
+        let (params, opt) = parse_train_state(state, self.work.param_count())?;
+        let mut ids = Vec::with_capacity(ctx.data_ids.len());
+        for &id in &ctx.data_ids {
+            ids.push(
+                u32::try_from(id).map_err(|_| ExecError(format!("data id {id} is not a shard")))?,
+            );
+        }
+        let tokens = self.work.assigned_tokens(&ids).map_err(err)?;
+        let batch = self
+            .work
+            .step_batch(ctx.round_seed, &tokens, ctx.step)
+            .map_err(err)?;
+        let mut trainer = self.work.new_trainer(&params, self.threads).map_err(err)?;
+        trainer
+            .set_optimizer_state(&opt)
+            .map_err(|e| ExecError(e.to_string()))?;
+        trainer
+            .train_step(&batch)
+            .map_err(|e| ExecError(e.to_string()))?;
+        Ok(train_state_bytes(&trainer))
+    }
+
+    fn distance(&self, a: &[u8], b: &[u8]) -> Result<f64, ExecError> {
+        let n = self.work.param_count();
+        let (pa, _) = parse_train_state(a, n)?;
+        let (pb, _) = parse_train_state(b, n)?;
+        let diff: f64 = pa
+            .iter()
+            .zip(&pb)
+            .map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2))
+            .sum();
+        let norm: f64 = pb.iter().map(|y| f64::from(*y).powi(2)).sum();
+        Ok(diff.sqrt() / norm.sqrt().max(1e-30))
+    }
+
+    fn repro_class(&self) -> ReproClass {
+        ReproClass {
+            // The tensor backend pinned by the workspace (torch 2.11 through tch 0.24), on the CPU.
+            backend: "libtorch-tch0.24-cpu".into(),
+            isa: instruction_set(),
+            threads: self.threads.min(usize::from(u16::MAX)) as u16,
+        }
+    }
+}
+
+/// The widest x86-64 vector extension present, else the architecture: part of the reproducibility class,
+/// because libtorch picks its kernels by it.
+pub fn instruction_set() -> String {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return "x86_64-avx512".into();
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            return "x86_64-avx2".into();
+        }
+    }
+    std::env::consts::ARCH.into()
 }

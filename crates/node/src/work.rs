@@ -156,22 +156,31 @@ impl Workload {
         seed: Hash32,
         data_ids: &[u32],
     ) -> Result<TrainedUpdate, WorkError> {
+        self.train_round_observed(trainer, feedback, theta, seed, data_ids, |_| {})
+    }
+
+    /// `train_round`, calling `observe` with the trainer before the first step and after each step (a trainer
+    /// that commits to its step states, and the replay test, read them there).
+    pub fn train_round_observed(
+        &self,
+        trainer: &mut Trainer,
+        feedback: &mut ErrorFeedback,
+        theta: &[f32],
+        seed: Hash32,
+        data_ids: &[u32],
+        mut observe: impl FnMut(&Trainer),
+    ) -> Result<TrainedUpdate, WorkError> {
         let tokens = self.assigned_tokens(data_ids)?;
         trainer.set_params(theta)?;
-        let batch_seed = Self::batch_seed(seed);
+        observe(trainer);
         let mut total = 0.0f64;
         let mut last = 0.0f32;
         let steps = self.run.genesis.inner_steps;
         for step in 0..steps {
-            let batch = data::sample_batch(
-                batch_seed,
-                &tokens,
-                u64::from(step),
-                self.run.spec.batch,
-                self.run.spec.seq_len,
-            )?;
+            let batch = self.step_batch(seed, &tokens, step)?;
             last = trainer.train_step(&batch)?;
             total += f64::from(last);
+            observe(trainer);
         }
         let local = trainer.params();
         let delta: Vec<f32> = theta.iter().zip(&local).map(|(g, l)| g - l).collect();
@@ -181,6 +190,22 @@ impl Workload {
             mean_loss: (total / f64::from(steps.max(1))) as f32,
             last_loss: last,
         })
+    }
+
+    /// The batch of inner step `step` of a round with seed `seed`, on the assigned shards' `tokens`.
+    pub fn step_batch(
+        &self,
+        seed: Hash32,
+        tokens: &[u32],
+        step: u32,
+    ) -> Result<Vec<u32>, WorkError> {
+        Ok(data::sample_batch(
+            Self::batch_seed(seed),
+            tokens,
+            u64::from(step),
+            self.run.spec.batch,
+            self.run.spec.seq_len,
+        )?)
     }
 
     /// The sanity gates (issue 7, step 5) on one update: it decodes for this model (typed error on any bad
@@ -286,17 +311,12 @@ impl Workload {
         let mut draw = WindowDraw::new(seed, verifier, trainer);
         let assigned = self.assigned_tokens(data_ids)?;
         let steps = u64::from(self.run.genesis.inner_steps.max(1));
+        // `step` is drawn below the u32 inner step count, so the cast back is exact.
         let mut own = Vec::with_capacity(limits::SCORE_WINDOWS_PER_SIDE * window);
         for _ in 0..limits::SCORE_WINDOWS_PER_SIDE {
             let step = draw.below(steps);
             let row = draw.below(spec.batch as u64) as usize;
-            let batch = data::sample_batch(
-                Self::batch_seed(seed),
-                &assigned,
-                step,
-                spec.batch,
-                spec.seq_len,
-            )?;
+            let batch = self.step_batch(seed, &assigned, step as u32)?;
             own.extend_from_slice(&batch[row * window..(row + 1) * window]);
         }
         let mut random = Vec::with_capacity(own.len());

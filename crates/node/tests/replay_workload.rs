@@ -1,0 +1,136 @@
+//! The replay spot check's production executor (`node::verifier_model::WorkloadStep`) against the node's own
+//! training path: every inner step of a real `Workload::train_round` (tiny model, prepared dataset, the run's round
+//! seed and data assignment) is re-executed from its committed state bytes bit for bit; a trainer that altered its
+//! state after one step and trained on from there is caught at exactly that step; hostile state bytes give a
+//! typed error.
+
+use std::path::Path;
+
+use node::runspec;
+use node::verifier_model::{parse_train_state, train_state_bytes, WorkloadStep};
+use node::work::Workload;
+use node::Run;
+use store::LocalStore;
+use types::limits::store::QUOTA_BYTES_DEFAULT;
+use types::{Hash32, PeerId, RoundNumber};
+use verify::{StepContext, StepExecutor};
+
+const INNER_STEPS: u32 = 4;
+
+fn workload(dir: &Path) -> Workload {
+    let text_dir = dir.join("text");
+    std::fs::create_dir_all(&text_dir).unwrap();
+    let words = ["to", "be", "or", "not", "that", "is", "the", "question"];
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut text = String::new();
+    for _ in 0..12_000 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        text.push_str(words[(state % words.len() as u64) as usize]);
+        text.push(if state % 11 == 0 { '\n' } else { ' ' });
+    }
+    std::fs::write(text_dir.join("a.txt"), text).unwrap();
+    let tokenizer = data::TokenizerSpec::parse("bytes").unwrap();
+    let dataset = data::prepare(&[text_dir], tokenizer, &dir.join("prepared"), 0.1, 0).unwrap();
+    let config: node::RunConfig = serde_json::from_value(serde_json::json!({
+        "data": dataset.dir,
+        "founders": ["11".repeat(32)],
+        "shards": 8,
+        "rounds": 3,
+        "inner_steps": INNER_STEPS,
+    }))
+    .unwrap();
+    let store = LocalStore::open(dir.join("store"), QUOTA_BYTES_DEFAULT).unwrap();
+    let spec = runspec::init(&config, Some(&store)).unwrap();
+    let run = Run::from_spec(spec).unwrap();
+    Workload::open(&run).unwrap()
+}
+
+#[test]
+fn every_inner_step_of_a_real_round_replays_bit_for_bit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = workload(tmp.path());
+    let run = &work.run;
+    let theta = work.genesis_params().to_vec();
+    let peer = PeerId([7; 32]);
+    let round = RoundNumber(0);
+    let seed = round::round_seed(run.run_id, round, Hash32::of_f32s(&theta));
+    let data_ids = round::assign_data(
+        seed,
+        peer,
+        run.genesis.dataset_cid,
+        run.genesis.dataset_shards,
+        run.genesis.shards_per_trainer,
+    );
+
+    // The trainer's round, exactly as a node trains it, with the state after every step.
+    let mut trainer = work.new_trainer(&theta, 1).unwrap();
+    let mut feedback = work.new_feedback();
+    let mut states = Vec::new();
+    work.train_round_observed(&mut trainer, &mut feedback, &theta, seed, &data_ids, |t| {
+        states.push(train_state_bytes(t))
+    })
+    .unwrap();
+    assert_eq!(states.len(), INNER_STEPS as usize + 1);
+
+    let mut executor = WorkloadStep::new(&work, 1);
+    let ctx = |step: u32| StepContext {
+        run: run.run_id,
+        round,
+        round_seed: seed,
+        peer,
+        data_ids: data_ids.iter().map(|&d| u64::from(d)).collect(),
+        step,
+    };
+    for step in 0..INNER_STEPS {
+        let replayed = executor
+            .execute(&ctx(step), &states[step as usize])
+            .unwrap();
+        assert!(
+            replayed == states[step as usize + 1],
+            "step {step} does not replay bit for bit"
+        );
+    }
+
+    // A trainer that nudged its parameters after step 2: the replay of step 2 no longer matches, the others do.
+    let mut altered = states.clone();
+    let n = work.param_count();
+    let (mut params, opt) = parse_train_state(&altered[3], n).unwrap();
+    params[0] += 1e-3;
+    let mut bytes: Vec<u8> = params.iter().flat_map(|v| v.to_le_bytes()).collect();
+    bytes.extend_from_slice(&altered[3][4 * n..]);
+    assert_eq!(opt.step, 3);
+    altered[3] = bytes;
+    // The cheater trains on from its altered state, so every later step is consistent with its log.
+    for step in 3..INNER_STEPS {
+        altered[step as usize + 1] = executor
+            .execute(&ctx(step), &altered[step as usize])
+            .unwrap();
+    }
+    let mismatched: Vec<u32> = (0..INNER_STEPS)
+        .filter(|&step| {
+            executor
+                .execute(&ctx(step), &altered[step as usize])
+                .unwrap()
+                != altered[step as usize + 1]
+        })
+        .collect();
+    assert_eq!(
+        mismatched,
+        vec![2],
+        "the edit is seen where it was made, and only there"
+    );
+    let distance = executor.distance(&altered[3], &states[3]).unwrap();
+    assert!(distance > 0.0 && distance < 1e-2, "{distance}");
+
+    // Hostile state bytes: typed errors, no panic.
+    assert!(executor.execute(&ctx(0), &states[0][..17]).is_err());
+    assert!(executor.execute(&ctx(0), &[]).is_err());
+    let stranger = StepContext {
+        data_ids: vec![u64::MAX],
+        ..ctx(0)
+    };
+    assert!(executor.execute(&stranger, &states[0]).is_err());
+    assert_eq!(executor.repro_class().threads, 1);
+}
