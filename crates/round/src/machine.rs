@@ -251,6 +251,8 @@ struct RoundState {
     reveals: BTreeMap<PeerId, Reveal>,
     active_rank: u32,
     rank_started_ms: u64,
+    /// The rank this member last pinged for after a quiet phase (`ping_if_quiet`).
+    quiet_pinged_rank: Option<u32>,
     my_update: Option<(Hash32, u64)>,
     published: bool,
     /// As proposer: when I sent my commit set for the active rank.
@@ -583,6 +585,7 @@ impl RoundMachine {
             reveals: BTreeMap::new(),
             active_rank: 0,
             rank_started_ms: now,
+            quiet_pinged_rank: None,
             my_update: None,
             published: false,
             my_commit_set: None,
@@ -1436,6 +1439,7 @@ impl RoundMachine {
             return;
         }
         self.check_rank_timeout(out);
+        self.ping_if_quiet(out);
         self.enter_attempt(out);
         self.act_as_proposer(out);
         self.request_aggregate(out);
@@ -1474,8 +1478,34 @@ impl RoundMachine {
     /// it tells this round's committee where it is (a signed join announcement for its round); peers that are
     /// ahead answer with their last settled vote (`help_laggard`).
     fn ping_if_stuck(&mut self, out: &mut Vec<Action>) {
+        if self.state.as_ref().expect("round state").active_rank == 0 {
+            return;
+        }
+        self.send_ping(out);
+    }
+
+    /// A member that spent a whole phase limit on one rank without settling may have missed its round while it
+    /// caught up: messages of a round it had not entered yet are not kept, and at the end of a run no later
+    /// round's votes come to move it on. So it pings once per rank after one phase limit, not only when the rank
+    /// times out (three phase limits); peers that moved on answer with their settled votes (`help_laggard`),
+    /// peers in the same round ignore it.
+    fn ping_if_quiet(&mut self, out: &mut Vec<Action>) {
+        let now = self.now_ms;
+        let phase_max_ms = self.config.phase_max_ms;
+        let state = self.state.as_mut().expect("round state");
+        if now < state.rank_started_ms.saturating_add(phase_max_ms)
+            || state.quiet_pinged_rank == Some(state.active_rank)
+        {
+            return;
+        }
+        state.quiet_pinged_rank = Some(state.active_rank);
+        self.send_ping(out);
+    }
+
+    /// Tells this round's committee where this member is: a signed join announcement for its round.
+    fn send_ping(&mut self, out: &mut Vec<Action>) {
         let state = self.state.as_ref().expect("round state");
-        if state.active_rank == 0 || self.members.binary_search(&self.me).is_err() {
+        if self.members.binary_search(&self.me).is_err() {
             return;
         }
         let peers: Vec<PeerId> = state
