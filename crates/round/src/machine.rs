@@ -251,8 +251,8 @@ struct RoundState {
     reveals: BTreeMap<PeerId, Reveal>,
     active_rank: u32,
     rank_started_ms: u64,
-    /// The rank this member last pinged for after a quiet phase (`ping_if_quiet`).
-    quiet_pinged_rank: Option<u32>,
+    /// When this member last pinged, or entered the round (`ping_if_quiet`).
+    quiet_since_ms: u64,
     my_update: Option<(Hash32, u64)>,
     published: bool,
     /// As proposer: when I sent my commit set for the active rank.
@@ -585,7 +585,7 @@ impl RoundMachine {
             reveals: BTreeMap::new(),
             active_rank: 0,
             rank_started_ms: now,
-            quiet_pinged_rank: None,
+            quiet_since_ms: now,
             my_update: None,
             published: false,
             my_commit_set: None,
@@ -1484,21 +1484,19 @@ impl RoundMachine {
         self.send_ping(out);
     }
 
-    /// A member that spent a whole phase limit on one rank without settling may have missed its round while it
+    /// A member that spent a whole phase limit in a round without settling may have missed the round while it
     /// caught up: messages of a round it had not entered yet are not kept, and at the end of a run no later
-    /// round's votes come to move it on. So it pings once per rank after one phase limit, not only when the rank
-    /// times out (three phase limits); peers that moved on answer with their settled votes (`help_laggard`),
-    /// peers in the same round ignore it.
+    /// round's votes come to move it on. So it pings once every phase limit, not only when a rank times out
+    /// (three phase limits); peers that moved on answer with their settled votes (`help_laggard`, once per peer
+    /// and round), peers in the same round ignore it.
     fn ping_if_quiet(&mut self, out: &mut Vec<Action>) {
         let now = self.now_ms;
         let phase_max_ms = self.config.phase_max_ms;
         let state = self.state.as_mut().expect("round state");
-        if now < state.rank_started_ms.saturating_add(phase_max_ms)
-            || state.quiet_pinged_rank == Some(state.active_rank)
-        {
+        if now < state.quiet_since_ms.saturating_add(phase_max_ms) {
             return;
         }
-        state.quiet_pinged_rank = Some(state.active_rank);
+        state.quiet_since_ms = now;
         self.send_ping(out);
     }
 

@@ -1,11 +1,11 @@
-//! Four round machines wired together by a perfect in-memory network: rounds settle with equal hashes, and
-//! hostile bytes are counted, never a panic.
+//! Four round machines wired together by a perfect in-memory network: rounds settle with equal hashes, hostile
+//! bytes are counted, never a panic, and a member that missed the run's last round catches up.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use ed25519_dalek::SigningKey;
-use round::{Action, Boot, GenesisConfig, Input, RoundMachine, Verdict};
+use round::{Action, Boot, GenesisConfig, Input, RoundMachine, Snapshot, Verdict};
 use types::{Hash32, PeerId};
 
 fn config(founders: Vec<PeerId>) -> GenesisConfig {
@@ -32,6 +32,15 @@ struct Cluster {
     machines: Vec<RoundMachine>,
     queue: VecDeque<(usize, Input)>,
     settled: Vec<Vec<Hash32>>,
+    /// A machine whose messages, both ways, are lost.
+    cut_off: Option<usize>,
+    /// No training is started for this round or later (the run's end).
+    last_round: u64,
+    now: u64,
+    /// Every settled state, as nodes keep recent ones to serve peers that catch up.
+    snapshots: Vec<Snapshot>,
+    /// Machines whose clock stands still (no deadline of theirs passes): finished nodes with long phase limits.
+    frozen_at: Vec<Option<u64>>,
 }
 
 impl Cluster {
@@ -44,6 +53,11 @@ impl Cluster {
             machines: Vec::new(),
             queue: VecDeque::new(),
             settled: vec![Vec::new(); n as usize],
+            cut_off: None,
+            last_round: u64::MAX,
+            now: 0,
+            snapshots: Vec::new(),
+            frozen_at: vec![None; n as usize],
         };
         for (i, key) in keys.into_iter().enumerate() {
             let (machine, actions) =
@@ -57,14 +71,29 @@ impl Cluster {
     fn apply(&mut self, from: usize, actions: Vec<Action>) {
         let n = self.machines.len();
         for action in actions {
+            let linked =
+                |j: usize| j != from && self.cut_off != Some(j) && self.cut_off != Some(from);
             match action {
                 Action::Broadcast { bytes, .. } => (0..n)
-                    .filter(|&j| j != from)
+                    .filter(|&j| linked(j))
                     .for_each(|j| self.queue.push_back((j, Input::Message(bytes.clone())))),
-                Action::SendTo { .. }
-                | Action::Resync { .. }
-                | Action::FetchUpdates { .. }
-                | Action::WakeAt(_) => {}
+                Action::SendTo { peers, bytes, .. } => (0..n)
+                    .filter(|&j| linked(j) && peers.contains(&self.machines[j].peer_id()))
+                    .for_each(|j| self.queue.push_back((j, Input::Message(bytes.clone())))),
+                Action::Resync { state_digest, .. } if self.cut_off != Some(from) => {
+                    let run_id = self.machines[from].run_id();
+                    let found = self
+                        .snapshots
+                        .iter()
+                        .find(|s| s.digest(run_id) == state_digest);
+                    if let Some(snapshot) = found {
+                        self.queue
+                            .push_back((from, Input::Snapshot(snapshot.clone())));
+                    }
+                }
+                Action::Resync { .. } => {}
+                Action::FetchUpdates { .. } | Action::WakeAt(_) => {}
+                Action::Train { round, .. } if round.0 >= self.last_round => {}
                 Action::Train {
                     round,
                     base_model_hash,
@@ -88,7 +117,7 @@ impl Cluster {
                 }
                 Action::PublishUpdate { round, update_cid } => {
                     let trainer = self.machines[from].peer_id();
-                    for j in 0..n {
+                    for j in (0..n).filter(|&j| j == from || linked(j)) {
                         let input = Input::UpdateReceived {
                             round,
                             trainer,
@@ -116,26 +145,42 @@ impl Cluster {
                     };
                     self.queue.push_back((from, input));
                 }
-                Action::Settled(s) => self.settled[from].push(s.model_hash),
+                Action::Settled(s) => {
+                    self.settled[from].push(s.model_hash);
+                    let snapshot = self.machines[from].snapshot();
+                    if let Some(snapshot) = snapshot.filter(|n| !self.snapshots.contains(n)) {
+                        self.snapshots.push(snapshot);
+                    }
+                }
             }
         }
     }
 
     fn run(&mut self, until_rounds: usize) {
-        let mut now = 0;
+        self.run_until(|c| c.settled.iter().all(|s| s.len() >= until_rounds));
+    }
+
+    fn run_until(&mut self, done: impl Fn(&Cluster) -> bool) {
         for _ in 0..400 {
-            // With instant delivery rounds follow each other at the same instant: stop once enough settled.
+            // With instant delivery rounds follow each other at the same instant: stop once done.
             while let Some((i, input)) = self.queue.pop_front() {
+                let now = self.frozen_at[i].unwrap_or(self.now);
                 let actions = self.machines[i].handle(now, input);
                 self.apply(i, actions);
-                if self.settled.iter().all(|s| s.len() >= until_rounds) {
+                if done(self) {
                     return;
                 }
             }
-            now += 50;
+            self.now += 50;
             for i in 0..self.machines.len() {
-                let actions = self.machines[i].handle(now, Input::Tick);
+                if self.frozen_at[i].is_some() {
+                    continue;
+                }
+                let actions = self.machines[i].handle(self.now, Input::Tick);
                 self.apply(i, actions);
+            }
+            if done(self) {
+                return;
             }
         }
         let states: Vec<String> = self.machines.iter().map(|m| m.describe()).collect();
@@ -183,4 +228,27 @@ fn hostile_bytes_are_counted_not_fatal() {
     }
     assert!(cluster.machines[1].stats().decode_errors > 1_000);
     cluster.run(3);
+}
+
+#[test]
+fn a_member_that_missed_the_last_round_catches_up() {
+    let mut cluster = Cluster::new(4);
+    cluster.run(1);
+    // Machine 3 hears nothing of round 1, which is the run's last: the others settle it and then have nothing left
+    // to do (their clocks stand still, as a finished node's long phase limits do), so no later round's votes will
+    // ever tell machine 3 that it is behind.
+    cluster.cut_off = Some(3);
+    cluster.last_round = 2;
+    cluster.run_until(|c| c.settled[..3].iter().all(|s| s.len() >= 2));
+    assert_eq!(cluster.machines[3].round().0, 1);
+    for i in 0..3 {
+        cluster.frozen_at[i] = Some(cluster.now);
+    }
+    cluster.cut_off = None;
+    cluster.run_until(|c| c.machines[3].round().0 == 2);
+    assert_eq!(
+        cluster.machines[3].model_hash(),
+        cluster.settled[0][1],
+        "the state after round 1"
+    );
 }
