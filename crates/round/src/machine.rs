@@ -350,7 +350,8 @@ pub struct RoundMachine {
     /// The votes that settled the last round (a quorum certificate), sent to peers still stuck behind it
     /// (see `help_laggard`).
     settled_certificate: Vec<Signed<Vote>>,
-    helped: BTreeSet<PeerId>,
+    /// Peers helped since the last settle, and when.
+    helped: BTreeMap<PeerId, u64>,
     last_wake_ms: Option<u64>,
     now_ms: u64,
     stats: Stats,
@@ -382,7 +383,7 @@ impl RoundMachine {
             pending_joins: BTreeMap::new(),
             pending_leaves: BTreeMap::new(),
             settled_certificate: Vec::new(),
-            helped: BTreeSet::new(),
+            helped: BTreeMap::new(),
             last_wake_ms: None,
             now_ms,
             stats: Stats::default(),
@@ -777,17 +778,14 @@ impl RoundMachine {
     }
 
     /// A peer still speaking in an older round missed the votes that moved the run on: send it our vote of the
-    /// round we settled last (once per peer and round). It settles with it, or, behind by more, catches up once
+    /// round we settled last (per peer at most once a phase limit: the help can be lost, or reach it while it is
+    /// still fetching a snapshot, and a peer that is still behind pings again). It settles with it, or, behind by more, catches up once
     /// enough members vouch for the same state (`on_ahead_vote`).
     fn help_laggard(&mut self, round: RoundNumber, signer: PeerId, out: &mut Vec<Action>) {
         let Some(first) = self.settled_certificate.first() else {
             return;
         };
-        if first.body.round < round
-            || signer == self.me
-            || self.helped.len() >= limits::COMMITTEE_PEERS_MAX
-            || !self.helped.insert(signer)
-        {
+        if first.body.round < round || signer == self.me || !self.may_help(signer) {
             return;
         }
         for vote in &self.settled_certificate {
@@ -796,6 +794,19 @@ impl RoundMachine {
                 kind: MessageKind::Vote,
                 bytes: Message::Vote(vote.clone()).encode(),
             });
+        }
+    }
+
+    /// Whether `peer` may be helped now; if so, records it. At most `COMMITTEE_PEERS_MAX` peers per round.
+    fn may_help(&mut self, peer: PeerId) -> bool {
+        let now = self.now_ms;
+        match self.helped.get(&peer) {
+            Some(&last) if now < last.saturating_add(self.config.phase_max_ms) => false,
+            None if self.helped.len() >= limits::COMMITTEE_PEERS_MAX => false,
+            _ => {
+                self.helped.insert(peer, now);
+                true
+            }
         }
     }
 

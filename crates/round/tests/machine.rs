@@ -39,8 +39,8 @@ struct Cluster {
     now: u64,
     /// Every settled state, as nodes keep recent ones to serve peers that catch up.
     snapshots: Vec<Snapshot>,
-    /// Machines whose clock stands still (no deadline of theirs passes): finished nodes with long phase limits.
-    frozen_at: Vec<Option<u64>>,
+    /// Machines that are not ticked (no deadline of theirs passes): finished nodes with long phase limits.
+    frozen: Vec<bool>,
 }
 
 impl Cluster {
@@ -57,7 +57,7 @@ impl Cluster {
             last_round: u64::MAX,
             now: 0,
             snapshots: Vec::new(),
-            frozen_at: vec![None; n as usize],
+            frozen: vec![false; n as usize],
         };
         for (i, key) in keys.into_iter().enumerate() {
             let (machine, actions) =
@@ -164,8 +164,7 @@ impl Cluster {
         for _ in 0..400 {
             // With instant delivery rounds follow each other at the same instant: stop once done.
             while let Some((i, input)) = self.queue.pop_front() {
-                let now = self.frozen_at[i].unwrap_or(self.now);
-                let actions = self.machines[i].handle(now, input);
+                let actions = self.machines[i].handle(self.now, input);
                 self.apply(i, actions);
                 if done(self) {
                     return;
@@ -173,7 +172,7 @@ impl Cluster {
             }
             self.now += 50;
             for i in 0..self.machines.len() {
-                if self.frozen_at[i].is_some() {
+                if self.frozen[i] {
                     continue;
                 }
                 let actions = self.machines[i].handle(self.now, Input::Tick);
@@ -235,20 +234,30 @@ fn a_member_that_missed_the_last_round_catches_up() {
     let mut cluster = Cluster::new(4);
     cluster.run(1);
     // Machine 3 hears nothing of round 1, which is the run's last: the others settle it and then have nothing left
-    // to do (their clocks stand still, as a finished node's long phase limits do), so no later round's votes will
-    // ever tell machine 3 that it is behind.
+    // to do (they are not ticked, as a finished node's long phase limits never pass), so no later round's votes will
+    // ever tell machine 3 that it is behind. Their help, sent while the link was down, is lost.
     cluster.cut_off = Some(3);
     cluster.last_round = 2;
     cluster.run_until(|c| c.settled[..3].iter().all(|s| s.len() >= 2));
     assert_eq!(cluster.machines[3].round().0, 1);
     for i in 0..3 {
-        cluster.frozen_at[i] = Some(cluster.now);
+        cluster.frozen[i] = true;
     }
     cluster.cut_off = None;
+    let lifted_at = cluster.now;
     cluster.run_until(|c| c.machines[3].round().0 == 2);
     assert_eq!(
         cluster.machines[3].model_hash(),
         cluster.settled[0][1],
         "the state after round 1"
+    );
+    // It pinged within a phase limit (1 s) and its peers answered although their earlier help was lost while it
+    // was cut off; it did not have to wait for a rank timeout (3 s).
+    let m = &cluster.machines[3];
+    assert_eq!(m.stats().rank_timeouts, 0, "{}", m.describe());
+    assert!(
+        cluster.now - lifted_at < 3_000,
+        "{} ms",
+        cluster.now - lifted_at
     );
 }
