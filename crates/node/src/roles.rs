@@ -751,8 +751,8 @@ impl Core {
 }
 
 /// The verifier role's decision on a gated update. A gate rejection is the worst observation of the trainer's
-/// rating; a scored update observes its own-data t, or the worst when it fails the harm test (which also rejects
-/// it this round); then a trainer rated below the inclusion threshold is left out.
+/// rating; a scored update observes its own-data t, or the worst when it raises the loss; an update that fails the
+/// harm test is rejected this round; then a trainer rated below the inclusion threshold is left out.
 fn judge_update(
     ratings: &mut RatingTable,
     stats: &mut CoreStats,
@@ -769,7 +769,11 @@ fn judge_update(
         return accepted;
     };
     stats.updates_scored += 1;
-    let observation = if score.harmful {
+    // Only an update that raises the loss (h < 0, or no yardstick) is evidence of malice: a weak one (0 ≤ h < 0.6)
+    // is left out this round but rated on its own-data t, because an honest newcomer's first updates (fresh AdamW
+    // state, early in its learning-rate warmup) are weak too: measured h 0.03–0.54 for a joiner's first 4 rounds.
+    let raises_loss = score.gain_ratio.is_none_or(|h| h < 0.0);
+    let observation = if score.harmful && raises_loss {
         worst
     } else {
         score.own_data_t
