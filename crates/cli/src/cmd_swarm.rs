@@ -325,8 +325,8 @@ pub fn run(args: SwarmArgs) -> Result<()> {
     }
 
     let views = watch(&mut nodes, &args, kill, &run_file, &addrs)?;
-    let history = merged_history(&nodes)?;
-    let ledger_views = wait_ledger(&nodes, &run, &history)?;
+    let (history, settled_by) = merged_history(&nodes)?;
+    let ledger_views = wait_ledger(&nodes, &run, &history, &settled_by, kill.map(|k| k.0))?;
     for node in &nodes {
         terminate(node.child.id());
     }
@@ -341,15 +341,35 @@ fn free_local_addr() -> Result<std::net::SocketAddr> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
-/// Waits until every node's ledger replica holds the same state and has minted every settled
-/// round's included trainers (H × batch × seq_len shares each, the ledger's formula at full score).
+/// Waits until every node's ledger replica holds the same state and has minted what the settled
+/// rounds must mint (H × batch × seq_len shares per included trainer, the ledger's formula at full
+/// score), and checks it minted no more than they allow.
+///
+/// A (round, trainer) is minted once `verifier_quorum` verifiers signed it, and a node signs only the
+/// rounds it settled itself (one that caught up by snapshot has no verdict to give), so a round is
+/// owed only when a quorum of nodes wrote it to their history. The SIGKILLed node's history does not
+/// count: verdicts it queued but had not sent died with it.
 fn wait_ledger(
     nodes: &[RunningNode],
     run: &node::Run,
     history: &[HistoryView],
+    settled_by: &BTreeMap<u64, Vec<usize>>,
+    killed: Option<usize>,
 ) -> Result<Vec<LedgerStatusView>> {
     let tokens = u64::from(run.genesis.inner_steps) * (run.spec.batch * run.spec.seq_len) as u64;
+    let quorum = run.ledger.as_ref().map_or(0, |g| g.verifier_quorum as usize);
+    let owed = |h: &HistoryView| {
+        let settlers = settled_by.get(&h.round).map_or(0, |nodes| {
+            nodes.iter().filter(|n| Some(**n) != killed).count()
+        });
+        settlers >= quorum
+    };
     let expected: u64 = history
+        .iter()
+        .filter(|h| owed(h))
+        .map(|h| h.included.len() as u64 * tokens)
+        .sum();
+    let allowed: u64 = history
         .iter()
         .map(|h| h.included.len() as u64 * tokens)
         .sum();
@@ -366,19 +386,24 @@ fn wait_ledger(
             .collect();
         let done = views.iter().all(|v| {
             v.as_ref().is_some_and(|l| {
-                l.total_minted == expected
+                l.total_minted >= expected
+                    && l.total_minted <= allowed
+                    && l.total_minted % tokens.max(1) == 0
                     && views[0]
                         .as_ref()
                         .is_some_and(|f| f.state_root == l.state_root)
             })
         });
         if done {
-            println!("ledger: every node minted {expected} shares, state roots agree");
+            let minted = views[0].as_ref().map_or(0, |l| l.total_minted);
+            println!(
+                "ledger: every node minted {minted} shares (owed {expected}, at most {allowed}), state roots agree"
+            );
             return Ok(views.into_iter().flatten().collect());
         }
         if Instant::now() > deadline {
             bail!(
-                "the ledger did not reach {expected} minted shares on every node: {:?}",
+                "the ledger did not mint between {expected} and {allowed} shares on every node: {:?}",
                 views
                     .iter()
                     .map(|v| v.as_ref().map(|l| (l.height, l.total_minted)))
@@ -711,12 +736,21 @@ pub fn http_get(addr: &str, path: &str) -> Result<String> {
 /// Every settled round once, from all nodes' histories: a node records only the rounds it settled itself
 /// (a round it caught up on by resync is not in its history), so no single node's history is complete.
 /// Nodes that recorded the same round must agree on its model hash.
-fn merged_history(nodes: &[RunningNode]) -> Result<Vec<HistoryView>> {
+/// Every node's history merged into one line per round (nodes must agree on each round's model),
+/// and which nodes wrote each round themselves.
+fn merged_history(
+    nodes: &[RunningNode],
+) -> Result<(Vec<HistoryView>, BTreeMap<u64, Vec<usize>>)> {
     let mut rounds: BTreeMap<u64, HistoryView> = BTreeMap::new();
+    let mut settled_by: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
     for (index, node) in nodes.iter().enumerate() {
         let lines: Vec<HistoryView> = serde_json::from_str(&http_get(&node.control, "/history")?)
             .with_context(|| format!("node {index}'s /history"))?;
         for line in lines {
+            let writers = settled_by.entry(line.round).or_default();
+            if !writers.contains(&index) {
+                writers.push(index);
+            }
             match rounds.get(&line.round) {
                 Some(known) if known.model_hash != line.model_hash => bail!(
                     "node {index} settled round {} on model {} but another node on {}",
@@ -731,7 +765,7 @@ fn merged_history(nodes: &[RunningNode]) -> Result<Vec<HistoryView>> {
             }
         }
     }
-    Ok(rounds.into_values().collect())
+    Ok((rounds.into_values().collect(), settled_by))
 }
 
 fn report(
