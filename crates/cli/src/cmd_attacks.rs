@@ -11,13 +11,23 @@
 //! their windows in assignment order, `batch` windows per inner step, so every window the verifier scores it on was
 //! trained on exactly once that round. The verifier reads all K windows of each item it samples.
 //!
+//! Replay: a worker keeps its full state after every inner step and commits the root of their step tree
+//! (`verify::merkle`). After the committees decide, every update they would include is drawn for a replay spot
+//! check with `--spot-check-ppm` (verify's verifiable draw, seeded by the round's commitments); the drawn verifier
+//! re-executes `--spot-check-steps` steps from the served state (`node::verifier_model::ItemsStep`) and compares
+//! bit for bit. A proven wrong step is a fraud proof, checked once and then binding on every verifier (the peer is
+//! banned); a state not served counts as the worst rating observation. Attackers that train keep honest states of
+//! what they trained; the others serve none.
+//!
 //! Counts: an attacking update is detected when it is not included in aggregation (rejected, or scored and
 //! excluded by the rating). Stale-base attackers act honestly in round 0 (there is no older base); those updates
 //! are counted in neither column. Verifiers: `--verifiers N` verifier nodes each run `verify_round` on every update
 //! (the cheap gates), score only the updates whose committee they sit on, and absorb the others' scored verdicts;
 //! an update is aggregated when most of its committee include it. Compute: the wall time of one verifier's
-//! `verify_round` (loss evaluations included), averaged over verifiers and rounds, against the mean wall time of one
-//! honest worker's H inner steps that round: what one verifier node does per round against what one trainer does.
+//! `verify_round` (loss evaluations included) plus the replays it was drawn for, averaged over verifiers and rounds,
+//! against the mean time one honest worker spends in its H inner steps that round (keeping states not counted):
+//! what one verifier node does per round against what one trainer does. The overhead column subtracts what any
+//! node does to aggregate, verifier or not (BLAKE3 and decode of every blob).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -27,15 +37,20 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use model::Trainer;
-use node::verifier_model::{DataItems, ItemAssignment, ModelLossEvaluator, SyncUpdateDecoder};
+use node::verifier_model::{
+    cpu_repro_class, items_step_batch, train_state_bytes, DataItems, ItemAssignment, ItemsStep,
+    ModelLossEvaluator, SyncUpdateDecoder,
+};
 use serde::Serialize;
 use sync::aggregate::Aggregator;
 use sync::codec::ErrorFeedback;
 use types::{Hash32, PeerId, RoundNumber, RunId};
 use verify::rating::RatingParams;
+use verify::replay::SpotCheck;
 use verify::{
-    Commitment, DataAssignment, EvalError, LossEvaluator, NodeKey, Outcome, ReproClass,
-    RoundContext, RoundInputs, Submission, Verifier,
+    draw_spot_check, Commitment, DataAssignment, EvalError, LossEvaluator, NodeKey, Outcome,
+    Reason, ReplayAction, ReplayInput, ReplayOutcome, ReplaySession, RoundContext, RoundInputs,
+    SignedCommitment, StepLog, Submission, Verdict, Verifier,
 };
 
 use crate::cmd_experiment::{
@@ -113,6 +128,14 @@ pub struct AttacksArgs {
     /// Print every verdict (score, normalized observation, rating) to stderr.
     #[arg(long)]
     verbose: bool,
+    /// Chance, in parts per million, that an update the committee would include is replay spot-checked (verify's
+    /// verifiable draw picks the (peer, round), the verifier and the steps); 0 turns replay off, and trainers then
+    /// keep no step states.
+    #[arg(long, default_value_t = 1_000_000)]
+    spot_check_ppm: u32,
+    /// Consecutive inner steps one spot check re-executes.
+    #[arg(long, default_value_t = 1)]
+    spot_check_steps: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -236,6 +259,19 @@ struct AttackRow {
     train_s_per_worker_round: f64,
     /// verify_s_per_round / train_s_per_worker_round (goal ≤ 0.10).
     verify_to_train_ratio: f64,
+    /// Replay spot checks run (all verifiers together), and of them proven fraud and withheld states.
+    spot_checks: u64,
+    spot_check_frauds: u64,
+    spot_check_withheld: u64,
+    /// Of verify_s_per_round, the replays (per verifier, averaged).
+    spot_check_s_per_round: f64,
+    /// Checking each fraud proof once (re-executing its step), total over the run.
+    fraud_proof_check_s: f64,
+    /// What any node does per round to aggregate, verifier or not: BLAKE3 of every blob and its decode.
+    aggregate_s_per_round: f64,
+    /// (verify_s_per_round − aggregate_s_per_round) / train_s_per_worker_round: what verifying adds to a node
+    /// that aggregates anyway.
+    verify_overhead_to_train_ratio: f64,
     wall_s: f64,
 }
 
@@ -258,6 +294,10 @@ struct World {
     committee: usize,
     probe_log: Option<PathBuf>,
     verbose: bool,
+    /// The inner optimizer (replays build their trainer from it).
+    train: model::TrainConfig,
+    spot_check_ppm: u32,
+    spot_check_steps: u32,
 }
 
 pub fn run(args: AttacksArgs) -> Result<()> {
@@ -346,6 +386,7 @@ fn build_world(args: &AttacksArgs) -> Result<World> {
     let spec = parse_run(&sync_args, "")?;
     let setup = prepare_setup(&sync_args)?;
     let rounds = (setup.steps / spec.inner_steps).max(1);
+    let train = train_config(&setup, setup.batch, rounds * spec.inner_steps);
     let window = setup.seq_len + 1;
     let per_round = spec.inner_steps as usize * setup.batch;
     if args.item_windows == 0 || per_round % args.item_windows != 0 {
@@ -399,6 +440,9 @@ fn build_world(args: &AttacksArgs) -> Result<World> {
         committee: args.committee,
         probe_log: args.probe_log.then(|| args.out.join("probes.jsonl")),
         verbose: args.verbose,
+        train,
+        spot_check_ppm: args.spot_check_ppm,
+        spot_check_steps: args.spot_check_steps,
     })
 }
 
@@ -414,6 +458,18 @@ impl LossEvaluator for TimedEvaluator<'_> {
         let loss = self.inner.eval_loss(params, data_ids);
         self.spent += started.elapsed();
         loss
+    }
+
+    // Forwarded, not left to the trait's default: that would load the parameters once per item.
+    fn eval_item_losses(
+        &mut self,
+        params: &[f32],
+        data_ids: &[u64],
+    ) -> Result<Vec<f32>, EvalError> {
+        let started = Instant::now();
+        let losses = self.inner.eval_item_losses(params, data_ids);
+        self.spent += started.elapsed();
+        losses
     }
 }
 
@@ -432,6 +488,13 @@ struct Tally {
     verify_max_s: f64,
     verify_eval_s: f64,
     train_s: f64,
+    spot_checks: u64,
+    spot_check_frauds: u64,
+    spot_check_withheld: u64,
+    /// All verifiers' replays together.
+    spot_check_s: f64,
+    fraud_proof_check_s: f64,
+    aggregate_s: f64,
 }
 
 /// One worker's part of a round: what it trained (if anything), and what it commits and reveals.
@@ -439,6 +502,51 @@ struct Sent {
     blob: Vec<u8>,
     base_model_hash: Hash32,
     claimed_loss: f32,
+    /// The trainer's state after each inner step, state 0 first (empty: it serves none), and their step tree.
+    states: Vec<Vec<u8>>,
+    log: StepLog,
+}
+
+impl Sent {
+    fn untrained(blob: Vec<u8>, base_model_hash: Hash32, claimed_loss: f32) -> Sent {
+        Sent {
+            blob,
+            base_model_hash,
+            claimed_loss,
+            states: Vec::new(),
+            log: StepLog::default(),
+        }
+    }
+
+    /// The committed step root; a worker that kept no states commits zeros and withholds when asked.
+    fn step_root(&self) -> Hash32 {
+        if self.states.is_empty() {
+            Hash32::ZERO
+        } else {
+            self.log.root()
+        }
+    }
+}
+
+/// H inner steps of one worker: Δ = θ − θ_local, the mean loss, the states and the time in `train_step`.
+struct Trained {
+    delta: Vec<f32>,
+    loss: f32,
+    states: Vec<Vec<u8>>,
+    log: StepLog,
+    train_s: f64,
+}
+
+impl Trained {
+    fn sent(self, blob: Vec<u8>, base_model_hash: Hash32) -> Sent {
+        Sent {
+            blob,
+            base_model_hash,
+            claimed_loss: self.loss,
+            states: self.states,
+            log: self.log,
+        }
+    }
 }
 
 fn run_one(
@@ -468,19 +576,28 @@ fn run_one(
         spent: Duration::ZERO,
     };
     let sketch_seed = u64::from_le_bytes(world.run_id.0 .0[..8].try_into().expect("8 bytes"));
-    let mut verifiers: Vec<Verifier> = (0..world.verifiers)
+    let verifier_keys: Vec<NodeKey> = (0..world.verifiers)
         .map(|v| {
             let secret = Hash32::of(format!("attacks verifier {v} seed {}", setup.seed).as_bytes());
-            let mut verifier = Verifier::new(
-                NodeKey::from_secret(secret.0),
-                RatingParams::default(),
-                sketch_seed,
-            );
+            NodeKey::from_secret(secret.0)
+        })
+        .collect();
+    let mut verifiers: Vec<Verifier> = verifier_keys
+        .iter()
+        .map(|key| {
+            let mut verifier = Verifier::new(key.clone(), RatingParams::default(), sketch_seed);
             verifier.score_items = world.score_items;
             verifier.committee_size = world.committee;
             verifier
         })
         .collect();
+    let mut executor = ItemsStep::new(
+        &world.items,
+        setup.model.clone(),
+        world.train.clone(),
+        theta.len(),
+        setup.threads,
+    );
     let verifier_ids: Vec<PeerId> = verifiers.iter().map(Verifier::peer_id).collect();
     // One verifier alone scores every update itself (no committee).
     let committee_set: &[PeerId] = if world.verifiers > 1 {
@@ -489,11 +606,7 @@ fn run_one(
         &[]
     };
     let mut tally = Tally::default();
-    let repro = ReproClass {
-        backend: "libtorch-cpu".into(),
-        isa: std::env::consts::ARCH.into(),
-        threads: setup.threads.min(u16::MAX as usize) as u16,
-    };
+    let repro = cpu_repro_class(setup.threads);
     let peers: Vec<PeerId> = world.keys.iter().map(NodeKey::peer_id).collect();
     for round in 0..world.rounds {
         let number = RoundNumber(round);
@@ -517,20 +630,15 @@ fn run_one(
         let mut train_s = 0.0;
         for index in 0..honest_count {
             let ids = world.assignment.assigned_ids(&seed, number, &peers[index]);
-            let timer = Instant::now();
-            let (delta, loss) = train_delta(world, &mut trainers[index], &theta, &ids)?;
-            train_s += timer.elapsed().as_secs_f64();
+            let trained = train_delta(world, &mut trainers[index], &theta, &ids)?;
+            train_s += trained.train_s;
             let blob = world
                 .spec
                 .codec
                 .codec()
-                .encode(&delta, &mut feedback[index]);
+                .encode(&trained.delta, &mut feedback[index]);
             honest_updates.push(sync::codec::decode(&blob, theta.len())?);
-            sent.push(Sent {
-                blob,
-                base_model_hash: base_hash,
-                claimed_loss: loss,
-            });
+            sent.push(trained.sent(blob, base_hash));
         }
         for index in honest_count..workers {
             let ids = world.assignment.assigned_ids(&seed, number, &peers[index]);
@@ -547,17 +655,13 @@ fn run_one(
             sent.push(match active {
                 Some(kind) => attacker.send(kind, &mut trainers[index])?,
                 None => {
-                    let (delta, loss) = train_delta(world, &mut trainers[index], &theta, &ids)?;
+                    let trained = train_delta(world, &mut trainers[index], &theta, &ids)?;
                     let blob = world
                         .spec
                         .codec
                         .codec()
-                        .encode(&delta, &mut feedback[index]);
-                    Sent {
-                        blob,
-                        base_model_hash: base_hash,
-                        claimed_loss: loss,
-                    }
+                        .encode(&trained.delta, &mut feedback[index]);
+                    trained.sent(blob, base_hash)
                 }
             });
         }
@@ -577,8 +681,7 @@ fn run_one(
                     claimed_loss: s.claimed_loss,
                     repro: repro.clone(),
                     inner_steps: world.spec.inner_steps as u32,
-                    // No replay spot checks in this experiment: the step tree is not recorded.
-                    step_root: Hash32::ZERO,
+                    step_root: s.step_root(),
                 }
                 .sign(&world.keys[index])
             })
@@ -602,19 +705,16 @@ fn run_one(
             decoder: &SyncUpdateDecoder,
             verifiers: committee_set,
         };
+        tally.aggregate_s += aggregation_baseline_s(&sent, theta.len());
         let mut reports = Vec::with_capacity(verifiers.len());
-        let mut verify_s = 0.0;
+        let mut spent_s = Vec::with_capacity(verifiers.len());
         for verifier in &mut verifiers {
             let eval_before = evaluator.spent;
             let timer = Instant::now();
             reports.push(verifier.verify_round(&inputs, &mut evaluator)?);
-            let spent = timer.elapsed().as_secs_f64();
-            verify_s += spent;
-            tally.verify_max_s = tally.verify_max_s.max(spent);
+            spent_s.push(timer.elapsed().as_secs_f64());
             tally.verify_eval_s += (evaluator.spent - eval_before).as_secs_f64();
         }
-        // What one verifier spends on this round, on average.
-        let verify_s = verify_s / verifiers.len() as f64;
         if !committee_set.is_empty() {
             let all: Vec<verify::SignedVerdict> = reports
                 .iter()
@@ -629,15 +729,33 @@ fn run_one(
                 log_probes(path, label, round, honest_count, report)?;
             }
         }
-        tally.verify_s += verify_s;
         tally.train_s += train_s / honest_count as f64;
-        let report = decide(
+        let mut report = decide(
             &reports,
             &verifier_ids,
             committee_set,
             &ctx,
             world.committee,
         );
+        let checks = SpotChecks {
+            world,
+            ctx: &ctx,
+            commitments: &commitments,
+            sent: &sent,
+            verifier_ids: &verifier_ids,
+            verifier_keys: &verifier_keys,
+        };
+        checks.run(
+            &mut report,
+            &mut verifiers,
+            &mut executor,
+            &mut spent_s,
+            &mut tally,
+        )?;
+        // What one verifier spends on this round, on average, and the busiest one.
+        let verify_s = spent_s.iter().sum::<f64>() / spent_s.len() as f64;
+        tally.verify_s += verify_s;
+        tally.verify_max_s = spent_s.iter().copied().fold(tally.verify_max_s, f64::max);
         for (index, signed) in report.verdicts.iter().enumerate() {
             let outcome = &signed.verdict.outcome;
             if world.verbose {
@@ -712,6 +830,169 @@ fn run_one(
     ))
 }
 
+/// What any node does with a round's updates before it can aggregate, verifier or not: checks each blob's
+/// BLAKE3 against its commitment and decodes it. Returns the seconds it took.
+fn aggregation_baseline_s(sent: &[Sent], param_count: usize) -> f64 {
+    let timer = Instant::now();
+    for s in sent {
+        std::hint::black_box(Hash32::of(&s.blob));
+        let _ = std::hint::black_box(sync::codec::decode(&s.blob, param_count));
+    }
+    timer.elapsed().as_secs_f64()
+}
+
+/// One round's replay spot checks (verify's `replay`), run after the committees decided.
+struct SpotChecks<'a> {
+    world: &'a World,
+    ctx: &'a RoundContext,
+    commitments: &'a [SignedCommitment],
+    sent: &'a [Sent],
+    verifier_ids: &'a [PeerId],
+    verifier_keys: &'a [NodeKey],
+}
+
+impl SpotChecks<'_> {
+    /// Each update the committees would include is drawn with `--spot-check-ppm`, and the drawn verifier replays
+    /// the drawn steps against the states its trainer serves. Proven fraud is checked once (as a node does before
+    /// acting on a proof) and bans the peer at every verifier; a withheld state is the worst rating observation at
+    /// every verifier. Either way the update is left out and its verdict becomes the replaying verifier's
+    /// rejection. The replay's time is charged to that verifier.
+    fn run(
+        &self,
+        report: &mut verify::RoundReport,
+        verifiers: &mut [Verifier],
+        executor: &mut ItemsStep,
+        spent_s: &mut [f64],
+        tally: &mut Tally,
+    ) -> Result<()> {
+        if self.world.spot_check_ppm == 0 {
+            return Ok(());
+        }
+        let ctx = self.ctx;
+        let draw_seed = self.draw_seed();
+        for (index, commitment) in self.commitments.iter().enumerate() {
+            let peer = commitment.commitment.peer;
+            if !report.included.contains(&peer) {
+                continue;
+            }
+            let Some(check) = draw_spot_check(
+                &draw_seed,
+                ctx.round,
+                &peer,
+                ctx.inner_steps,
+                self.verifier_ids,
+                self.world.spot_check_ppm,
+                self.world.spot_check_steps,
+            ) else {
+                continue;
+            };
+            let v = self
+                .verifier_ids
+                .iter()
+                .position(|id| *id == check.verifier)
+                .context("the drawn verifier")?;
+            let key = &self.verifier_keys[v];
+            let timer = Instant::now();
+            let outcome = replay(
+                &check,
+                commitment,
+                ctx.round_seed,
+                &self.sent[index],
+                executor,
+                key,
+            )?;
+            let took = timer.elapsed().as_secs_f64();
+            spent_s[v] += took;
+            tally.spot_check_s += took;
+            tally.spot_checks += 1;
+            let reason = match outcome {
+                ReplayOutcome::Honest { .. } => continue,
+                ReplayOutcome::Fraud(proof) => {
+                    let timer = Instant::now();
+                    let finding = proof.check(executor);
+                    tally.fraud_proof_check_s += timer.elapsed().as_secs_f64();
+                    // Our own honest replay signed it: a proof that does not check is a bug here.
+                    if let Err(e) = finding {
+                        bail!(
+                            "verifier {v}'s fraud proof against worker {index} does not check: {e}"
+                        );
+                    }
+                    tally.spot_check_frauds += 1;
+                    for verifier in verifiers.iter_mut() {
+                        verifier.ratings.ban(peer);
+                    }
+                    Reason::Fraud {
+                        proof_hash: proof.hash(),
+                        step: proof.body.step,
+                    }
+                }
+                ReplayOutcome::Withheld { step } => {
+                    tally.spot_check_withheld += 1;
+                    let worst = -types::limits::verify::SCORE_OBSERVATION_ABS_MAX;
+                    for verifier in verifiers.iter_mut() {
+                        verifier.ratings.observe(peer, ctx.round, worst);
+                    }
+                    Reason::Withheld { step }
+                }
+            };
+            report.included.retain(|p| *p != peer);
+            report.verdicts[index] = Verdict {
+                run: ctx.run,
+                round: ctx.round,
+                peer,
+                update_cid: commitment.commitment.update_cid,
+                verifier: check.verifier,
+                outcome: Outcome::Rejected(reason),
+            }
+            .sign(key);
+        }
+        Ok(())
+    }
+
+    /// The draw's seed: the round seed and all of the round's commitments, so no trainer knows its checked steps
+    /// before it commits. (The last to commit could grind its own commitment against it; a node uses a beacon
+    /// drawn after the commit deadline instead.)
+    fn draw_seed(&self) -> Hash32 {
+        let mut bytes = self.ctx.round_seed.0.to_vec();
+        for c in self.commitments {
+            bytes.extend_from_slice(Hash32::of(&c.commitment.signing_bytes()).0.as_slice());
+        }
+        Hash32::of(&bytes)
+    }
+}
+
+/// Drives one spot check to its end, serving the trainer's kept states (a state it did not keep is withheld).
+fn replay(
+    check: &SpotCheck,
+    commitment: &SignedCommitment,
+    round_seed: Hash32,
+    sent: &Sent,
+    executor: &mut ItemsStep,
+    key: &NodeKey,
+) -> Result<ReplayOutcome> {
+    let (mut session, mut actions) = ReplaySession::start(check, commitment.clone(), round_seed)?;
+    // The session asks for one state at a time and bounds its own fetches.
+    loop {
+        match actions
+            .pop()
+            .context("the replay session asked for nothing")?
+        {
+            ReplayAction::Finished(outcome) => return Ok(outcome),
+            ReplayAction::Fetch { step, .. } => {
+                let input = match sent.states.get(step as usize) {
+                    Some(state) => ReplayInput::Fetched {
+                        step,
+                        state: state.clone(),
+                        path: sent.log.path(step as usize),
+                    },
+                    None => ReplayInput::FetchFailed { step },
+                };
+                actions = session.handle(input, executor, key)?;
+            }
+        }
+    }
+}
+
 fn make_row(
     world: &World,
     attack: Option<Attack>,
@@ -753,6 +1034,14 @@ fn make_row(
         verify_eval_s_per_round: per_round(tally.verify_eval_s) / world.verifiers as f64,
         train_s_per_worker_round: per_round(tally.train_s),
         verify_to_train_ratio: tally.verify_s / tally.train_s.max(1e-9),
+        spot_checks: tally.spot_checks,
+        spot_check_frauds: tally.spot_check_frauds,
+        spot_check_withheld: tally.spot_check_withheld,
+        spot_check_s_per_round: per_round(tally.spot_check_s) / world.verifiers as f64,
+        fraud_proof_check_s: tally.fraud_proof_check_s,
+        aggregate_s_per_round: per_round(tally.aggregate_s),
+        verify_overhead_to_train_ratio: (tally.verify_s - tally.aggregate_s).max(0.0)
+            / tally.train_s.max(1e-9),
         wall_s: started.elapsed().as_secs_f64(),
     }
 }
@@ -868,32 +1157,46 @@ fn outcome_detail(outcome: &Outcome) -> String {
     }
 }
 
-/// H inner steps from `theta` on the windows of items `ids` in order (`batch` windows per step); returns
-/// Δ = θ − θ_local and the mean training loss.
+/// H inner steps from `theta` on the windows of items `ids` in order (`items_step_batch`); with spot checks on,
+/// keeps the state after every step (state 0 first) and its step-tree leaf, as a trainer must to serve replays.
+/// Only the steps themselves are timed.
 fn train_delta(
     world: &World,
     trainer: &mut Trainer,
     theta: &[f32],
     ids: &[u64],
-) -> Result<(Vec<f32>, f32)> {
+) -> Result<Trained> {
     trainer.set_params(theta)?;
-    let mut tokens = Vec::with_capacity(ids.len() * world.items.item_len());
-    for &id in ids {
-        tokens.extend_from_slice(world.items.item(id)?);
-    }
-    let step_tokens = world.setup.batch * (world.setup.seq_len + 1);
+    let record = world.spot_check_ppm > 0;
+    let mut states = Vec::new();
+    let mut log = StepLog::default();
+    let mut keep = |trainer: &Trainer| {
+        if record {
+            let state = train_state_bytes(trainer);
+            log.record(&state);
+            states.push(state);
+        }
+    };
+    keep(trainer);
+    let step_tokens = world.train.tokens_per_step();
     let mut total = 0.0f64;
-    let mut steps = 0u32;
-    for batch in tokens
-        .chunks_exact(step_tokens)
-        .take(world.spec.inner_steps as usize)
-    {
-        total += f64::from(trainer.train_step(batch)?);
-        steps += 1;
+    let mut train_s = 0.0;
+    for step in 0..world.spec.inner_steps as u32 {
+        let batch = items_step_batch(&world.items, ids, step_tokens, step)?;
+        let timer = Instant::now();
+        total += f64::from(trainer.train_step(&batch)?);
+        train_s += timer.elapsed().as_secs_f64();
+        keep(trainer);
     }
     let local = trainer.params();
     let delta = theta.iter().zip(&local).map(|(t, l)| t - l).collect();
-    Ok((delta, (total / f64::from(steps.max(1))) as f32))
+    Ok(Trained {
+        delta,
+        loss: (total / world.spec.inner_steps.max(1) as f64) as f32,
+        states,
+        log,
+        train_s,
+    })
 }
 
 /// What one attacker sees in a round.
@@ -910,83 +1213,100 @@ struct AttackerRound<'a> {
 }
 
 impl AttackerRound<'_> {
+    /// The attack's update. Attackers that train keep honest step states of what they trained (so a replay of a
+    /// manipulated blob's steps passes: the other gates must catch it); the others keep none and withhold.
     fn send(&self, kind: Attack, trainer: &mut Trainer) -> Result<Sent> {
         let world = self.world;
         let codec = world.spec.codec.codec();
         let base_model_hash = Hash32::of_f32s(self.theta);
-        let (own, claimed_loss) = if kind.trains_own() {
-            train_delta(world, trainer, self.theta, self.ids)?
+        let own = if kind.trains_own() {
+            Some(train_delta(world, trainer, self.theta, self.ids)?)
         } else {
-            (Vec::new(), 2.0)
+            None
         };
         let encode = |values: &[f32]| codec.compress(values, None);
-        let sent = |blob: Vec<u8>| Sent {
-            blob,
-            base_model_hash,
-            claimed_loss,
+        let untrained = |blob: Vec<u8>| Sent::untrained(blob, base_model_hash, 2.0);
+        let own_delta: Vec<f32> = own.as_ref().map(|t| t.delta.clone()).unwrap_or_default();
+        let trained = move |blob: Vec<u8>| -> Result<Sent> {
+            Ok(own
+                .context("the attack trains its own update")?
+                .sent(blob, base_model_hash))
         };
-        Ok(match kind {
+        match kind {
             Attack::Noise => {
-                let norm = l2(&own);
-                let noise = gaussian(own.len(), self.noise_seed());
+                let norm = l2(&own_delta);
+                let noise = gaussian(own_delta.len(), self.noise_seed());
                 let scale = (norm / l2(&noise).max(1e-30)) as f32;
-                sent(encode(&noise.iter().map(|x| x * scale).collect::<Vec<_>>()))
+                trained(encode(&noise.iter().map(|x| x * scale).collect::<Vec<_>>()))
             }
-            Attack::SignFlip => sent(encode(&own.iter().map(|x| -x).collect::<Vec<_>>())),
-            Attack::Scale100 => sent(encode(&own.iter().map(|x| 100.0 * x).collect::<Vec<_>>())),
-            Attack::Zero => sent(encode(&vec![0.0; self.theta.len()])),
+            Attack::SignFlip => trained(encode(
+                &own_delta[..].iter().map(|x| -x).collect::<Vec<_>>(),
+            )),
+            Attack::Scale100 => trained(encode(
+                &own_delta[..].iter().map(|x| 100.0 * x).collect::<Vec<_>>(),
+            )),
+            Attack::Zero => Ok(untrained(encode(&vec![0.0; self.theta.len()]))),
             Attack::Copy => {
                 let victim = self.round as usize % self.honest.len();
-                sent(encode(&self.honest[victim]))
+                Ok(untrained(encode(&self.honest[victim])))
             }
             Attack::StaleBase | Attack::StaleBaseUndeclared => {
                 let old = self
                     .previous_theta
                     .context("stale base needs a previous round")?;
-                let (delta, loss) = train_delta(world, trainer, old, self.ids)?;
+                let stale = train_delta(world, trainer, old, self.ids)?;
                 let declared = if kind == Attack::StaleBase {
                     Hash32::of_f32s(old)
                 } else {
                     base_model_hash
                 };
-                Sent {
-                    blob: encode(&delta),
-                    base_model_hash: declared,
-                    claimed_loss: loss,
-                }
+                let blob = encode(&stale.delta);
+                Ok(stale.sent(blob, declared))
             }
             Attack::WrongData => {
-                // Trains on the items assigned to a peer that does not exist, and commits its own assignment.
-                let stranger = PeerId(Hash32::of(&[&self.seed.0[..], &b"stranger"[..]].concat()).0);
+                // Trains on the items assigned to a peer that does not exist (its own stranger, so that two such
+                // attackers are not copies of each other), and commits its own assignment with the step tree of
+                // what it really trained.
+                let stranger = PeerId(
+                    Hash32::of(
+                        &[
+                            &self.seed.0[..],
+                            &b"stranger"[..],
+                            &(self.index as u64).to_le_bytes(),
+                        ]
+                        .concat(),
+                    )
+                    .0,
+                );
                 let other =
                     world
                         .assignment
                         .assigned_ids(&self.seed, RoundNumber(self.round), &stranger);
-                let (delta, loss) = train_delta(world, trainer, self.theta, &other)?;
-                Sent {
-                    blob: encode(&delta),
-                    base_model_hash,
-                    claimed_loss: loss,
-                }
+                let wrong = train_delta(world, trainer, self.theta, &other)?;
+                let blob = encode(&wrong.delta);
+                Ok(wrong.sent(blob, base_model_hash))
             }
-            Attack::LittleIsEnough => sent(encode(&little_is_enough(self.honest, world.alie_z))),
+            Attack::LittleIsEnough => Ok(untrained(encode(&little_is_enough(
+                self.honest,
+                world.alie_z,
+            )))),
             Attack::Nan => {
-                let mut poisoned = own;
+                let mut poisoned = own_delta.clone();
                 let at = self.index % poisoned.len();
                 poisoned[at] = f32::NAN;
-                sent(encode(&poisoned))
+                trained(encode(&poisoned))
             }
             Attack::Malformed => {
-                let mut blob = encode(&own);
+                let mut blob = encode(&own_delta);
                 blob.truncate(blob.len() / 2);
-                sent(blob)
+                trained(blob)
             }
             Attack::Oversized => {
                 let mut blob = encode(&self.honest[0]);
                 blob.extend_from_slice(&[0u8; 4096]);
-                sent(blob)
+                Ok(untrained(blob))
             }
-        })
+        }
     }
 
     fn noise_seed(&self) -> u64 {
@@ -1042,7 +1362,7 @@ fn print_row(row: &AttackRow) {
         .detection_rate
         .map_or("-".to_string(), |d| format!("{:.1}%", 100.0 * d));
     println!(
-        "{}: detected {}/{} ({detection}), honest excluded {}/{}, val loss {:.4} ({:+.2}% vs honest-only), verify/train {:.1}% ({:.0} s)",
+        "{}: detected {}/{} ({detection}), honest excluded {}/{}, val loss {:.4} ({:+.2}% vs honest-only), verify/train {:.1}% (overhead {:.1}%), {} spot checks ({} fraud) ({:.0} s)",
         row.attack,
         row.attack_detected,
         row.attack_updates,
@@ -1051,6 +1371,9 @@ fn print_row(row: &AttackRow) {
         row.val_loss,
         row.gap_pct,
         100.0 * row.verify_to_train_ratio,
+        100.0 * row.verify_overhead_to_train_ratio,
+        row.spot_checks,
+        row.spot_check_frauds,
         row.wall_s,
     );
 }
@@ -1058,7 +1381,7 @@ fn print_row(row: &AttackRow) {
 fn print_table(rows: &[AttackRow]) {
     println!();
     println!(
-        "| {:<22} | {:>13} | {:>10} | {:>11} | {:>8} | {:>7} | {:>12} | {:<40} |",
+        "| {:<22} | {:>13} | {:>10} | {:>11} | {:>8} | {:>7} | {:>12} | {:>8} | {:<40} |",
         "attack",
         "detected",
         "rate",
@@ -1066,9 +1389,10 @@ fn print_table(rows: &[AttackRow]) {
         "val",
         "gap %",
         "verify/train",
+        "overhead",
         "attacking verdicts"
     );
-    println!("|{}|", ["---"; 8].join("|"));
+    println!("|{}|", ["---"; 9].join("|"));
     for r in rows {
         let rate = r
             .detection_rate
@@ -1079,7 +1403,7 @@ fn print_table(rows: &[AttackRow]) {
             .map(|(k, v)| format!("{k} {v}"))
             .collect();
         println!(
-            "| {:<22} | {:>13} | {:>10} | {:>11} | {:>8.4} | {:>+7.2} | {:>11.1}% | {:<40} |",
+            "| {:<22} | {:>13} | {:>10} | {:>11} | {:>8.4} | {:>+7.2} | {:>11.1}% | {:>7.1}% | {:<40} |",
             r.attack,
             format!("{}/{}", r.attack_detected, r.attack_updates),
             rate,
@@ -1087,6 +1411,7 @@ fn print_table(rows: &[AttackRow]) {
             r.val_loss,
             r.gap_pct,
             100.0 * r.verify_to_train_ratio,
+            100.0 * r.verify_overhead_to_train_ratio,
             outcomes.join(", "),
         );
     }

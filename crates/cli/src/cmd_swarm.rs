@@ -357,7 +357,10 @@ fn wait_ledger(
     killed: Option<usize>,
 ) -> Result<Vec<LedgerStatusView>> {
     let tokens = u64::from(run.genesis.inner_steps) * (run.spec.batch * run.spec.seq_len) as u64;
-    let quorum = run.ledger.as_ref().map_or(0, |g| g.verifier_quorum as usize);
+    let quorum = run
+        .ledger
+        .as_ref()
+        .map_or(0, |g| g.verifier_quorum as usize);
     let owed = |h: &HistoryView| {
         let settlers = settled_by.get(&h.round).map_or(0, |nodes| {
             nodes.iter().filter(|n| Some(**n) != killed).count()
@@ -738,9 +741,7 @@ pub fn http_get(addr: &str, path: &str) -> Result<String> {
 /// Nodes that recorded the same round must agree on its model hash.
 /// Every node's history merged into one line per round (nodes must agree on each round's model),
 /// and which nodes wrote each round themselves.
-fn merged_history(
-    nodes: &[RunningNode],
-) -> Result<(Vec<HistoryView>, BTreeMap<u64, Vec<usize>>)> {
+fn merged_history(nodes: &[RunningNode]) -> Result<(Vec<HistoryView>, BTreeMap<u64, Vec<usize>>)> {
     let mut rounds: BTreeMap<u64, HistoryView> = BTreeMap::new();
     let mut settled_by: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
     for (index, node) in nodes.iter().enumerate() {

@@ -8,8 +8,9 @@
 
 use std::process::Command;
 
-const ATTACKS: [&str; 8] = [
+const ATTACKS: [&str; 9] = [
     "sign-flip",
+    "wrong-data",
     "scale-100",
     "zero",
     "copy",
@@ -95,6 +96,11 @@ fn experiment_attacks_detects_attackers_and_keeps_honest_peers() {
         let max = row["verify_max_s_per_round"].as_f64().expect("seconds");
         let mean = row["verify_s_per_round"].as_f64().expect("seconds");
         assert!(ratio > 0.0 && ratio.is_finite(), "{row}");
+        // Every update the committees include is replayed on one sampled step; honest steps replay bit for bit.
+        assert!(row["spot_checks"].as_u64().expect("a count") > 0, "{row}");
+        if row["attack"] != "wrong-data" {
+            assert_eq!(row["spot_check_frauds"], 0, "{row}");
+        }
         assert!(
             max >= mean,
             "the slowest verifier round is at least the mean one: {row}"
@@ -127,6 +133,12 @@ fn experiment_attacks_detects_attackers_and_keeps_honest_peers() {
             .collect::<Vec<_>>()
     };
     assert_eq!(reason("scale-100"), ["Rejected:NormOutlier"]);
+    // Trained on someone else's items: the replay of its own assignment disagrees, a fraud proof bans it.
+    assert!(
+        reason("wrong-data").contains(&"Rejected:Fraud".to_string()),
+        "{:?}",
+        reason("wrong-data")
+    );
     // The same zero blob every round: its CID is remembered after round 0.
     assert_eq!(reason("zero"), ["Rejected:Replayed", "Rejected:ZeroUpdate"]);
     assert_eq!(reason("copy"), ["Rejected:Copy"]);

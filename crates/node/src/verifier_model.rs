@@ -221,6 +221,20 @@ mod tests {
     }
 
     #[test]
+    fn item_steps_walk_the_assigned_items_in_order_and_stop_at_their_end() {
+        let items = DataItems::new((0..90).collect(), 30, 8).unwrap();
+        let ids = [2, 0];
+        let step = |k| items_step_batch(&items, &ids, 20, k);
+        assert_eq!(step(0).unwrap(), (60..80).collect::<Vec<u32>>());
+        let across: Vec<u32> = (80..90).chain(0..10).collect();
+        assert_eq!(step(1).unwrap(), across);
+        assert_eq!(step(2).unwrap(), (10..30).collect::<Vec<u32>>());
+        assert!(step(3).is_err());
+        assert!(step(u32::MAX).is_err());
+        assert!(items_step_batch(&items, &[5], 20, 0).is_err(), "id outside");
+    }
+
+    #[test]
     fn assignment_is_distinct_in_range_and_depends_on_the_peer() {
         let assignment = ItemAssignment::new(Hash32::of(b"d"), 50, 10).unwrap();
         let seed = Hash32::of(b"seed");
@@ -278,11 +292,20 @@ impl<'a> WorkloadStep<'a> {
 pub fn train_state_bytes(trainer: &Trainer) -> Vec<u8> {
     let opt = trainer.optimizer_state();
     let params = trainer.params();
-    let mut out = Vec::with_capacity(12 * params.len() + 8);
-    for v in params.iter().chain(&opt.exp_avg).chain(&opt.exp_avg_sq) {
-        out.extend_from_slice(&v.to_le_bytes());
+    let n = params.len();
+    let mut out = vec![0u8; 12 * n + 8];
+    // One plain loop per slice (a chained iterator does not vectorize): this runs on every inner step of a
+    // trainer that keeps its states.
+    for (i, values) in [&params, &opt.exp_avg, &opt.exp_avg_sq]
+        .into_iter()
+        .enumerate()
+    {
+        let section = &mut out[4 * n * i..4 * n * (i + 1)];
+        for (dst, v) in section.chunks_exact_mut(4).zip(values.iter()) {
+            dst.copy_from_slice(&v.to_le_bytes());
+        }
     }
-    out.extend_from_slice(&opt.step.to_le_bytes());
+    out[12 * n..].copy_from_slice(&opt.step.to_le_bytes());
     out
 }
 
@@ -298,18 +321,20 @@ pub fn parse_train_state(state: &[u8], n: usize) -> Result<(Vec<f32>, OptimizerS
             state.len()
         )));
     }
-    let floats: Vec<f32> = state[..12 * n]
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
+    let section = |i: usize| -> Vec<f32> {
+        state[4 * n * i..4 * n * (i + 1)]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    };
     let mut step = [0u8; 8];
     step.copy_from_slice(&state[12 * n..]);
     let opt = OptimizerState {
         step: u64::from_le_bytes(step),
-        exp_avg: floats[n..2 * n].to_vec(),
-        exp_avg_sq: floats[2 * n..].to_vec(),
+        exp_avg: section(1),
+        exp_avg_sq: section(2),
     };
-    Ok((floats[..n].to_vec(), opt))
+    Ok((section(0), opt))
 }
 
 impl StepExecutor for WorkloadStep<'_> {
@@ -338,25 +363,134 @@ impl StepExecutor for WorkloadStep<'_> {
     }
 
     fn distance(&self, a: &[u8], b: &[u8]) -> Result<f64, ExecError> {
-        let n = self.work.param_count();
-        let (pa, _) = parse_train_state(a, n)?;
-        let (pb, _) = parse_train_state(b, n)?;
-        let diff: f64 = pa
-            .iter()
-            .zip(&pb)
-            .map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2))
-            .sum();
-        let norm: f64 = pb.iter().map(|y| f64::from(*y).powi(2)).sum();
-        Ok(diff.sqrt() / norm.sqrt().max(1e-30))
+        state_distance(a, b, self.work.param_count())
     }
 
     fn repro_class(&self) -> ReproClass {
-        ReproClass {
-            // The tensor backend pinned by the workspace (torch 2.11 through tch 0.24), on the CPU.
-            backend: "libtorch-tch0.24-cpu".into(),
-            isa: instruction_set(),
-            threads: self.threads.min(usize::from(u16::MAX)) as u16,
+        cpu_repro_class(self.threads)
+    }
+}
+
+/// Relative L2 distance of the parameters of two states (the cross-class comparison).
+fn state_distance(a: &[u8], b: &[u8], n: usize) -> Result<f64, ExecError> {
+    let (pa, _) = parse_train_state(a, n)?;
+    let (pb, _) = parse_train_state(b, n)?;
+    let diff: f64 = pa
+        .iter()
+        .zip(&pb)
+        .map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2))
+        .sum();
+    let norm: f64 = pb.iter().map(|y| f64::from(*y).powi(2)).sum();
+    Ok(diff.sqrt() / norm.sqrt().max(1e-30))
+}
+
+/// The reproducibility class of a tch trainer on this CPU with `threads` intra-op threads.
+pub fn cpu_repro_class(threads: usize) -> ReproClass {
+    ReproClass {
+        // The tensor backend pinned by the workspace (torch 2.11 through tch 0.24), on the CPU.
+        backend: "libtorch-tch0.24-cpu".into(),
+        isa: instruction_set(),
+        threads: threads.min(usize::from(u16::MAX)) as u16,
+    }
+}
+
+/// Step `step`'s batch when a trainer trains on whole data items (`experiment attacks`): the `step`-th run of
+/// `step_tokens` tokens (`TrainConfig::tokens_per_step`) in the assigned items, concatenated in assignment order.
+/// An error when the items hold no such run (ids and steps come from peers).
+pub fn items_step_batch(
+    items: &DataItems,
+    ids: &[u64],
+    step_tokens: usize,
+    step: u32,
+) -> Result<Vec<u32>, EvalError> {
+    let start = step as usize * step_tokens;
+    let end = start + step_tokens;
+    if step_tokens == 0 || end > ids.len() * items.item_len() {
+        return Err(EvalError(format!(
+            "{} items of {} tokens hold no step {step} of {step_tokens} tokens",
+            ids.len(),
+            items.item_len()
+        )));
+    }
+    let first = start / items.item_len();
+    let last = (end - 1) / items.item_len();
+    let mut tokens = Vec::with_capacity((last - first + 1) * items.item_len());
+    for &id in &ids[first..=last] {
+        tokens.extend_from_slice(items.item(id)?);
+    }
+    let skip = start - first * items.item_len();
+    Ok(tokens[skip..skip + step_tokens].to_vec())
+}
+
+/// The replay executor of item-based training (`experiment attacks`): one inner step from canonical state bytes
+/// (see `WorkloadStep`) on `items_step_batch`. It keeps one `Trainer` of the trainer's model and schedule and loads
+/// each state into it: a trainer's whole state is its parameters, AdamW moments and step count (gradients are
+/// cleared after every step), so loading a state equals building a fresh trainer from it, at a fraction of the cost.
+pub struct ItemsStep<'a> {
+    items: &'a DataItems,
+    model: model::ModelConfig,
+    train: model::TrainConfig,
+    param_count: usize,
+    threads: usize,
+    trainer: Option<Trainer>,
+}
+
+impl<'a> ItemsStep<'a> {
+    pub fn new(
+        items: &'a DataItems,
+        model: model::ModelConfig,
+        train: model::TrainConfig,
+        param_count: usize,
+        threads: usize,
+    ) -> ItemsStep<'a> {
+        ItemsStep {
+            items,
+            model,
+            train,
+            param_count,
+            threads,
+            trainer: None,
         }
+    }
+}
+
+impl StepExecutor for ItemsStep<'_> {
+    fn execute(&mut self, ctx: &StepContext, state: &[u8]) -> Result<Vec<u8>, ExecError> {
+        let exec = |e: model::ModelError| ExecError(e.to_string());
+        let (params, opt) = parse_train_state(state, self.param_count)?;
+        let batch = items_step_batch(
+            self.items,
+            &ctx.data_ids,
+            self.train.tokens_per_step(),
+            ctx.step,
+        )
+        .map_err(|e| ExecError(e.0))?;
+        let trainer = match self.trainer.as_mut() {
+            Some(trainer) => {
+                trainer.set_params(&params).map_err(exec)?;
+                trainer
+            }
+            None => self.trainer.insert(
+                Trainer::with_params(
+                    self.model.clone(),
+                    self.train.clone(),
+                    &params,
+                    self.threads,
+                )
+                .map_err(exec)?,
+            ),
+        };
+        trainer.set_optimizer_state(&opt).map_err(exec)?;
+        trainer.train_step(&batch).map_err(exec)?;
+        Ok(train_state_bytes(trainer))
+    }
+
+    fn distance(&self, a: &[u8], b: &[u8]) -> Result<f64, ExecError> {
+        state_distance(a, b, self.param_count)
+    }
+
+    fn repro_class(&self) -> ReproClass {
+        cpu_repro_class(self.threads)
     }
 }
 

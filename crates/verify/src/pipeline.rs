@@ -159,8 +159,12 @@ impl Verifier {
         let mut order: Vec<usize> = (0..subs.len()).collect();
         order.sort_by_key(|&i| (subs[i].committed_at_ms, subs[i].commitment.commitment.peer));
         let mut first_cid_of: Vec<(PeerId, Hash32)> = Vec::new();
-        // The running sum of the updates of peers in good standing, for the score's reference (one decode each).
-        let mut reference = ReferenceSum::new(ctx.param_count);
+        // The running sum of the updates of peers in good standing, for the score's reference (one decode each);
+        // only a verifier that scores something this round needs it (committees are known before any gate).
+        let scores_any = subs
+            .iter()
+            .any(|s| self.on_committee(inputs, &s.commitment.commitment.peer));
+        let mut reference = ReferenceSum::new(if scores_any { ctx.param_count } else { 0 });
         for &i in &order {
             let sub = &subs[i];
             let peer = sub.commitment.commitment.peer;
@@ -171,7 +175,7 @@ impl Verifier {
             first_cid_of.push((peer, sub.commitment.commitment.update_cid));
             match self.cheap_gates(inputs, sub) {
                 Ok((norm, sketch, update)) => {
-                    if self.ratings.included(&peer) {
+                    if scores_any && self.ratings.included(&peer) {
                         reference.add(i, &update);
                     }
                     candidates.push(Candidate {
@@ -411,7 +415,9 @@ impl Verifier {
                 observation,
                 rating_mean: rating.mean,
                 rating_sd: rating.sd(),
-                included: !harmful && rating.mean >= self.ratings.params.include_min,
+                included: !harmful
+                    && !self.ratings.banned(&seen.peer)
+                    && rating.mean >= self.ratings.params.include_min,
             });
             probes.push((index, probe));
         }

@@ -26,7 +26,7 @@
 //! (μ₀ > include_min: honest peers are not made to wait). Sybils gain nothing from fresh identities beyond one round
 //! each, and every round they are still subject to the hard gates and the harm test.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use types::limits::verify as limits;
 use types::{PeerId, RoundNumber};
@@ -71,6 +71,8 @@ impl Rating {
 pub struct RatingTable {
     pub params: RatingParams,
     ratings: BTreeMap<PeerId, Rating>,
+    /// Peers proven to cheat (a checked fraud proof): excluded whatever their rating.
+    banned: BTreeSet<PeerId>,
 }
 
 impl RatingTable {
@@ -78,6 +80,7 @@ impl RatingTable {
         RatingTable {
             params,
             ratings: BTreeMap::new(),
+            banned: BTreeSet::new(),
         }
     }
 
@@ -92,7 +95,19 @@ impl RatingTable {
     }
 
     pub fn included(&self, peer: &PeerId) -> bool {
-        self.get(peer).mean >= self.params.include_min
+        !self.banned.contains(peer) && self.get(peer).mean >= self.params.include_min
+    }
+
+    /// Excludes `peer` for good: a fraud proof is proof, not evidence to weigh. Bounded like the ratings (a full
+    /// table bans no new peer, and the caller still rejects the proven update itself).
+    pub fn ban(&mut self, peer: PeerId) {
+        if self.banned.len() < limits::RATED_PEERS_MAX {
+            self.banned.insert(peer);
+        }
+    }
+
+    pub fn banned(&self, peer: &PeerId) -> bool {
+        self.banned.contains(peer)
     }
 
     /// Folds one round's observation in. Observations are clamped to ±`SCORE_OBSERVATION_ABS_MAX` so one round
@@ -153,5 +168,11 @@ mod tests {
             t.observe(zero, RoundNumber(round), 0.0);
         }
         assert!(t.included(&zero), "{:?}", t.get(&zero));
+        // A banned peer stays out whatever it scores afterwards.
+        t.ban(good);
+        for round in 4..10 {
+            t.observe(good, RoundNumber(round), 3.0);
+        }
+        assert!(!t.included(&good) && t.banned(&good));
     }
 }

@@ -74,8 +74,13 @@ pub struct SpotCheck {
     pub end_step: u32,
 }
 
-/// Draws whether (peer, round) is spot-checked, by whom and on which steps. `None` when not drawn, when H = 0 or
-/// when no verifier other than the peer exists.
+/// Draws whether (peer, round) is spot-checked, by whom and on which `steps` consecutive steps (at most H; the run
+/// fixes it, `SPOT_CHECK_STEPS` by default). `None` when not drawn, when H or `steps` is 0 or when no verifier
+/// other than the peer exists.
+///
+/// `round_seed` must be a value the trainer could not know before it committed (a beacon drawn after the commit
+/// deadline, or a hash over the round's commitments): a trainer that knows its checked steps in advance trains
+/// honestly on those and cheats on the rest.
 pub fn draw_spot_check(
     round_seed: &Hash32,
     round: RoundNumber,
@@ -83,6 +88,7 @@ pub fn draw_spot_check(
     inner_steps: u32,
     verifiers: &[PeerId],
     probability_ppm: u32,
+    steps: u32,
 ) -> Option<SpotCheck> {
     let mut x = HashStream::new(&[
         b"commonweight/verify/spot-check/v1",
@@ -92,11 +98,11 @@ pub fn draw_spot_check(
     ]);
     let draw = x.next_u64();
     let threshold = (probability_ppm.min(1_000_000) as u128 * (1u128 << 64)) / 1_000_000;
-    if draw as u128 >= threshold || inner_steps == 0 {
+    if draw as u128 >= threshold || inner_steps == 0 || steps == 0 {
         return None;
     }
     let start_word = x.next_u64();
-    let len = limits::SPOT_CHECK_STEPS.min(inner_steps);
+    let len = steps.min(inner_steps);
     let first_step = (start_word % (inner_steps - len + 1) as u64) as u32;
     let rank = |v: &PeerId| {
         Hash32::of(&[&draw.to_le_bytes()[..], &start_word.to_le_bytes(), &v.0].concat())
@@ -169,6 +175,8 @@ pub enum ReplayError {
 struct Known {
     step: u32,
     state: Vec<u8>,
+    /// `Hash32::of(state)`, the step-tree leaf (hashed once: states are large).
+    leaf: Hash32,
     path: MerklePath,
 }
 
@@ -253,18 +261,25 @@ impl ReplaySession {
             }
         };
         let c = &self.commitment.commitment;
-        let committed = state.len() <= limits::FRAUD_PROOF_STATE_BYTES_MAX
-            && path_valid(
-                &c.step_root,
-                c.inner_steps as u64 + 1,
-                step as u64,
-                &Hash32::of(&state),
-                &path,
-            );
-        if !committed {
+        if state.len() > limits::FRAUD_PROOF_STATE_BYTES_MAX {
             return Ok(self.finish(ReplayOutcome::Withheld { step }));
         }
-        let known = Known { step, state, path };
+        let leaf = Hash32::of(&state);
+        if !path_valid(
+            &c.step_root,
+            c.inner_steps as u64 + 1,
+            step as u64,
+            &leaf,
+            &path,
+        ) {
+            return Ok(self.finish(ReplayOutcome::Withheld { step }));
+        }
+        let known = Known {
+            step,
+            state,
+            leaf,
+            path,
+        };
         if self.lo.is_none() {
             self.lo = Some(known);
             let end = self.end_step;
@@ -330,7 +345,7 @@ impl ReplaySession {
             self.steps_replayed += 1;
         }
         let agrees = if executor.repro_class() == c.repro {
-            Hash32::of(&state) == Hash32::of(&to.state)
+            Hash32::of(&state) == to.leaf
         } else {
             executor.distance(&state, &to.state)? <= cross_class_tolerance(to.step - from.step)
         };

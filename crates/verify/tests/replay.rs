@@ -1,6 +1,7 @@
 //! Replay spot checks: verifiable selection, the sans-IO session (honest, cheating, cross-class, withheld), with the
 //! stand-in step function.
 
+use types::limits::verify::SPOT_CHECK_STEPS;
 use types::{Hash32, PeerId, RoundNumber, RunId};
 use verify::replay::SpotCheck;
 use verify::standin::{self, QuadraticStep};
@@ -105,15 +106,31 @@ fn spot_check_draw_is_verifiable_and_near_its_rate() {
         id[..4].copy_from_slice(&p.to_le_bytes());
         id[31] = 9;
         let peer = PeerId(id);
-        let a = draw_spot_check(&seed, RoundNumber(4), &peer, 30, &verifiers, 100_000);
+        let a = draw_spot_check(
+            &seed,
+            RoundNumber(4),
+            &peer,
+            30,
+            &verifiers,
+            100_000,
+            SPOT_CHECK_STEPS,
+        );
         assert_eq!(
             a,
-            draw_spot_check(&seed, RoundNumber(4), &peer, 30, &verifiers, 100_000),
+            draw_spot_check(
+                &seed,
+                RoundNumber(4),
+                &peer,
+                30,
+                &verifiers,
+                100_000,
+                SPOT_CHECK_STEPS
+            ),
             "recomputable"
         );
         if let Some(c) = a {
             drawn += 1;
-            assert!(c.end_step <= 30 && c.first_step < c.end_step);
+            assert!(c.end_step <= 30 && c.end_step - c.first_step == SPOT_CHECK_STEPS);
             assert!(verifiers.contains(&c.verifier));
         }
     }
@@ -125,11 +142,55 @@ fn spot_check_draw_is_verifiable_and_near_its_rate() {
     let only = [PeerId([7; 32])];
     for round in 0..200 {
         assert_eq!(
-            draw_spot_check(&seed, RoundNumber(round), &only[0], 30, &only, 1_000_000),
+            draw_spot_check(
+                &seed,
+                RoundNumber(round),
+                &only[0],
+                30,
+                &only,
+                1_000_000,
+                SPOT_CHECK_STEPS
+            ),
             None
         );
     }
-    assert!(draw_spot_check(&seed, RoundNumber(0), &only[0], 30, &verifiers, 1_000_000).is_some());
+    assert!(draw_spot_check(
+        &seed,
+        RoundNumber(0),
+        &only[0],
+        30,
+        &verifiers,
+        1_000_000,
+        SPOT_CHECK_STEPS
+    )
+    .is_some());
+    // The run fixes the replayed length; one step is the cheapest check, no steps is none.
+    let one = draw_spot_check(
+        &seed,
+        RoundNumber(0),
+        &only[0],
+        30,
+        &verifiers,
+        1_000_000,
+        1,
+    )
+    .unwrap();
+    assert_eq!(one.end_step, one.first_step + 1);
+    assert_eq!(
+        draw_spot_check(
+            &seed,
+            RoundNumber(0),
+            &only[0],
+            30,
+            &verifiers,
+            1_000_000,
+            0
+        ),
+        None
+    );
+    let capped =
+        draw_spot_check(&seed, RoundNumber(0), &only[0], 3, &verifiers, 1_000_000, 8).unwrap();
+    assert_eq!((capped.first_step, capped.end_step), (0, 3));
 }
 
 #[test]
