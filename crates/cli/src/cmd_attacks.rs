@@ -136,6 +136,11 @@ pub struct AttacksArgs {
     /// Consecutive inner steps one spot check re-executes.
     #[arg(long, default_value_t = 1)]
     spot_check_steps: u32,
+    /// Instead of running the suite: check one fraud proof (a file the suite wrote to OUT/fraud-proofs) by
+    /// re-executing its step on this model and data (give the same model, data and training options as the run
+    /// that wrote it). Exit status 0 when the proof proves fraud, an error naming the failed check otherwise.
+    #[arg(long)]
+    check_proof: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -298,6 +303,41 @@ struct World {
     train: model::TrainConfig,
     spot_check_ppm: u32,
     spot_check_steps: u32,
+    /// Where every fraud proof is written (`--check-proof` checks one in a fresh process).
+    proof_dir: PathBuf,
+}
+
+/// The folder of OUT that holds the fraud proofs, one file per proof.
+const PROOF_DIR: &str = "fraud-proofs";
+
+/// `--check-proof`: decode and check one fraud proof with this world's step executor.
+fn check_proof(world: &World, path: &std::path::Path) -> Result<()> {
+    let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let proof = verify::FraudProof::decode(&bytes)
+        .with_context(|| format!("{} is not a fraud proof", path.display()))?;
+    let mut executor = ItemsStep::new(
+        &world.items,
+        world.setup.model.clone(),
+        world.train.clone(),
+        world.setup.params0.len(),
+        world.setup.threads,
+    );
+    let finding = proof
+        .check(&mut executor)
+        .with_context(|| format!("{} does not prove fraud", path.display()))?;
+    println!(
+        "fraud proven: peer {} round {} step {} ({}), proof {}",
+        &Hash32(finding.peer.0).to_hex()[..16],
+        proof.body.commitment.commitment.round.0,
+        finding.step,
+        if finding.exact {
+            "bit-exact"
+        } else {
+            "by tolerance"
+        },
+        finding.proof_hash.to_hex()
+    );
+    Ok(())
 }
 
 pub fn run(args: AttacksArgs) -> Result<()> {
@@ -320,6 +360,9 @@ pub fn run(args: AttacksArgs) -> Result<()> {
     }
     fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let world = build_world(&args)?;
+    if let Some(path) = &args.check_proof {
+        return check_proof(&world, path);
+    }
     println!(
         "model: {} preset, {} parameters; {} workers ({attackers} attacking) x batch {} x seq_len {}; H {}; {} rounds; codec {}; {} data items",
         world.setup.preset.name(),
@@ -443,6 +486,7 @@ fn build_world(args: &AttacksArgs) -> Result<World> {
         train,
         spot_check_ppm: args.spot_check_ppm,
         spot_check_steps: args.spot_check_steps,
+        proof_dir: args.out.join(PROOF_DIR),
     })
 }
 
@@ -739,6 +783,7 @@ fn run_one(
         );
         let checks = SpotChecks {
             world,
+            label: attack.map_or("none", Attack::name),
             ctx: &ctx,
             commitments: &commitments,
             sent: &sent,
@@ -844,6 +889,8 @@ fn aggregation_baseline_s(sent: &[Sent], param_count: usize) -> f64 {
 /// One round's replay spot checks (verify's `replay`), run after the committees decided.
 struct SpotChecks<'a> {
     world: &'a World,
+    /// The run's attack name (names the proof files).
+    label: &'a str,
     ctx: &'a RoundContext,
     commitments: &'a [SignedCommitment],
     sent: &'a [Sent],
@@ -921,6 +968,7 @@ impl SpotChecks<'_> {
                     for verifier in verifiers.iter_mut() {
                         verifier.ratings.ban(peer);
                     }
+                    self.write_proof(&proof, index)?;
                     Reason::Fraud {
                         proof_hash: proof.hash(),
                         step: proof.body.step,
@@ -947,6 +995,17 @@ impl SpotChecks<'_> {
             .sign(key);
         }
         Ok(())
+    }
+
+    /// Writes a proof to `proof_dir` as `<label>-r<round>-w<worker>.proof` (the encoded bytes, as gossiped).
+    fn write_proof(&self, proof: &verify::FraudProof, worker: usize) -> Result<()> {
+        fs::create_dir_all(&self.world.proof_dir)
+            .with_context(|| format!("creating {}", self.world.proof_dir.display()))?;
+        let path = self.world.proof_dir.join(format!(
+            "{}-r{}-w{worker}.proof",
+            self.label, self.ctx.round.0
+        ));
+        fs::write(&path, proof.encode()).with_context(|| format!("writing {}", path.display()))
     }
 
     /// The draw's seed: the round seed and all of the round's commitments, so no trainer knows its checked steps

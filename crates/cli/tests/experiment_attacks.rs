@@ -39,26 +39,28 @@ fn experiment_attacks_detects_attackers_and_keeps_honest_peers() {
     let input = dir.path().join("corpus.txt");
     std::fs::write(&input, text).expect("write corpus");
     let out = dir.path().join("out");
-    let output = Command::new(env!("CARGO_BIN_EXE_commonweight"))
-        .args(["experiment", "attacks", "--preset", "tiny"])
-        .args([
-            "--workers",
-            "4",
-            "--attackers",
-            "0.25",
-            "--inner-steps",
-            "2",
-        ])
-        .args(["--tokens", "1536", "--batch", "2", "--seq-len", "32"])
-        .args(["--threads", "1", "--final-eval-seqs", "16"])
-        .args(["--verifiers", "3", "--committee", "1"])
-        .args(["--attacks", &ATTACKS.join(",")])
-        .arg("--data")
-        .arg(&input)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .expect("run commonweight");
+    let attacks = |out: &std::path::Path| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_commonweight"));
+        cmd.args(["experiment", "attacks", "--preset", "tiny"])
+            .args([
+                "--workers",
+                "4",
+                "--attackers",
+                "0.25",
+                "--inner-steps",
+                "2",
+            ])
+            .args(["--tokens", "1536", "--batch", "2", "--seq-len", "32"])
+            .args(["--threads", "1", "--final-eval-seqs", "16"])
+            .args(["--verifiers", "3", "--committee", "1"])
+            .args(["--attacks", &ATTACKS.join(",")])
+            .arg("--data")
+            .arg(&input)
+            .arg("--out")
+            .arg(out);
+        cmd
+    };
+    let output = attacks(&out).output().expect("run commonweight");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -149,4 +151,56 @@ fn experiment_attacks_detects_attackers_and_keeps_honest_peers() {
         stdout.contains("| sign-flip"),
         "the table lists every attack: {stdout}"
     );
+    check_fraud_proofs_in_fresh_processes(&out, attacks);
+}
+
+/// Every wrong-data fraud proof the run wrote checks in a fresh process on the real model; the same proof with a
+/// byte of its disputed state or of its signature changed does not.
+fn check_fraud_proofs_in_fresh_processes(
+    out: &std::path::Path,
+    attacks: impl Fn(&std::path::Path) -> Command,
+) {
+    let mut proofs: Vec<_> = std::fs::read_dir(out.join("fraud-proofs"))
+        .expect("the run wrote fraud proofs")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    proofs.sort();
+    assert!(
+        !proofs.is_empty()
+            && proofs
+                .iter()
+                .all(|p| p.to_string_lossy().contains("wrong-data")),
+        "{proofs:?}"
+    );
+    let check = |proof: &std::path::Path| {
+        attacks(out)
+            .arg("--check-proof")
+            .arg(proof)
+            .output()
+            .expect("run commonweight")
+    };
+    let honest = check(&proofs[0]);
+    assert!(
+        honest.status.success(),
+        "a proof the run wrote must check: {}",
+        String::from_utf8_lossy(&honest.stderr)
+    );
+    assert!(String::from_utf8_lossy(&honest.stdout).contains("fraud proven"));
+    let bytes = std::fs::read(&proofs[0]).expect("read proof");
+    // Byte offsets: the middle of the proof is inside a state; the last 64 bytes are the verifier's signature.
+    for (what, at) in [
+        ("a state", bytes.len() / 2),
+        ("the signature", bytes.len() - 10),
+    ] {
+        let mut tampered = bytes.clone();
+        tampered[at] ^= 0x40;
+        let path = out.join("tampered.proof");
+        std::fs::write(&path, &tampered).expect("write tampered proof");
+        let output = check(&path);
+        assert!(
+            !output.status.success(),
+            "a proof with {what} changed must not check: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+    }
 }
