@@ -100,32 +100,20 @@ fn honest_server(run: &standin::StandinRun) -> impl Fn(u32) -> Option<ReplayInpu
 fn spot_check_draw_is_verifiable_and_near_its_rate() {
     let verifiers: Vec<PeerId> = (0..5).map(|i| PeerId([i; 32])).collect();
     let seed = Hash32::of(b"seed");
+    // (round, peer, H, verifiers, ppm, steps) -> the draw.
+    let draw = |round: u64, peer: &PeerId, h: u32, vs: &[PeerId], ppm: u32, steps: u32| {
+        draw_spot_check(&seed, RoundNumber(round), peer, h, vs, ppm, steps)
+    };
     let mut drawn = 0;
     for p in 0..2000u32 {
         let mut id = [0u8; 32];
         id[..4].copy_from_slice(&p.to_le_bytes());
         id[31] = 9;
         let peer = PeerId(id);
-        let a = draw_spot_check(
-            &seed,
-            RoundNumber(4),
-            &peer,
-            30,
-            &verifiers,
-            100_000,
-            SPOT_CHECK_STEPS,
-        );
+        let a = draw(4, &peer, 30, &verifiers, 100_000, SPOT_CHECK_STEPS);
         assert_eq!(
             a,
-            draw_spot_check(
-                &seed,
-                RoundNumber(4),
-                &peer,
-                30,
-                &verifiers,
-                100_000,
-                SPOT_CHECK_STEPS
-            ),
+            draw(4, &peer, 30, &verifiers, 100_000, SPOT_CHECK_STEPS),
             "recomputable"
         );
         if let Some(c) = a {
@@ -142,54 +130,16 @@ fn spot_check_draw_is_verifiable_and_near_its_rate() {
     let only = [PeerId([7; 32])];
     for round in 0..200 {
         assert_eq!(
-            draw_spot_check(
-                &seed,
-                RoundNumber(round),
-                &only[0],
-                30,
-                &only,
-                1_000_000,
-                SPOT_CHECK_STEPS
-            ),
+            draw(round, &only[0], 30, &only, 1_000_000, SPOT_CHECK_STEPS),
             None
         );
     }
-    assert!(draw_spot_check(
-        &seed,
-        RoundNumber(0),
-        &only[0],
-        30,
-        &verifiers,
-        1_000_000,
-        SPOT_CHECK_STEPS
-    )
-    .is_some());
+    assert!(draw(0, &only[0], 30, &verifiers, 1_000_000, SPOT_CHECK_STEPS).is_some());
     // The run fixes the replayed length; one step is the cheapest check, no steps is none.
-    let one = draw_spot_check(
-        &seed,
-        RoundNumber(0),
-        &only[0],
-        30,
-        &verifiers,
-        1_000_000,
-        1,
-    )
-    .unwrap();
+    let one = draw(0, &only[0], 30, &verifiers, 1_000_000, 1).unwrap();
     assert_eq!(one.end_step, one.first_step + 1);
-    assert_eq!(
-        draw_spot_check(
-            &seed,
-            RoundNumber(0),
-            &only[0],
-            30,
-            &verifiers,
-            1_000_000,
-            0
-        ),
-        None
-    );
-    let capped =
-        draw_spot_check(&seed, RoundNumber(0), &only[0], 3, &verifiers, 1_000_000, 8).unwrap();
+    assert_eq!(draw(0, &only[0], 30, &verifiers, 1_000_000, 0), None);
+    let capped = draw(0, &only[0], 3, &verifiers, 1_000_000, 8).unwrap();
     assert_eq!((capped.first_step, capped.end_step), (0, 3));
 }
 
