@@ -312,6 +312,17 @@ const PROOF_DIR: &str = "fraud-proofs";
 
 /// `--check-proof`: decode and check one fraud proof with this world's step executor.
 fn check_proof(world: &World, path: &std::path::Path) -> Result<()> {
+    // Bounded before reading: the file is untrusted, and no proof is longer than the wire limit.
+    let len = fs::metadata(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .len();
+    let max = types::limits::verify::FRAUD_PROOF_BYTES_MAX as u64;
+    if len > max {
+        bail!(
+            "{} holds {len} bytes; a fraud proof is at most {max}",
+            path.display()
+        );
+    }
     let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let proof = verify::FraudProof::decode(&bytes)
         .with_context(|| format!("{} is not a fraud proof", path.display()))?;
