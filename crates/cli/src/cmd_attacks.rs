@@ -307,6 +307,19 @@ struct World {
     proof_dir: PathBuf,
 }
 
+impl World {
+    /// The replay executor of this world's workers: their model, schedule, data and threads.
+    fn executor(&self) -> ItemsStep<'_> {
+        ItemsStep::new(
+            &self.items,
+            self.setup.model.clone(),
+            self.train.clone(),
+            self.setup.params0.len(),
+            self.setup.threads,
+        )
+    }
+}
+
 /// The folder of OUT that holds the fraud proofs, one file per proof.
 const PROOF_DIR: &str = "fraud-proofs";
 
@@ -326,13 +339,7 @@ fn check_proof(world: &World, path: &std::path::Path) -> Result<()> {
     let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let proof = verify::FraudProof::decode(&bytes)
         .with_context(|| format!("{} is not a fraud proof", path.display()))?;
-    let mut executor = ItemsStep::new(
-        &world.items,
-        world.setup.model.clone(),
-        world.train.clone(),
-        world.setup.params0.len(),
-        world.setup.threads,
-    );
+    let mut executor = world.executor();
     let finding = proof
         .check(&mut executor)
         .with_context(|| format!("{} does not prove fraud", path.display()))?;
@@ -646,13 +653,7 @@ fn run_one(
             verifier
         })
         .collect();
-    let mut executor = ItemsStep::new(
-        &world.items,
-        setup.model.clone(),
-        world.train.clone(),
-        theta.len(),
-        setup.threads,
-    );
+    let mut executor = world.executor();
     let verifier_ids: Vec<PeerId> = verifiers.iter().map(Verifier::peer_id).collect();
     // One verifier alone scores every update itself (no committee).
     let committee_set: &[PeerId] = if world.verifiers > 1 {
