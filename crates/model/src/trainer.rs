@@ -33,6 +33,10 @@ pub struct Trainer {
     exp_avg: Tensor,
     exp_avg_sq: Tensor,
     step: u64,
+    /// Position in the learning-rate schedule of the last step taken. It equals `step` for a trainer that ran
+    /// the whole schedule itself; a trainer that joins a run later takes the run's position
+    /// (`set_schedule_step`), not step 0, or it would warm up again from a zero learning rate.
+    schedule_step: u64,
     /// Layout entries of matrices: the ones weight decay applies to.
     decayed: Vec<ParamSpec>,
 }
@@ -81,6 +85,7 @@ impl Trainer {
             train,
             threads,
             step: 0,
+            schedule_step: 0,
             decayed,
         })
     }
@@ -104,6 +109,17 @@ impl Trainer {
     /// Optimizer steps taken.
     pub fn step(&self) -> u64 {
         self.step
+    }
+
+    /// Position in the learning-rate schedule of the last step taken (see the field).
+    pub fn schedule_step(&self) -> u64 {
+        self.schedule_step
+    }
+
+    /// Puts the trainer at `step` of the learning-rate schedule: its next step uses `lr_at(step + 1)`. AdamW's
+    /// bias correction keeps counting this trainer's own steps, as its moments are its own.
+    pub fn set_schedule_step(&mut self, step: u64) {
+        self.schedule_step = step;
     }
 
     pub fn param_count(&self) -> usize {
@@ -143,6 +159,7 @@ impl Trainer {
                 .copy_(&Tensor::from_slice(&state.exp_avg_sq));
         });
         self.step = state.step;
+        self.schedule_step = state.step;
         Ok(())
     }
 
@@ -223,7 +240,7 @@ impl Trainer {
             }
         }
         let step = self.step + 1;
-        let lr = self.train.lr_at(step);
+        let lr = self.train.lr_at(self.schedule_step + 1);
         let (beta1, beta2) = self.train.betas;
         if self.train.weight_decay > 0.0 {
             let keep = 1.0 - lr * self.train.weight_decay;
@@ -244,6 +261,7 @@ impl Trainer {
         let update = &self.exp_avg / denom * (lr / bias1);
         let _ = self.model.flat.g_sub_(&update);
         self.step = step;
+        self.schedule_step += 1;
         Ok(())
     }
 }

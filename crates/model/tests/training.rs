@@ -96,3 +96,47 @@ fn row_losses_are_each_rows_own_loss_from_one_batched_pass() {
     assert!((mean - trainer.eval_loss(&tokens).unwrap()).abs() < 1e-4);
     assert!(trainer.eval_row_losses(&tokens[..row + 1]).is_err());
 }
+
+/// A trainer that joins a run late takes the run's place in the learning-rate schedule: its first step moves the
+/// parameters by about the learning rate of that place (Adam's first step is ±lr per parameter), not by the
+/// near-zero rate of warmup step 1, while a trainer from the start of the schedule takes the warmup rate.
+#[test]
+fn a_late_trainer_takes_the_runs_place_in_the_schedule() {
+    let mut train = tiny_train_config(100);
+    train.warmup_steps = 50;
+    train.weight_decay = 0.0;
+    let config = Preset::Tiny.model_config(256);
+    let start = Trainer::new(config.clone(), train.clone(), 5, 1).unwrap();
+    let params = start.params();
+    let largest_move = |schedule_step: Option<u64>| {
+        let mut trainer = Trainer::with_params(config.clone(), train.clone(), &params, 1).unwrap();
+        if let Some(step) = schedule_step {
+            trainer.set_schedule_step(step);
+        }
+        trainer.train_step(&batch(&train, 0)).unwrap();
+        assert_eq!(
+            trainer.step(),
+            1,
+            "bias correction counts the trainer's own steps"
+        );
+        let moved = trainer
+            .params()
+            .iter()
+            .zip(&params)
+            .map(|(a, b)| f64::from((a - b).abs()))
+            .fold(0.0, f64::max);
+        (moved, trainer.schedule_step())
+    };
+    let (fresh, fresh_position) = largest_move(None);
+    let (late, late_position) = largest_move(Some(60));
+    assert_eq!((fresh_position, late_position), (1, 61));
+    let (want_fresh, want_late) = (train.lr_at(1), train.lr_at(61));
+    assert!(
+        (fresh / want_fresh - 1.0).abs() < 0.05,
+        "{fresh} vs lr {want_fresh}"
+    );
+    assert!(
+        (late / want_late - 1.0).abs() < 0.05,
+        "{late} vs lr {want_late}"
+    );
+}

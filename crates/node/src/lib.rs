@@ -10,6 +10,7 @@
 //! from its members, for a node that joins knowing only the run id.
 
 mod control;
+pub mod copy_gate;
 mod dir_blobs;
 pub mod ledger_feed;
 pub mod maintain;

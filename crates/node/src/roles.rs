@@ -771,7 +771,8 @@ fn judge_update(
     stats.updates_scored += 1;
     // Only an update that raises the loss (h < 0, or no yardstick) is evidence of malice: a weak one (0 ≤ h < 0.6)
     // is left out this round but rated on its own-data t, because an honest newcomer's first updates (fresh AdamW
-    // state, early in its learning-rate warmup) are weak too: measured h 0.03–0.54 for a joiner's first 4 rounds.
+    // moments) can be weak too: measured h 0.03–0.54 for a joiner's first 4 rounds (when it also warmed up its
+    // learning rate again, before `Workload::schedule_step`).
     let raises_loss = score.gain_ratio.is_none_or(|h| h < 0.0);
     let observation = if score.harmful && raises_loss {
         worst

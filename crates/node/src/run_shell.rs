@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use types::limits::node as limits;
 use types::{Hash32, PeerId, RoundNumber};
 
+use crate::copy_gate::CopyGate;
 use crate::persist::{bytes_to_f32s, f32s_to_bytes, HistoryLine, RunDir, SnapshotRecord};
 use crate::roles::{judge_gossip, Core, Effect, Input, Roles, UpdateScore};
 use crate::runspec::Run;
@@ -301,16 +302,45 @@ struct ScoreContext {
     data_ids: Vec<u32>,
 }
 
+/// One update a verifier checks: whose, which, and the gates' state it is checked against.
+struct GateContext {
+    round: RoundNumber,
+    trainer: PeerId,
+    cid: Hash32,
+    median: Option<f64>,
+    copy_gate: Arc<Mutex<CopyGate>>,
+}
+
+/// The verifier's gates: sanity (`Workload::check_update`), then copies and replays of earlier rounds' agreed
+/// updates (`CopyGate`); an update that passes is kept for the copy gate until its round settles. Returns the
+/// norm and the decoded update, or why it is rejected.
+fn verifier_gates(
+    work: &Workload,
+    blob: &[u8],
+    gate: &GateContext,
+) -> Result<(f64, Vec<f32>), String> {
+    let (norm, update) = work.check_update(blob, gate.median)?;
+    // Sketch outside the lock: it reads the whole update.
+    let seed = gate.copy_gate.lock().expect("lock").seed();
+    let sketch = verify::similarity::sketch(&update, seed);
+    let mut copy_gate = gate.copy_gate.lock().expect("lock");
+    copy_gate
+        .check(&gate.cid, &sketch)
+        .map_err(|e| e.to_string())?;
+    copy_gate.record(gate.round, gate.trainer, gate.cid, sketch);
+    Ok((norm, update))
+}
+
 /// The verifier's gates, then its score when it holds the update's base model. Returns the norm and the score,
 /// or why the update is rejected.
 fn gate_and_score(
     work: &Workload,
     blob: &[u8],
-    median: Option<f64>,
+    gate: &GateContext,
     scoring: ScoreContext,
-    trainer: PeerId,
 ) -> Result<(f64, Option<UpdateScore>), String> {
-    let (norm, update) = work.check_update(blob, median)?;
+    let trainer = gate.trainer;
+    let (norm, update) = verifier_gates(work, blob, gate)?;
     if Hash32::of_f32s(&scoring.theta) != scoring.base {
         return Ok((norm, None));
     }
@@ -349,6 +379,7 @@ struct NodeLoop {
     train_loss: BTreeMap<u64, f32>,
     norms: BTreeMap<(u64, PeerId), f64>,
     median_norm: Option<f64>,
+    copy_gate: Arc<Mutex<CopyGate>>,
     /// The last settled round and its agreed mean update: the verifier's score reference for the next round.
     reference: Option<(u64, Arc<Vec<f32>>)>,
     wake_at: Option<u64>,
@@ -541,6 +572,7 @@ pub async fn run(
         train_loss: BTreeMap::new(),
         norms: BTreeMap::new(),
         median_norm: None,
+        copy_gate: Arc::new(Mutex::new(CopyGate::new(CopyGate::seed_of(run.run_id.0)))),
         reference: None,
         wake_at: None,
         retry: VecDeque::new(),
@@ -817,6 +849,7 @@ impl NodeLoop {
                 let mut update = work.train_round(
                     &mut local.trainer,
                     &mut local.feedback,
+                    round,
                     &theta,
                     seed,
                     &data_ids,
@@ -937,6 +970,13 @@ impl NodeLoop {
             me,
             data_ids,
         });
+        let gate = GateContext {
+            round,
+            trainer,
+            cid,
+            median,
+            copy_gate: Arc::clone(&self.copy_gate),
+        };
         self.spawn_done(async move {
             let outcome = tokio::task::spawn_blocking(move || {
                 let blob = dir
@@ -946,10 +986,10 @@ impl NodeLoop {
                     return Err("blob does not match its CID".to_string());
                 }
                 match scoring {
-                    Some(scoring) => gate_and_score(&work, &blob, median, scoring, trainer),
-                    None if verifier => work
-                        .check_update(&blob, median)
-                        .map(|(norm, _)| (norm, None)),
+                    Some(scoring) => gate_and_score(&work, &blob, &gate, scoring),
+                    None if verifier => {
+                        verifier_gates(&work, &blob, &gate).map(|(norm, _)| (norm, None))
+                    }
                     // Without the verifier role a node still refuses what it cannot decode.
                     None => sync::codec::decode(&blob, work.param_count())
                         .map(|_| (0.0, None))
@@ -1069,6 +1109,10 @@ impl NodeLoop {
             self.median_norm = Some(norms[norms.len() / 2]);
         }
         self.norms.retain(|(r, _), _| *r > settled.round.0);
+        self.copy_gate
+            .lock()
+            .expect("lock")
+            .settle(settled.round, &settled.included);
         if let Err(e) = self
             .dir
             .save_state(self.run.run_id, &snapshot, &self.theta, &self.outer)

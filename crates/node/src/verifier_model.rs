@@ -276,7 +276,8 @@ mod tests {
 /// The replay spot check's executor on the production training path: one inner step of `Workload::train_round`,
 /// re-executed from canonical state bytes. State: params ‖ AdamW exp_avg ‖ exp_avg_sq (f32 LE, layout order) ‖
 /// optimizer step (u64 LE). Step k's batch is `Workload::step_batch(round seed, assigned shards, k)`, the batch the
-/// trainer was fed. A fresh `Trainer` per step, restored from the state bytes, so a replay needs nothing else.
+/// trainer was fed, at the run's schedule position `Workload::schedule_step(round) + k` (not part of the state: a
+/// trainer cannot choose its learning rate). A fresh `Trainer` per step, restored from the state bytes, so a replay needs nothing else.
 pub struct WorkloadStep<'a> {
     work: &'a Workload,
     threads: usize,
@@ -356,6 +357,11 @@ impl StepExecutor for WorkloadStep<'_> {
         trainer
             .set_optimizer_state(&opt)
             .map_err(|e| ExecError(e.to_string()))?;
+        let schedule_step = self
+            .work
+            .schedule_step(ctx.round)
+            .saturating_add(u64::from(ctx.step));
+        trainer.set_schedule_step(schedule_step);
         trainer
             .train_step(&batch)
             .map_err(|e| ExecError(e.to_string()))?;

@@ -13,7 +13,7 @@ use sync::aggregate::Aggregator;
 use sync::codec::{decode, ErrorFeedback};
 use sync::outer::{NesterovOuter, OuterOptimizer, SparseLocoOuter};
 use types::limits::node as limits;
-use types::{Hash32, PeerId};
+use types::{Hash32, PeerId, RoundNumber};
 
 use crate::roles::UpdateScore;
 use crate::runspec::{dataset_hash, Run};
@@ -147,24 +147,36 @@ impl Workload {
             .map_or_else(ErrorFeedback::off, ErrorFeedback::new)
     }
 
-    /// H inner AdamW steps from `theta` on the assigned shards; Δ = θ − θ_local, encoded with feedback.
+    /// H inner AdamW steps of `round` from `theta` on the assigned shards; Δ = θ − θ_local, encoded with feedback.
     pub fn train_round(
         &self,
         trainer: &mut Trainer,
         feedback: &mut ErrorFeedback,
+        round: RoundNumber,
         theta: &[f32],
         seed: Hash32,
         data_ids: &[u32],
     ) -> Result<TrainedUpdate, WorkError> {
-        self.train_round_observed(trainer, feedback, theta, seed, data_ids, |_| {})
+        self.train_round_observed(trainer, feedback, round, theta, seed, data_ids, |_| {})
+    }
+
+    /// Where `round`'s first inner step sits in the run's learning-rate schedule: every trainer of a round
+    /// steps at the same learning rates, whether it trained every round since genesis, skipped some, or joined
+    /// late (it would otherwise warm up again from zero, and its first updates fail the harm test).
+    pub fn schedule_step(&self, round: RoundNumber) -> u64 {
+        round
+            .0
+            .saturating_mul(u64::from(self.run.genesis.inner_steps))
     }
 
     /// `train_round`, calling `observe` with the trainer before the first step and after each step (a trainer
     /// that commits to its step states, and the replay test, read them there).
+    #[allow(clippy::too_many_arguments)]
     pub fn train_round_observed(
         &self,
         trainer: &mut Trainer,
         feedback: &mut ErrorFeedback,
+        round: RoundNumber,
         theta: &[f32],
         seed: Hash32,
         data_ids: &[u32],
@@ -172,6 +184,7 @@ impl Workload {
     ) -> Result<TrainedUpdate, WorkError> {
         let tokens = self.assigned_tokens(data_ids)?;
         trainer.set_params(theta)?;
+        trainer.set_schedule_step(self.schedule_step(round));
         observe(trainer);
         let mut total = 0.0f64;
         let mut last = 0.0f32;

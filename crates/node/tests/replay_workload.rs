@@ -2,10 +2,12 @@
 //! training path: every inner step of a real `Workload::train_round` (tiny model, prepared dataset, the run's round
 //! seed and data assignment) is re-executed from its committed state bytes bit for bit; a trainer that altered its
 //! state after one step and trained on from there is caught at exactly that step; hostile state bytes give a
-//! typed error.
+//! typed error. And the verifier's copy gate (`node::copy_gate`) on the same real updates: a trainer's next round
+//! passes it, a replay or a scaled copy of its last agreed update does not.
 
 use std::path::Path;
 
+use node::copy_gate::{CopyGate, CopyRejection};
 use node::runspec;
 use node::verifier_model::{parse_train_state, train_state_bytes, WorkloadStep};
 use node::work::Workload;
@@ -54,7 +56,9 @@ fn every_inner_step_of_a_real_round_replays_bit_for_bit() {
     let run = &work.run;
     let theta = work.genesis_params().to_vec();
     let peer = PeerId([7; 32]);
-    let round = RoundNumber(0);
+    // A late round, trained by a fresh trainer (as a node that just joined): its learning rates are the run's for
+    // this round, which the replay derives from the round, not from the trainer's own step count.
+    let round = RoundNumber(2);
     let seed = round::round_seed(run.run_id, round, Hash32::of_f32s(&theta));
     let data_ids = round::assign_data(
         seed,
@@ -68,10 +72,17 @@ fn every_inner_step_of_a_real_round_replays_bit_for_bit() {
     let mut trainer = work.new_trainer(&theta, 1).unwrap();
     let mut feedback = work.new_feedback();
     let mut states = Vec::new();
-    work.train_round_observed(&mut trainer, &mut feedback, &theta, seed, &data_ids, |t| {
-        states.push(train_state_bytes(t))
-    })
+    work.train_round_observed(
+        &mut trainer,
+        &mut feedback,
+        round,
+        &theta,
+        seed,
+        &data_ids,
+        |t| states.push(train_state_bytes(t)),
+    )
     .unwrap();
+    assert_eq!(trainer.schedule_step(), 3 * u64::from(INNER_STEPS));
     assert_eq!(states.len(), INNER_STEPS as usize + 1);
 
     let mut executor = WorkloadStep::new(&work, 1);
@@ -92,6 +103,13 @@ fn every_inner_step_of_a_real_round_replays_bit_for_bit() {
             "step {step} does not replay bit for bit"
         );
     }
+
+    // The same step replayed as if in round 0 (the warmup's learning rate) does not match.
+    let early = StepContext {
+        round: RoundNumber(0),
+        ..ctx(1)
+    };
+    assert!(executor.execute(&early, &states[1]).unwrap() != states[2]);
 
     // A trainer that nudged its parameters after step 2: the replay of step 2 no longer matches, the others do.
     let mut altered = states.clone();
@@ -133,4 +151,59 @@ fn every_inner_step_of_a_real_round_replays_bit_for_bit() {
     };
     assert!(executor.execute(&stranger, &states[0]).is_err());
     assert_eq!(executor.repro_class().threads, 1);
+}
+
+#[test]
+fn a_trainers_next_round_passes_the_copy_gate_and_a_replay_does_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = workload(tmp.path());
+    let run = &work.run;
+    let peer = PeerId([7; 32]);
+    let mut trainer = work.new_trainer(work.genesis_params(), 1).unwrap();
+    let mut feedback = work.new_feedback();
+    let mut theta = work.genesis_params().to_vec();
+    let mut gate = CopyGate::new(CopyGate::seed_of(run.run_id.0));
+    let mut agreed = Vec::new();
+    // Two rounds of one trainer, as a node trains them: its AdamW moments and error feedback carry over, so its
+    // updates are correlated, and each is gated against the rounds settled before it.
+    for round in [RoundNumber(0), RoundNumber(1)] {
+        let seed = round::round_seed(run.run_id, round, Hash32::of_f32s(&theta));
+        let data_ids = round::assign_data(
+            seed,
+            peer,
+            run.genesis.dataset_cid,
+            run.genesis.dataset_shards,
+            run.genesis.shards_per_trainer,
+        );
+        let update = work
+            .train_round(&mut trainer, &mut feedback, round, &theta, seed, &data_ids)
+            .unwrap();
+        let (_, delta) = work.check_update(&update.blob, None).unwrap();
+        let cid = Hash32::of(&update.blob);
+        let sketch = verify::similarity::sketch(&delta, gate.seed());
+        if let Some(previous) = agreed.last() {
+            let cosine = verify::similarity::cosine(&sketch, previous);
+            eprintln!(
+                "sketch cosine of round {} with round {}: {cosine:.3}",
+                round.0,
+                round.0 - 1
+            );
+        }
+        gate.check(&cid, &sketch).unwrap();
+        gate.record(round, peer, cid, sketch.clone());
+        gate.settle(round, &[peer]);
+        agreed.push(sketch);
+        theta = theta.iter().zip(&delta).map(|(t, d)| t - d).collect();
+        // The replay of this round's agreed blob, and a scaled, sign-flipped copy of it, are refused from now on.
+        assert!(matches!(
+            gate.check(&cid, agreed.last().unwrap()),
+            Err(CopyRejection::Replayed { first_peer, .. }) if first_peer == peer
+        ));
+        let scaled: Vec<f32> = delta.iter().map(|d| -3.0 * d).collect();
+        let copy = verify::similarity::sketch(&scaled, gate.seed());
+        assert!(matches!(
+            gate.check(&Hash32::of(b"re-encoded"), &copy),
+            Err(CopyRejection::Copy { of_round, .. }) if of_round == round
+        ));
+    }
 }

@@ -739,9 +739,13 @@ impl RoundMachine {
         let round = message.round();
         match message {
             Message::Join(m) => {
-                // A member's join for an older round is a laggard's status ping (see `ping_if_stuck`).
-                if round < self.round && self.members.binary_search(&m.signer).is_ok() {
-                    self.help_laggard(round, m.signer, out);
+                // A join for an older round is a laggard's status ping (see `ping_if_quiet`): help it catch up.
+                // A non-member is not admitted from there: it announces again from the round it catches up to,
+                // and a member that is behind would only stall the committees it is drawn into.
+                if round < self.round {
+                    if self.members.binary_search(&m.signer).is_ok() || verify(&m) {
+                        self.help_laggard(round, m.signer, out);
+                    }
                     return;
                 }
                 return self.on_join(m);
@@ -1134,36 +1138,36 @@ impl RoundMachine {
 
     /// Votes for rounds after ours tell us we fell behind; with enough signers agreeing on the state that round
     /// started from (settled, so peers can serve it) we catch up to it and take part in that round.
+    ///
+    /// A synced node also tallies signers it does not know as members: its member list can be stale (a joiner
+    /// that adopted a snapshot taken while members had dropped each other as no-shows holds `members 1`), and
+    /// counting only the members it knows left such a node behind for good (session 7). Strangers only
+    /// corroborate: they cannot pick the state, open a round at the cost of a member's tally, or push a member's
+    /// vote out (`consider_catch_up`, `make_ahead_room`).
     fn on_ahead_vote(&mut self, v: Signed<Vote>, out: &mut Vec<Action>) {
         let round = v.body.round.0;
-        let synced = self.status == Status::Synced;
-        if synced && (round < self.round.0 || self.members.binary_search(&v.signer).is_err()) {
+        if self.status == Status::Synced && round < self.round.0 {
             self.stats.not_eligible += 1;
             return;
         }
-        let tracked = self.ahead.get(&round).map_or(0, |t| t.len());
-        if tracked >= limits::AHEAD_VOTERS_PER_ROUND_MAX
-            || self
-                .ahead
-                .get(&round)
-                .is_some_and(|t| t.contains_key(&v.signer))
+        if self
+            .ahead
+            .get(&round)
+            .is_some_and(|t| t.contains_key(&v.signer))
         {
             self.stats.duplicates += 1;
             return;
         }
-        if !self.ahead.contains_key(&round) && self.ahead.len() >= limits::AHEAD_ROUNDS_TRACKED_MAX
-        {
-            let lowest = *self.ahead.keys().next().expect("non-empty");
-            if lowest > round {
-                self.stats.dropped_over_limit += 1;
-                return;
-            }
-            self.ahead.remove(&lowest);
+        let vouching = self.vouches(v.signer);
+        if !self.has_ahead_room(round, vouching) {
+            self.stats.dropped_over_limit += 1;
+            return;
         }
         if !verify(&v) {
             self.stats.bad_signatures += 1;
             return;
         }
+        self.make_ahead_room(round, vouching);
         self.ahead
             .entry(round)
             .or_default()
@@ -1175,10 +1179,12 @@ impl RoundMachine {
             return;
         }
         let next = round + 1;
-        let tracked_next = self.ahead.get(&next).map_or(0, |t| t.len());
-        let room =
-            self.ahead.contains_key(&next) || self.ahead.len() < limits::AHEAD_ROUNDS_TRACKED_MAX;
-        if tracked_next < limits::AHEAD_VOTERS_PER_ROUND_MAX && room {
+        let fresh = !self
+            .ahead
+            .get(&next)
+            .is_some_and(|t| t.contains_key(&v.signer));
+        if fresh && self.has_ahead_room(next, vouching) {
+            self.make_ahead_room(next, vouching);
             self.ahead
                 .entry(next)
                 .or_default()
@@ -1187,19 +1193,100 @@ impl RoundMachine {
         }
     }
 
+    /// Whether a vote of `peer` counts as a member's toward catching up: every signer's does while we are not
+    /// synced (we know no members yet), only a known member's once we are.
+    fn vouches(&self, peer: PeerId) -> bool {
+        self.status != Status::Synced || self.members.binary_search(&peer).is_ok()
+    }
+
+    /// Whether a vote for `round` fits in the bounded tally, perhaps by evicting what `make_ahead_room` evicts.
+    fn has_ahead_room(&self, round: u64, vouching: bool) -> bool {
+        match self.ahead.get(&round) {
+            Some(tally) => {
+                tally.len() < limits::AHEAD_VOTERS_PER_ROUND_MAX
+                    || (vouching && tally.keys().any(|p| !self.vouches(*p)))
+            }
+            None => {
+                self.ahead.len() < limits::AHEAD_ROUNDS_TRACKED_MAX
+                    || (vouching && self.ahead_round_to_evict(round).is_some())
+            }
+        }
+    }
+
+    /// Frees one place for a vote for `round` if the tally is full; `has_ahead_room` said there is one.
+    fn make_ahead_room(&mut self, round: u64, vouching: bool) {
+        if let Some(tally) = self.ahead.get(&round) {
+            if tally.len() < limits::AHEAD_VOTERS_PER_ROUND_MAX {
+                return;
+            }
+            assert!(vouching, "only a member's vote evicts");
+            let stranger = *tally
+                .keys()
+                .find(|p| !self.vouches(**p))
+                .expect("has_ahead_room found a stranger");
+            self.ahead
+                .get_mut(&round)
+                .expect("tally exists")
+                .remove(&stranger);
+            return;
+        }
+        if self.ahead.len() < limits::AHEAD_ROUNDS_TRACKED_MAX {
+            return;
+        }
+        let evicted = self
+            .ahead_round_to_evict(round)
+            .expect("has_ahead_room found a round to evict");
+        self.ahead.remove(&evicted);
+    }
+
+    /// The tracked round a member's vote for untracked `round` replaces: one no member we know voted for (the
+    /// highest: strangers can name any round), else the lowest if it is lower than `round`.
+    fn ahead_round_to_evict(&self, round: u64) -> Option<u64> {
+        let unvouched = self
+            .ahead
+            .iter()
+            .rev()
+            .find(|(_, tally)| !tally.keys().any(|p| self.vouches(*p)))
+            .map(|(r, _)| *r);
+        unvouched.or_else(|| {
+            let lowest = *self.ahead.keys().next()?;
+            (lowest < round).then_some(lowest)
+        })
+    }
+
     fn consider_catch_up(&mut self, round: u64, out: &mut Vec<Action>) {
         let Some(tally) = self.ahead.get(&round) else {
             return;
         };
-        let mut counts: BTreeMap<Hash32, Vec<PeerId>> = BTreeMap::new();
+        // Per digest: its voters, and how many of them vouch (are members we know).
+        let mut counts: BTreeMap<Hash32, (Vec<PeerId>, usize)> = BTreeMap::new();
+        let mut vouching_total = 0;
         for (peer, digest) in tally {
-            counts.entry(*digest).or_default().push(*peer);
+            let entry = counts.entry(*digest).or_default();
+            entry.0.push(*peer);
+            if self.vouches(*peer) {
+                entry.1 += 1;
+                vouching_total += 1;
+            }
         }
-        let Some((digest, voters)) = counts.into_iter().max_by_key(|(_, v)| v.len()) else {
+        // Members pick the state; strangers only add to its count.
+        let Some((digest, (voters, vouching))) = counts
+            .into_iter()
+            .max_by_key(|(_, (voters, vouching))| (*vouching, voters.len()))
+        else {
             return;
         };
-        // A clear two-thirds majority among at least CATCH_UP_VOTES_MIN signers.
-        if voters.len() < limits::CATCH_UP_VOTES_MIN || voters.len() * 3 < tally.len() * 2 {
+        // A clear two-thirds majority of the members we know that voted, and CATCH_UP_VOTES_MIN of them, or, once
+        // synced, every other member we know if we know fewer (at least one): a run that shrank to two voters
+        // must still be able to pull its laggards along (session 8: a founder stuck behind the other two, who
+        // finished the run alone, and it could never have caught up on three votes).
+        let vouching_min = if self.status == Status::Synced {
+            let me = usize::from(self.members.binary_search(&self.me).is_ok());
+            (self.members.len() - me).clamp(1, limits::CATCH_UP_VOTES_MIN)
+        } else {
+            limits::CATCH_UP_VOTES_MIN
+        };
+        if vouching < vouching_min || vouching * 3 < vouching_total * 2 {
             return;
         }
         let next_round = RoundNumber(round);
@@ -1511,12 +1598,13 @@ impl RoundMachine {
         self.send_ping(out);
     }
 
-    /// Tells this round's committee where this member is: a signed join announcement for its round.
+    /// Tells this round's committee where this node is: a signed join announcement for its round. A non-member
+    /// pings too: a joiner whose members have moved on without it has nothing else to learn it from (session 8:
+    /// a joiner admitted by the founders sat in an older round, the committee it had been drawn into waited for it,
+    /// and only its one announcement at the round's start had told anyone where it was). For peers in its round
+    /// it doubles as a repeated join announcement.
     fn send_ping(&mut self, out: &mut Vec<Action>) {
         let state = self.state.as_ref().expect("round state");
-        if self.members.binary_search(&self.me).is_err() {
-            return;
-        }
         let peers: Vec<PeerId> = state
             .active_ranks()
             .iter()

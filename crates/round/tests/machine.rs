@@ -1,11 +1,14 @@
 //! Four round machines wired together by a perfect in-memory network: rounds settle with equal hashes, hostile
-//! bytes are counted, never a panic, and a member that missed the run's last round catches up.
+//! bytes are counted, never a panic, a member that missed the run's last round catches up, and so does a node
+//! whose member list is stale, while strangers' votes alone never move a node.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use ed25519_dalek::SigningKey;
+use round::wire::{Message, Vote};
 use round::{Action, Boot, GenesisConfig, Input, RoundMachine, Snapshot, Verdict};
+use types::RoundNumber;
 use types::{Hash32, PeerId};
 
 fn config(founders: Vec<PeerId>) -> GenesisConfig {
@@ -41,6 +44,7 @@ struct Cluster {
     snapshots: Vec<Snapshot>,
     /// Machines that are not ticked (no deadline of theirs passes): finished nodes with long phase limits.
     frozen: Vec<bool>,
+    config: Arc<GenesisConfig>,
 }
 
 impl Cluster {
@@ -58,6 +62,7 @@ impl Cluster {
             now: 0,
             snapshots: Vec::new(),
             frozen: vec![false; n as usize],
+            config: Arc::clone(&config),
         };
         for (i, key) in keys.into_iter().enumerate() {
             let (machine, actions) =
@@ -163,7 +168,15 @@ impl Cluster {
     fn run_until(&mut self, done: impl Fn(&Cluster) -> bool) {
         for _ in 0..400 {
             // With instant delivery rounds follow each other at the same instant: stop once done.
+            let mut delivered = 0_u32;
             while let Some((i, input)) = self.queue.pop_front() {
+                delivered += 1;
+                // Rounds settle at one instant here, so a condition that never holds would otherwise loop forever.
+                assert!(
+                    delivered < 100_000,
+                    "not done after {delivered} messages at {} ms",
+                    self.now
+                );
                 let actions = self.machines[i].handle(self.now, input);
                 self.apply(i, actions);
                 if done(self) {
@@ -260,4 +273,121 @@ fn a_member_that_missed_the_last_round_catches_up() {
         "{} ms",
         cluster.now - lifted_at
     );
+}
+
+#[test]
+fn a_node_with_a_stale_member_list_catches_up() {
+    let mut cluster = Cluster::new(4);
+    cluster.run(3);
+    // Machine 3 restarts from a stale snapshot of round 1 that names machine 0 as the only member (as a joiner's
+    // snapshot taken while the founders had dropped each other as no-shows): of the votes that tell it the run
+    // moved on, only one comes from a member it knows, fewer than CATCH_UP_VOTES_MIN.
+    let stale = Snapshot {
+        next_round: RoundNumber(1),
+        model_hash: cluster.settled[0][0],
+        members: Arc::new(vec![cluster.machines[0].peer_id()]),
+    };
+    let key = SigningKey::from_bytes(&[4; 32]);
+    let (machine, actions) = RoundMachine::new(
+        Arc::clone(&cluster.config),
+        key,
+        cluster.now,
+        Boot::Restore(stale),
+    )
+    .unwrap();
+    cluster.machines[3] = machine;
+    cluster.apply(3, actions);
+    let settled_before = cluster.settled[3].len();
+    cluster.run_until(|c| c.settled[3].len() >= settled_before + 2);
+    let m3 = &cluster.machines[3];
+    assert!(m3.stats().resyncs >= 1, "{}", m3.describe());
+    // It settles rounds again, on the same states as the others.
+    let mine = *cluster.settled[3].last().unwrap();
+    cluster.run_until(|c| c.settled[0].contains(&mine));
+}
+
+#[test]
+fn strangers_votes_alone_do_not_move_a_synced_node() {
+    let mut cluster = Cluster::new(4);
+    cluster.run(1);
+    let run_id = cluster.machines[0].run_id();
+    let round_before = cluster.machines[0].round();
+    let fake = Hash32::of(b"a state the strangers made up");
+    for round in [round_before.0 + 5, round_before.0 + 6, u64::MAX / 2] {
+        for i in 0..8_u8 {
+            let stranger = SigningKey::from_bytes(&[100 + i; 32]);
+            let vote = Vote {
+                run_id,
+                round: RoundNumber(round),
+                rank: 0,
+                proposal_digest: fake,
+                state_digest: fake,
+                base_digest: fake,
+            };
+            let bytes = Message::Vote(round::wire::sign(&stranger, vote)).encode();
+            let actions = cluster.machines[0].handle(cluster.now, Input::Message(bytes));
+            assert!(
+                !actions.iter().any(|a| matches!(a, Action::Resync { .. })),
+                "strangers moved a synced node: {actions:?}"
+            );
+        }
+    }
+    assert_eq!(cluster.machines[0].stats().resyncs, 0);
+    // The run goes on as before, and machine 0 with it.
+    cluster.run(3);
+    let first = &cluster.settled[1][..3];
+    assert_eq!(&cluster.settled[0][..3], first);
+}
+
+#[test]
+fn two_remaining_voters_pull_a_laggard_along() {
+    let mut cluster = Cluster::new(3);
+    cluster.run(2);
+    // Machine 2 is cut off: the other two drop it as a no-show and go on as a run of two voters, fewer than
+    // CATCH_UP_VOTES_MIN, whose votes must still be enough for machine 2, which knows them both, to catch up.
+    cluster.cut_off = Some(2);
+    let settled_before = cluster.settled[0].len();
+    cluster.run_until(|c| c.settled[0].len() >= settled_before + 3);
+    assert!(cluster.machines[2].round() < cluster.machines[0].round());
+    cluster.cut_off = None;
+    cluster.run_until(|c| {
+        c.machines[2].round() == c.machines[0].round()
+            && c.machines[2].model_hash() == c.machines[0].model_hash()
+    });
+    assert!(cluster.machines[2].stats().resyncs >= 1);
+}
+
+#[test]
+fn a_node_that_is_no_member_in_its_own_view_pings_until_helped() {
+    let mut cluster = Cluster::new(4);
+    cluster.run(1);
+    // The run's last round goes on without machine 3; then machine 3 restarts from a snapshot of round 1 that does
+    // not name it (as a joiner's view before its admission), while the others count it as a member and have
+    // nothing left to do. Its announcement at the round's start is lost: only later pings can tell anyone.
+    cluster.cut_off = Some(3);
+    cluster.last_round = 2;
+    cluster.run_until(|c| c.settled[..3].iter().all(|s| s.len() >= 2));
+    for i in 0..3 {
+        cluster.frozen[i] = true;
+    }
+    let others: Vec<_> = (0..3).map(|i| cluster.machines[i].peer_id()).collect();
+    let mut others_sorted = others.clone();
+    others_sorted.sort();
+    let stale = Snapshot {
+        next_round: RoundNumber(1),
+        model_hash: cluster.settled[0][0],
+        members: Arc::new(others_sorted),
+    };
+    let (machine, actions) = RoundMachine::new(
+        Arc::clone(&cluster.config),
+        SigningKey::from_bytes(&[4; 32]),
+        cluster.now,
+        Boot::Restore(stale),
+    )
+    .unwrap();
+    cluster.machines[3] = machine;
+    cluster.apply(3, actions);
+    cluster.cut_off = None;
+    cluster.run_until(|c| c.machines[3].round().0 == 2);
+    assert_eq!(cluster.machines[3].model_hash(), cluster.settled[0][1]);
 }

@@ -170,6 +170,25 @@ impl History {
             .find_map(|seen| copy_match(sketch, seen))
     }
 
+    /// The first earlier update (same order) whose comparison with `sketch` satisfies `is_match`: for a caller
+    /// with its own copy rule (the node's gate counts only the cosine, see `node::copy_gate`).
+    pub fn find_match(
+        &self,
+        sketch: &Sketch,
+        is_match: impl Fn(&CopyMatch) -> bool,
+    ) -> Option<CopyMatch> {
+        self.rounds
+            .iter()
+            .flat_map(|(_, seen)| seen)
+            .map(|seen| CopyMatch {
+                of_peer: seen.peer,
+                of_round: seen.round,
+                cosine: cosine(sketch, &seen.sketch),
+                topk_jaccard: topk_jaccard(sketch, &seen.sketch),
+            })
+            .find(|m| is_match(m))
+    }
+
     /// Adds a finished round; drops the oldest beyond `HISTORY_ROUNDS_MAX`.
     pub fn push_round(
         &mut self,

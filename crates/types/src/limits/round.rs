@@ -28,7 +28,8 @@ pub const FUTURE_MESSAGES_MAX: usize = 4096;
 pub const AHEAD_ROUNDS_TRACKED_MAX: usize = 8;
 /// Distinct voters tallied per tracked round ahead of ours.
 pub const AHEAD_VOTERS_PER_ROUND_MAX: usize = 1024;
-/// Matching votes for a later round needed before a node catches up to it.
+/// Matching votes of known members for a later round needed before a node catches up to it (a synced node that
+/// knows fewer other members needs all of them).
 pub const CATCH_UP_VOTES_MIN: usize = 3;
 /// Arrival times kept per phase for the adaptive deadline.
 pub const ARRIVALS_PER_PHASE_MAX: usize = COMMITTEE_PEERS_MAX;
