@@ -49,6 +49,17 @@ fn workload(dir: &Path) -> Workload {
     Workload::open(&run).unwrap()
 }
 
+/// The shards `peer` trains on in the round with `seed`, as the round machine assigns them.
+fn assigned(run: &Run, seed: Hash32, peer: PeerId) -> Vec<u32> {
+    round::assign_data(
+        seed,
+        peer,
+        run.genesis.dataset_cid,
+        run.genesis.dataset_shards,
+        run.genesis.shards_per_trainer,
+    )
+}
+
 #[test]
 fn every_inner_step_of_a_real_round_replays_bit_for_bit() {
     let tmp = tempfile::tempdir().unwrap();
@@ -60,13 +71,7 @@ fn every_inner_step_of_a_real_round_replays_bit_for_bit() {
     // this round, which the replay derives from the round, not from the trainer's own step count.
     let round = RoundNumber(2);
     let seed = round::round_seed(run.run_id, round, Hash32::of_f32s(&theta));
-    let data_ids = round::assign_data(
-        seed,
-        peer,
-        run.genesis.dataset_cid,
-        run.genesis.dataset_shards,
-        run.genesis.shards_per_trainer,
-    );
+    let data_ids = assigned(run, seed, peer);
 
     // The trainer's round, exactly as a node trains it, with the state after every step.
     let mut trainer = work.new_trainer(&theta, 1).unwrap();
@@ -168,13 +173,7 @@ fn a_trainers_next_round_passes_the_copy_gate_and_a_replay_does_not() {
     // updates are correlated, and each is gated against the rounds settled before it.
     for round in [RoundNumber(0), RoundNumber(1)] {
         let seed = round::round_seed(run.run_id, round, Hash32::of_f32s(&theta));
-        let data_ids = round::assign_data(
-            seed,
-            peer,
-            run.genesis.dataset_cid,
-            run.genesis.dataset_shards,
-            run.genesis.shards_per_trainer,
-        );
+        let data_ids = assigned(run, seed, peer);
         let update = work
             .train_round(&mut trainer, &mut feedback, round, &theta, seed, &data_ids)
             .unwrap();

@@ -161,6 +161,37 @@ impl Cluster {
         }
     }
 
+    /// The run's last round (1: no training from round 2 on) settles without machine `laggard`, whose links are
+    /// down; the others are then
+    /// finished (not ticked, as a finished node's long phase limits never pass), so no later round's votes will
+    /// ever tell the laggard it is behind. Their help, sent while the link was down, is lost.
+    fn end_run_without(&mut self, laggard: usize) {
+        self.cut_off = Some(laggard);
+        self.last_round = 2;
+        self.run_until(|c| {
+            (0..c.machines.len())
+                .filter(|&i| i != laggard)
+                .all(|i| c.settled[i].len() >= 2)
+        });
+        for i in (0..self.machines.len()).filter(|&i| i != laggard) {
+            self.frozen[i] = true;
+        }
+    }
+
+    /// Machine `index` restarts (same key: machine i holds key [i + 1; 32]) from `snapshot`.
+    fn restart_from(&mut self, index: usize, snapshot: Snapshot) {
+        let key = SigningKey::from_bytes(&[index as u8 + 1; 32]);
+        let (machine, actions) = RoundMachine::new(
+            Arc::clone(&self.config),
+            key,
+            self.now,
+            Boot::Restore(snapshot),
+        )
+        .unwrap();
+        self.machines[index] = machine;
+        self.apply(index, actions);
+    }
+
     fn run(&mut self, until_rounds: usize) {
         self.run_until(|c| c.settled.iter().all(|s| s.len() >= until_rounds));
     }
@@ -246,16 +277,9 @@ fn hostile_bytes_are_counted_not_fatal() {
 fn a_member_that_missed_the_last_round_catches_up() {
     let mut cluster = Cluster::new(4);
     cluster.run(1);
-    // Machine 3 hears nothing of round 1, which is the run's last: the others settle it and then have nothing left
-    // to do (they are not ticked, as a finished node's long phase limits never pass), so no later round's votes will
-    // ever tell machine 3 that it is behind. Their help, sent while the link was down, is lost.
-    cluster.cut_off = Some(3);
-    cluster.last_round = 2;
-    cluster.run_until(|c| c.settled[..3].iter().all(|s| s.len() >= 2));
+    // Machine 3 hears nothing of round 1, the run's last (`end_run_without`).
+    cluster.end_run_without(3);
     assert_eq!(cluster.machines[3].round().0, 1);
-    for i in 0..3 {
-        cluster.frozen[i] = true;
-    }
     cluster.cut_off = None;
     let lifted_at = cluster.now;
     cluster.run_until(|c| c.machines[3].round().0 == 2);
@@ -287,16 +311,7 @@ fn a_node_with_a_stale_member_list_catches_up() {
         model_hash: cluster.settled[0][0],
         members: Arc::new(vec![cluster.machines[0].peer_id()]),
     };
-    let key = SigningKey::from_bytes(&[4; 32]);
-    let (machine, actions) = RoundMachine::new(
-        Arc::clone(&cluster.config),
-        key,
-        cluster.now,
-        Boot::Restore(stale),
-    )
-    .unwrap();
-    cluster.machines[3] = machine;
-    cluster.apply(3, actions);
+    cluster.restart_from(3, stale);
     let settled_before = cluster.settled[3].len();
     cluster.run_until(|c| c.settled[3].len() >= settled_before + 2);
     let m3 = &cluster.machines[3];
@@ -364,12 +379,7 @@ fn a_node_that_is_no_member_in_its_own_view_pings_until_helped() {
     // The run's last round goes on without machine 3; then machine 3 restarts from a snapshot of round 1 that does
     // not name it (as a joiner's view before its admission), while the others count it as a member and have
     // nothing left to do. Its announcement at the round's start is lost: only later pings can tell anyone.
-    cluster.cut_off = Some(3);
-    cluster.last_round = 2;
-    cluster.run_until(|c| c.settled[..3].iter().all(|s| s.len() >= 2));
-    for i in 0..3 {
-        cluster.frozen[i] = true;
-    }
+    cluster.end_run_without(3);
     let others: Vec<_> = (0..3).map(|i| cluster.machines[i].peer_id()).collect();
     let mut others_sorted = others.clone();
     others_sorted.sort();
@@ -378,15 +388,7 @@ fn a_node_that_is_no_member_in_its_own_view_pings_until_helped() {
         model_hash: cluster.settled[0][0],
         members: Arc::new(others_sorted),
     };
-    let (machine, actions) = RoundMachine::new(
-        Arc::clone(&cluster.config),
-        SigningKey::from_bytes(&[4; 32]),
-        cluster.now,
-        Boot::Restore(stale),
-    )
-    .unwrap();
-    cluster.machines[3] = machine;
-    cluster.apply(3, actions);
+    cluster.restart_from(3, stale);
     cluster.cut_off = None;
     cluster.run_until(|c| c.machines[3].round().0 == 2);
     assert_eq!(cluster.machines[3].model_hash(), cluster.settled[0][1]);
