@@ -200,7 +200,7 @@ impl Trainer {
         if !loss.is_finite() {
             return Err(ModelError::NonFinite(format!(
                 "loss {loss} at step {}",
-                self.step + 1
+                self.step.saturating_add(1)
             )));
         }
         self.adamw_update(grad)?;
@@ -230,7 +230,7 @@ impl Trainer {
         if !norm.is_finite() {
             return Err(ModelError::NonFinite(format!(
                 "gradient norm {norm} at step {}",
-                self.step + 1
+                self.step.saturating_add(1)
             )));
         }
         if self.train.grad_clip > 0.0 {
@@ -239,8 +239,9 @@ impl Trainer {
                 let _ = grad.g_mul_scalar_(coef);
             }
         }
-        let step = self.step + 1;
-        let lr = self.train.lr_at(self.schedule_step + 1);
+        // Both counters can come from a peer (replayed state bytes, a round number): saturate, never overflow.
+        let step = self.step.saturating_add(1);
+        let lr = self.train.lr_at(self.schedule_step.saturating_add(1));
         let (beta1, beta2) = self.train.betas;
         if self.train.weight_decay > 0.0 {
             let keep = 1.0 - lr * self.train.weight_decay;
@@ -261,7 +262,7 @@ impl Trainer {
         let update = &self.exp_avg / denom * (lr / bias1);
         let _ = self.model.flat.g_sub_(&update);
         self.step = step;
-        self.schedule_step += 1;
+        self.schedule_step = self.schedule_step.saturating_add(1);
         Ok(())
     }
 }

@@ -155,6 +155,15 @@ fn every_inner_step_of_a_real_round_replays_bit_for_bit() {
         ..ctx(0)
     };
     assert!(executor.execute(&stranger, &states[0]).is_err());
+    // A round and optimizer step at the end of the counters (a peer names both): no overflow, no panic.
+    let mut last_step = states[0].clone();
+    let at = last_step.len() - 8;
+    last_step[at..].copy_from_slice(&u64::MAX.to_le_bytes());
+    let far = StepContext {
+        round: RoundNumber(u64::MAX),
+        ..ctx(0)
+    };
+    assert!(executor.execute(&far, &last_step).is_ok());
     assert_eq!(executor.repro_class().threads, 1);
 }
 

@@ -743,9 +743,9 @@ impl RoundMachine {
                 // A non-member is not admitted from there: it announces again from the round it catches up to,
                 // and a member that is behind would only stall the committees it is drawn into.
                 if round < self.round {
-                    if self.members.binary_search(&m.signer).is_ok() || verify(&m) {
-                        self.help_laggard(round, m.signer, out);
-                    }
+                    // A stranger's ping is checked for its signature, after the cheap checks (`help_laggard`).
+                    let member = self.members.binary_search(&m.signer).is_ok();
+                    self.help_laggard(round, m.signer, || member || verify(&m), out);
                     return;
                 }
                 return self.on_join(m);
@@ -758,7 +758,7 @@ impl RoundMachine {
         }
         if self.status != Status::Synced || round < self.round {
             self.stats.stale_or_far += 1;
-            self.help_laggard(round, message.signer(), out);
+            self.help_laggard(round, message.signer(), || true, out);
             return;
         }
         if round == self.round.next() {
@@ -785,13 +785,21 @@ impl RoundMachine {
     /// round we settled last (per peer at most once a phase limit: the help can be lost, or reach it while it is
     /// still fetching a snapshot, and a peer that is still behind pings again). It settles with it, or, behind by more, catches up once
     /// enough members vouch for the same state (`on_ahead_vote`).
-    fn help_laggard(&mut self, round: RoundNumber, signer: PeerId, out: &mut Vec<Action>) {
+    /// `authentic` is asked last, before the help is recorded: it may verify a signature.
+    fn help_laggard(
+        &mut self,
+        round: RoundNumber,
+        signer: PeerId,
+        authentic: impl FnOnce() -> bool,
+        out: &mut Vec<Action>,
+    ) {
         let Some(first) = self.settled_certificate.first() else {
             return;
         };
-        if first.body.round < round || signer == self.me || !self.may_help(signer) {
+        if first.body.round < round || signer == self.me || !self.can_help(signer) || !authentic() {
             return;
         }
+        self.helped.insert(signer, self.now_ms);
         for vote in &self.settled_certificate {
             out.push(Action::SendTo {
                 peers: vec![signer],
@@ -801,16 +809,12 @@ impl RoundMachine {
         }
     }
 
-    /// Whether `peer` may be helped now; if so, records it. At most `COMMITTEE_PEERS_MAX` peers per round.
-    fn may_help(&mut self, peer: PeerId) -> bool {
-        let now = self.now_ms;
+    /// Whether `peer` may be helped now (the caller records it in `helped`). At most `COMMITTEE_PEERS_MAX` peers
+    /// per round.
+    fn can_help(&self, peer: PeerId) -> bool {
         match self.helped.get(&peer) {
-            Some(&last) if now < last.saturating_add(self.config.phase_max_ms) => false,
-            None if self.helped.len() >= limits::COMMITTEE_PEERS_MAX => false,
-            _ => {
-                self.helped.insert(peer, now);
-                true
-            }
+            Some(&last) => self.now_ms >= last.saturating_add(self.config.phase_max_ms),
+            None => self.helped.len() < limits::COMMITTEE_PEERS_MAX,
         }
     }
 

@@ -164,10 +164,7 @@ impl History {
 
     /// The first earlier update (oldest round first, then in insertion order) that `sketch` copies, if any.
     pub fn find_copy(&self, sketch: &Sketch) -> Option<CopyMatch> {
-        self.rounds
-            .iter()
-            .flat_map(|(_, seen)| seen)
-            .find_map(|seen| copy_match(sketch, seen))
+        self.find_match(sketch, |m| is_copy(m.cosine, m.topk_jaccard))
     }
 
     /// The first earlier update (same order) whose comparison with `sketch` satisfies `is_match`: for a caller
@@ -180,12 +177,7 @@ impl History {
         self.rounds
             .iter()
             .flat_map(|(_, seen)| seen)
-            .map(|seen| CopyMatch {
-                of_peer: seen.peer,
-                of_round: seen.round,
-                cosine: cosine(sketch, &seen.sketch),
-                topk_jaccard: topk_jaccard(sketch, &seen.sketch),
-            })
+            .map(|seen| compare(sketch, seen))
             .find(|m| is_match(m))
     }
 
@@ -213,14 +205,17 @@ impl History {
 
 /// Compares a sketch with one earlier update.
 pub fn copy_match(sketch: &Sketch, seen: &SeenUpdate) -> Option<CopyMatch> {
-    let cosine = cosine(sketch, &seen.sketch);
-    let topk_jaccard = topk_jaccard(sketch, &seen.sketch);
-    is_copy(cosine, topk_jaccard).then_some(CopyMatch {
+    Some(compare(sketch, seen)).filter(|m| is_copy(m.cosine, m.topk_jaccard))
+}
+
+/// Both similarity measures of a sketch against one earlier update, copy or not.
+fn compare(sketch: &Sketch, seen: &SeenUpdate) -> CopyMatch {
+    CopyMatch {
         of_peer: seen.peer,
         of_round: seen.round,
-        cosine,
-        topk_jaccard,
-    })
+        cosine: cosine(sketch, &seen.sketch),
+        topk_jaccard: topk_jaccard(sketch, &seen.sketch),
+    }
 }
 
 #[cfg(test)]
