@@ -70,9 +70,19 @@ impl CopyGate {
         verify::similarity::sketch(update, self.seed)
     }
 
-    /// Checks an update against the history of settled rounds.
-    pub fn check(&self, cid: &Hash32, sketch: &Sketch) -> Result<(), CopyRejection> {
-        if let Some((first_round, first_peer)) = self.history.seen_cid(cid) {
+    /// Checks `trainer`'s update of `round` against the history of settled rounds. The same update seen again
+    /// (it can arrive after its round settled with it) is not a copy of itself.
+    pub fn check(
+        &self,
+        round: RoundNumber,
+        trainer: PeerId,
+        cid: &Hash32,
+        sketch: &Sketch,
+    ) -> Result<(), CopyRejection> {
+        let itself = |r: RoundNumber, p: PeerId| r == round && p == trainer;
+        if let Some((first_round, first_peer)) =
+            self.history.seen_cid(cid).filter(|(r, p)| !itself(*r, *p))
+        {
             return Err(CopyRejection::Replayed {
                 cid: *cid,
                 first_round,
@@ -80,10 +90,9 @@ impl CopyGate {
             });
         }
         let cosine_min = f64::from(limits::COPY_COSINE_MIN_MILLI) / 1000.0;
-        match self
-            .history
-            .find_match(sketch, |m| m.cosine.abs() >= cosine_min)
-        {
+        match self.history.find_match(sketch, |m| {
+            m.cosine.abs() >= cosine_min && !itself(m.of_round, m.of_peer)
+        }) {
             Some(m) => Err(CopyRejection::Copy {
                 of_peer: m.of_peer,
                 of_round: m.of_round,
@@ -164,15 +173,17 @@ mod tests {
         let left_out = noise(N, 2);
         let agreed_cid = Hash32::of(b"agreed");
         let (s_agreed, s_left_out) = (gate.sketch(&agreed), gate.sketch(&left_out));
-        gate.check(&agreed_cid, &s_agreed).unwrap();
+        gate.check(RoundNumber(4), peer(3), &agreed_cid, &s_agreed)
+            .unwrap();
         gate.record(RoundNumber(3), peer(1), agreed_cid, s_agreed.clone());
         gate.record(RoundNumber(3), peer(2), Hash32::of(b"left out"), s_left_out);
         // Before its round settles nothing is history (in-round copies cannot happen: commit before reveal).
-        gate.check(&agreed_cid, &s_agreed).unwrap();
+        gate.check(RoundNumber(4), peer(3), &agreed_cid, &s_agreed)
+            .unwrap();
         gate.settle(RoundNumber(3), &[peer(1)]);
 
         assert_eq!(
-            gate.check(&agreed_cid, &s_agreed),
+            gate.check(RoundNumber(4), peer(3), &agreed_cid, &s_agreed),
             Err(CopyRejection::Replayed {
                 cid: agreed_cid,
                 first_round: RoundNumber(3),
@@ -186,18 +197,36 @@ mod tests {
             .map(|(a, b)| a + 0.1 * b)
             .collect();
         for copy in [scaled, noised] {
-            match gate.check(&Hash32::of(b"new"), &gate.sketch(&copy)) {
+            match gate.check(
+                RoundNumber(4),
+                peer(3),
+                &Hash32::of(b"new"),
+                &gate.sketch(&copy),
+            ) {
                 Err(CopyRejection::Copy {
                     of_peer, of_round, ..
                 }) => assert_eq!((of_peer, of_round), (peer(1), RoundNumber(3))),
                 other => panic!("a copy passed: {other:?}"),
             }
         }
+        // The agreed update itself, arriving again after its round settled, is not a copy of itself.
+        gate.check(RoundNumber(3), peer(1), &agreed_cid, &s_agreed)
+            .unwrap();
         // The update that was left out of the round is not history; an unrelated update passes.
-        gate.check(&Hash32::of(b"again"), &gate.sketch(&left_out))
-            .unwrap();
-        gate.check(&Hash32::of(b"fresh"), &gate.sketch(&noise(N, 3)))
-            .unwrap();
+        gate.check(
+            RoundNumber(4),
+            peer(3),
+            &Hash32::of(b"again"),
+            &gate.sketch(&left_out),
+        )
+        .unwrap();
+        gate.check(
+            RoundNumber(4),
+            peer(3),
+            &Hash32::of(b"fresh"),
+            &gate.sketch(&noise(N, 3)),
+        )
+        .unwrap();
     }
 
     #[test]
@@ -210,7 +239,8 @@ mod tests {
         for round in 1..=limits::HISTORY_ROUNDS_MAX as u64 {
             gate.settle(RoundNumber(round), &[]);
         }
-        gate.check(&cid, &gate.sketch(&first)).unwrap();
+        gate.check(RoundNumber(99), peer(3), &cid, &gate.sketch(&first))
+            .unwrap();
         for round in 0..20 {
             gate.record(
                 RoundNumber(100 + round),

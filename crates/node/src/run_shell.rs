@@ -325,7 +325,7 @@ fn verifier_gates(
     let sketch = verify::similarity::sketch(&update, seed);
     let mut copy_gate = gate.copy_gate.lock().expect("lock");
     copy_gate
-        .check(&gate.cid, &sketch)
+        .check(gate.round, gate.trainer, &gate.cid, &sketch)
         .map_err(|e| e.to_string())?;
     copy_gate.record(gate.round, gate.trainer, gate.cid, sketch);
     Ok((norm, update))

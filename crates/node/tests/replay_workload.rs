@@ -197,20 +197,20 @@ fn a_trainers_next_round_passes_the_copy_gate_and_a_replay_does_not() {
                 round.0 - 1
             );
         }
-        gate.check(&cid, &sketch).unwrap();
+        gate.check(round, peer, &cid, &sketch).unwrap();
         gate.record(round, peer, cid, sketch.clone());
         gate.settle(round, &[peer]);
         agreed.push(sketch);
         theta = theta.iter().zip(&delta).map(|(t, d)| t - d).collect();
         // The replay of this round's agreed blob, and a scaled, sign-flipped copy of it, are refused from now on.
         assert!(matches!(
-            gate.check(&cid, agreed.last().unwrap()),
+            gate.check(RoundNumber(round.0 + 1), peer, &cid, agreed.last().unwrap()),
             Err(CopyRejection::Replayed { first_peer, .. }) if first_peer == peer
         ));
         let scaled: Vec<f32> = delta.iter().map(|d| -3.0 * d).collect();
         let copy = verify::similarity::sketch(&scaled, gate.seed());
         assert!(matches!(
-            gate.check(&Hash32::of(b"re-encoded"), &copy),
+            gate.check(RoundNumber(round.0 + 1), peer, &Hash32::of(b"re-encoded"), &copy),
             Err(CopyRejection::Copy { of_round, .. }) if of_round == round
         ));
     }
