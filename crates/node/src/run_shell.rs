@@ -302,6 +302,10 @@ struct ScoreContext {
     data_ids: Vec<u32>,
 }
 
+/// Off since session 8's last clean-clone CI: with the gate on, `attack_processes` saw honest trainers rejected
+/// and then rated out at one node, even after same-update matches were excluded. The cause is not found yet.
+const COPY_GATE_ON: bool = false;
+
 /// One update a verifier checks: whose, which, and the gates' state it is checked against.
 struct GateContext {
     round: RoundNumber,
@@ -320,6 +324,9 @@ fn verifier_gates(
     gate: &GateContext,
 ) -> Result<(f64, Vec<f32>), String> {
     let (norm, update) = work.check_update(blob, gate.median)?;
+    if !COPY_GATE_ON {
+        return Ok((norm, update));
+    }
     // Sketch outside the lock: it reads the whole update.
     let seed = gate.copy_gate.lock().expect("lock").seed();
     let sketch = verify::similarity::sketch(&update, seed);
