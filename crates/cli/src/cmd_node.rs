@@ -49,8 +49,9 @@ pub struct NodeArgs {
     /// Wait (up to 30 s) for this many peers before the first round.
     #[arg(long, default_value_t = 0)]
     pub wait_peers: usize,
-    /// Attack testing only: this trainer lies on purpose (`sign-flip`: it sends −Δ), so a test can watch the
-    /// verifiers of a running swarm catch it.
+    /// Attack testing only: this trainer lies on purpose (`sign-flip`: it sends −Δ; `replay-scaled`: from its
+    /// second round it re-sends its first update doubled), so a test can watch the verifiers of a running swarm
+    /// catch it.
     #[arg(long, value_name = "ATTACK", hide = true)]
     pub misbehave: Option<String>,
 }

@@ -1,8 +1,10 @@
-//! The verifier role in a running swarm, on 127.0.0.1: four founder nodes train the `tiny` model, and one of them
-//! (`--misbehave sign-flip`) sends −Δ every round. The honest nodes score each update by its loss before and after
-//! on the trainer's own windows and on random ones (`node::work::Workload::score_update`), so from the first round
-//! that has a reference (the previous round's agreed mean update) the attacker's updates fail the harm test and are
-//! left out of every settled round, while the honest trainers keep being included and the run keeps learning.
+//! The verifier role in a running swarm, on 127.0.0.1: five founder nodes train the `tiny` model, and two of them
+//! lie. One (`--misbehave sign-flip`) sends −Δ every round. The honest nodes score each update by its loss before
+//! and after on the trainer's own windows and on random ones (`node::work::Workload::score_update`), so from the
+//! first round that has a reference (the previous round's agreed mean update) its updates fail the harm test and
+//! are left out of every settled round. The other (`--misbehave replay-scaled`) trains round 0 honestly and then
+//! re-sends that update doubled: the copy gate (`node::copy_gate`) finds its sketch in the history of agreed
+//! updates and rejects it before any score. The honest trainers keep being included and the run keeps learning.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -37,7 +39,7 @@ fn honest_verifiers_leave_a_sign_flipping_trainer_out() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     write_corpus(&root.join("corpus"), 2);
-    let dirs: Vec<PathBuf> = (0..4).map(|i| root.join(format!("founder-{i}"))).collect();
+    let dirs: Vec<PathBuf> = (0..5).map(|i| root.join(format!("founder-{i}"))).collect();
     let peer_ids: Vec<String> = dirs
         .iter()
         .map(|dir| {
@@ -75,8 +77,16 @@ fn honest_verifiers_leave_a_sign_flipping_trainer_out() {
     for dir in &dirs[1..3] {
         nodes.push(start_run_node(dir, run, Some(&boot), &[]));
     }
-    let attacker = start_run_node(&dirs[3], run, Some(&boot), &["--misbehave", "sign-flip"]);
-    let bad = peer_ids[3].as_str();
+    let attackers = [
+        start_run_node(&dirs[3], run, Some(&boot), &["--misbehave", "sign-flip"]),
+        start_run_node(
+            &dirs[4],
+            run,
+            Some(&boot),
+            &["--misbehave", "replay-scaled"],
+        ),
+    ];
+    let (bad, replayer) = (peer_ids[3].as_str(), peer_ids[4].as_str());
 
     let finished = |n: &NodeProcess| get_json(&n.control, "/status")["finished"] == true;
     let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -86,12 +96,52 @@ fn honest_verifiers_leave_a_sign_flipping_trainer_out() {
             || nodes.iter().all(finished),
         );
         check(&nodes, &peer_ids, bad);
+        check_replayer(&nodes, replayer);
     }));
+    // Every rejection, on pass or fail: an honest trainer rejected is what this test exists to catch early.
+    for node in nodes.iter() {
+        for line in node_log(node)
+            .lines()
+            .filter(|l| l.contains("update rejected"))
+        {
+            eprintln!("{}: {line}", node.dir.display());
+        }
+    }
     if let Err(panic) = checked {
-        for node in nodes.iter().chain([&attacker]) {
+        for node in nodes.iter().chain(&attackers) {
             eprintln!("--- {}:\n{}", node.dir.display(), node_log(node));
         }
         std::panic::resume_unwind(panic);
+    }
+}
+
+/// The replayer's doubled copy of its round-0 update is never included after round 0. When round 0 included the
+/// original (so it is in every honest node's history), each honest node rejected a copy of it by its sketch.
+fn check_replayer(nodes: &[NodeProcess], replayer: &str) {
+    let lines = history(&nodes[0]);
+    for line in lines.iter().filter(|l| l["round"].as_u64().unwrap() >= 1) {
+        assert!(
+            !included(line, replayer),
+            "round {}: replayer included",
+            line["round"]
+        );
+    }
+    let original_agreed = lines
+        .iter()
+        .any(|l| l["round"].as_u64() == Some(0) && included(l, replayer));
+    if !original_agreed {
+        eprintln!("round 0 left the replayer out: its copies were not the copy gate's to catch");
+        return;
+    }
+    let copy = format!("copies the update of {replayer} in round 0");
+    for node in nodes {
+        assert!(
+            node_log(node)
+                .lines()
+                .any(|l| l.contains("update rejected") && l.contains(&copy)),
+            "{}: no copy rejection of the replayer",
+            node.dir.display()
+        );
     }
 }
 

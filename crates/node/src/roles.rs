@@ -171,7 +171,8 @@ pub enum Input {
         cid: Hash32,
         bytes: u64,
     },
-    /// No provider delivered the blob.
+    /// No provider delivered the blob, or this node could not read back the copy it held to verify it. Either
+    /// way the trainer is not rated for it, and a later announcement or `FetchUpdates` fetches it again.
     BlobFetchFailed {
         round: RoundNumber,
         trainer: PeerId,
@@ -392,11 +393,10 @@ impl Core {
             } => {
                 self.stats.fetches_failed += 1;
                 // Forget it, so a later announcement or FetchUpdates tries again.
-                if self
-                    .updates
-                    .get(&(round.0, trainer))
-                    .is_some_and(|e| e.cid == cid && e.state == UpdateState::Fetching)
-                {
+                if self.updates.get(&(round.0, trainer)).is_some_and(|e| {
+                    e.cid == cid
+                        && matches!(e.state, UpdateState::Fetching | UpdateState::Verifying)
+                }) {
                     self.updates.remove(&(round.0, trainer));
                 }
             }
@@ -774,11 +774,7 @@ fn judge_update(
     // moments) can be weak too: measured h 0.03–0.54 for a joiner's first 4 rounds (when it also warmed up its
     // learning rate again, before `Workload::schedule_step`).
     let raises_loss = score.gain_ratio.is_none_or(|h| h < 0.0);
-    let observation = if score.harmful && raises_loss {
-        worst
-    } else {
-        score.own_data_t
-    };
+    let observation = verify::rating::observation(score.harmful && raises_loss, score.own_data_t);
     ratings.observe(trainer, round, observation);
     if score.harmful {
         stats.updates_harmful += 1;

@@ -302,10 +302,6 @@ struct ScoreContext {
     data_ids: Vec<u32>,
 }
 
-/// Off since session 8's last clean-clone CI: with the gate on, `attack_processes` saw honest trainers rejected
-/// and then rated out at one node, even after same-update matches were excluded. The cause is not found yet.
-const COPY_GATE_ON: bool = false;
-
 /// One update a verifier checks: whose, which, and the gates' state it is checked against.
 struct GateContext {
     round: RoundNumber,
@@ -324,9 +320,6 @@ fn verifier_gates(
     gate: &GateContext,
 ) -> Result<(f64, Vec<f32>), String> {
     let (norm, update) = work.check_update(blob, gate.median)?;
-    if !COPY_GATE_ON {
-        return Ok((norm, update));
-    }
     // Sketch outside the lock: it reads the whole update.
     let seed = gate.copy_gate.lock().expect("lock").seed();
     let sketch = verify::similarity::sketch(&update, seed);
@@ -407,7 +400,6 @@ struct NodeLoop {
         crate::ledger_feed::VerdictFeed,
     )>,
     ledger_dir: PathBuf,
-    misbehave: Option<Misbehaviour>,
 }
 
 pub async fn run(
@@ -529,6 +521,7 @@ pub async fn run(
         let work = Arc::clone(&work);
         let theta = theta.clone();
         let threads = config.threads.max(1);
+        let misbehave = config.misbehave;
         let dir = dir.clone();
         tokio::task::spawn_blocking(move || -> Result<LocalTrainer, RunNodeError> {
             let mut trainer = work.new_trainer(&theta, threads)?;
@@ -541,7 +534,11 @@ pub async fn run(
                     feedback = fb;
                 }
             }
-            Ok(LocalTrainer { trainer, feedback })
+            Ok(LocalTrainer {
+                trainer,
+                feedback,
+                attacker: misbehave.map(crate::work::Attacker::new),
+            })
         })
         .await
         .map_err(|e| RunNodeError::Join(e.to_string()))??
@@ -591,7 +588,6 @@ pub async fn run(
         evals_pending: 0,
         ledger,
         ledger_dir,
-        misbehave: config.misbehave,
     };
     {
         let mut status = shared.status.lock().expect("lock");
@@ -847,7 +843,6 @@ impl NodeLoop {
         let work = Arc::clone(&self.work);
         let trainer = Arc::clone(&self.trainer);
         let dir = self.dir.clone();
-        let misbehave = self.misbehave;
         self.blobs_by_round.entry(round.0).or_default();
         self.spawn_done(async move {
             let result = tokio::task::spawn_blocking(move || {
@@ -861,8 +856,8 @@ impl NodeLoop {
                     seed,
                     &data_ids,
                 )?;
-                if let Some(attack) = misbehave {
-                    update.blob = work.tamper(&update.blob, attack)?;
+                if let Some(attacker) = &mut local.attacker {
+                    update.blob = attacker.tamper(&work, &update.blob)?;
                 }
                 let cid = Hash32::of(&update.blob);
                 dir.put_blob(&cid, &update.blob)
@@ -985,14 +980,16 @@ impl NodeLoop {
             copy_gate: Arc::clone(&self.copy_gate),
         };
         self.spawn_done(async move {
+            // Err(local): this node could not check the update (its copy of the blob is gone or damaged, or the
+            // task died). That is no evidence against the trainer: it is reported as a failed fetch, unrated.
             let outcome = tokio::task::spawn_blocking(move || {
                 let blob = dir
                     .read_blob(&cid)
                     .ok_or_else(|| "blob is gone".to_string())?;
                 if Hash32::of(&blob) != cid {
-                    return Err("blob does not match its CID".to_string());
+                    return Err("this node's copy does not match its CID".to_string());
                 }
-                match scoring {
+                Ok(match scoring {
                     Some(scoring) => gate_and_score(&work, &blob, &gate, scoring),
                     None if verifier => {
                         verifier_gates(&work, &blob, &gate).map(|(norm, _)| (norm, None))
@@ -1001,10 +998,21 @@ impl NodeLoop {
                     None => sync::codec::decode(&blob, work.param_count())
                         .map(|_| (0.0, None))
                         .map_err(|e| e.to_string()),
-                }
+                })
             })
             .await
             .unwrap_or_else(|e| Err(e.to_string()));
+            let outcome = match outcome {
+                Ok(outcome) => outcome,
+                Err(local) => {
+                    tracing::warn!(round = round.0, %trainer, %local, "could not verify an update");
+                    return Done::Core(Input::BlobFetchFailed {
+                        round,
+                        trainer,
+                        cid,
+                    });
+                }
+            };
             let (accepted, norm, score) = match outcome {
                 Ok((norm, score)) => (true, Some(norm), score),
                 Err(reason) => {

@@ -352,19 +352,6 @@ impl Workload {
         Ok((own, random))
     }
 
-    /// The update blob an attacking trainer sends instead of `blob` (re-encoded with the run's codec).
-    pub fn tamper(&self, blob: &[u8], attack: Misbehaviour) -> Result<Vec<u8>, WorkError> {
-        let values = decode(blob, self.param_count())?;
-        let tampered: Vec<f32> = match attack {
-            Misbehaviour::SignFlip => values.iter().map(|v| -v).collect(),
-        };
-        Ok(self
-            .run
-            .codec
-            .codec()
-            .encode(&tampered, &mut ErrorFeedback::off()))
-    }
-
     /// The outer optimizer's state at genesis.
     pub fn initial_outer_state(&self) -> Vec<u8> {
         self.build_outer().to_bytes()
@@ -437,10 +424,13 @@ impl Workload {
 pub enum Misbehaviour {
     /// Sends −Δ: the update pushes the model uphill.
     SignFlip,
+    /// Trains its first round honestly, then re-sends that update doubled every round: a stale copy that only
+    /// the copy gate's sketch can tell (its bytes, and so its CID, differ from the original's).
+    ReplayScaled,
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("unknown misbehaviour {0:?}; expected sign-flip")]
+#[error("unknown misbehaviour {0:?}; expected sign-flip or replay-scaled")]
 pub struct MisbehaviourError(String);
 
 impl std::str::FromStr for Misbehaviour {
@@ -448,8 +438,45 @@ impl std::str::FromStr for Misbehaviour {
     fn from_str(s: &str) -> Result<Misbehaviour, MisbehaviourError> {
         match s {
             "sign-flip" => Ok(Misbehaviour::SignFlip),
+            "replay-scaled" => Ok(Misbehaviour::ReplayScaled),
             other => Err(MisbehaviourError(other.to_string())),
         }
+    }
+}
+
+/// An attacking trainer's state: what it lies with, and the first update it trained (for `ReplayScaled`).
+#[derive(Debug)]
+pub struct Attacker {
+    attack: Misbehaviour,
+    first_update: Option<Vec<f32>>,
+}
+
+impl Attacker {
+    pub fn new(attack: Misbehaviour) -> Attacker {
+        Attacker {
+            attack,
+            first_update: None,
+        }
+    }
+
+    /// The update blob this attacker sends instead of its honest `blob` (re-encoded with the run's codec).
+    pub fn tamper(&mut self, work: &Workload, blob: &[u8]) -> Result<Vec<u8>, WorkError> {
+        let values = decode(blob, work.param_count())?;
+        let tampered: Vec<f32> = match self.attack {
+            Misbehaviour::SignFlip => values.iter().map(|v| -v).collect(),
+            Misbehaviour::ReplayScaled => match &self.first_update {
+                Some(first) => first.iter().map(|v| 2.0 * v).collect(),
+                None => {
+                    self.first_update = Some(values);
+                    return Ok(blob.to_vec());
+                }
+            },
+        };
+        Ok(work
+            .run
+            .codec
+            .codec()
+            .encode(&tampered, &mut ErrorFeedback::off()))
     }
 }
 
@@ -495,6 +522,8 @@ impl WindowDraw {
 pub struct LocalTrainer {
     pub trainer: Trainer,
     pub feedback: ErrorFeedback,
+    /// Attack tests only: the lie this trainer tells instead of its honest update.
+    pub attacker: Option<Attacker>,
 }
 
 impl LocalTrainer {

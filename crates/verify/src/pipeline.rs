@@ -398,11 +398,7 @@ impl Verifier {
                 },
             };
             let harmful = is_harmful(&probe);
-            let observation = if harmful {
-                -limits::SCORE_OBSERVATION_ABS_MAX
-            } else {
-                own_data_t(&probe)
-            };
+            let observation = crate::rating::observation(harmful, own_data_t(&probe));
             let score = gain_ratio(&probe).0.unwrap_or(f64::NEG_INFINITY);
             let rating = self.ratings.observe(seen.peer, ctx.round, observation);
             outcomes[index] = Some(Outcome::Scored {

@@ -11,9 +11,13 @@
 //! Why not OpenSkill: it ranks players in matches; here each peer is measured against a fixed yardstick (the round
 //! median), so the conjugate normal model is exact, has three parameters, and is easy to audit.
 //!
-//! Observations are the own-data t statistic of `score` (units of its standard error, 0 = no own-data signal), or
-//! −`SCORE_OBSERVATION_ABS_MAX` for an update that failed the harm test or a hard gate the peer provably caused
-//! (`Verifier` feeds both, so a peer caught once does not come back at the newcomer prior). Other verifiers' scored
+//! Observations (`observation`) are the own-data t statistic of `score` (units of its standard error, 0 = no
+//! own-data signal), floored at `SCORE_OBSERVATION_UNHARMFUL_MIN` = −2, or −`SCORE_OBSERVATION_ABS_MAX` for an
+//! update that failed the harm test or a hard gate the peer provably caused (`Verifier` feeds both, so a peer
+//! caught once does not come back at the newcomer prior). The floor is there because t at 4 + 4 items has only 3
+//! degrees of freedom: an honest trainer's first update in a running swarm scored t = −3.2, which alone took the
+//! prior to μ = −0.30 and excluded it. Below −2 an update that lowers the loss says "no own-data signal", which is
+//! what the rating weighs; malice is what the harm test and the hard gates observe. Other verifiers' scored
 //! verdicts are folded in too (`Verifier::absorb`), so a peer is rated on every committee's sample.
 //!
 //! Decision: included while μ ≥ `include_min`. Defaults μ₀ = 1, σ₀ = 1, τ = 1.5, δ = 0.1, include_min = −0.3, set
@@ -22,7 +26,8 @@
 //! the false-positive goal first: a bootstrap of 4-round histories from those measurements gives about 0.4% of
 //! honest updates below −0.3, and a peer whose updates carry no own-data signal below it in only ~3% of its rounds.
 //! At this sample size t is evidence, not proof: one honest round at t = −1.8 must not exclude (μ ≈ 0.14 after it),
-//! and a harm observation must (μ = (1 · 2.25 − 4 · 1) / 3.25 ≈ −0.54 from the prior). A newcomer starts included
+//! and a harm observation must (μ = (1 · 2.25 − 4 · 1) / 3.25 ≈ −0.54 from the prior). With the floor, one
+//! unharmful round leaves μ ≥ 1 − 3/3.25 ≈ 0.08, and two at the floor in a row exclude (μ ≈ −0.42). A newcomer starts included
 //! (μ₀ > include_min: honest peers are not made to wait). Sybils gain nothing from fresh identities beyond one round
 //! each, and every round they are still subject to the hard gates and the harm test.
 
@@ -138,6 +143,18 @@ impl RatingTable {
     }
 }
 
+/// The rating observation of one scored update: the worst when it failed the harm test (`harm`), else its
+/// own-data t floored at `SCORE_OBSERVATION_UNHARMFUL_MIN` (module docs).
+pub fn observation(harm: bool, own_data_t: f64) -> f64 {
+    if harm {
+        return -limits::SCORE_OBSERVATION_ABS_MAX;
+    }
+    if own_data_t.is_nan() {
+        return limits::SCORE_OBSERVATION_UNHARMFUL_MIN;
+    }
+    own_data_t.max(limits::SCORE_OBSERVATION_UNHARMFUL_MIN)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,6 +185,25 @@ mod tests {
             t.observe(zero, RoundNumber(round), 0.0);
         }
         assert!(t.included(&zero), "{:?}", t.get(&zero));
+        // An honest first round far in t's tail (measured: −3.2) does not exclude; two in a row do.
+        let unlucky = PeerId([5; 32]);
+        assert!(
+            t.observe(unlucky, RoundNumber(0), observation(false, -3.2))
+                .mean
+                >= -0.3
+        );
+        assert!(t.included(&unlucky));
+        assert!(
+            t.observe(unlucky, RoundNumber(1), observation(false, -3.2))
+                .mean
+                < -0.3
+        );
+        assert_eq!(observation(true, 3.0), -limits::SCORE_OBSERVATION_ABS_MAX);
+        assert_eq!(
+            observation(false, f64::NAN),
+            limits::SCORE_OBSERVATION_UNHARMFUL_MIN
+        );
+        assert_eq!(observation(false, 1.5), 1.5);
         // A banned peer stays out whatever it scores afterwards.
         t.ban(good);
         for round in 4..10 {

@@ -67,6 +67,10 @@ pub const SCORED_PER_ROUND_MAX: usize = 64;
 pub const SCORE_GAIN_RATIO_MIN_MILLI: u32 = 600;
 /// Bound on one round's score observation fed to the rating (a t statistic; also the observation of harm).
 pub const SCORE_OBSERVATION_ABS_MAX: f64 = 4.0;
+/// Floor of the observation of an update that passed the harm test: an own-data t below it is read as no own-data
+/// signal at its worst, not as evidence of malice (at 4 + 4 items t has 3 degrees of freedom, and an honest
+/// trainer was measured at t = −3.2 in a running swarm; see `verify::rating`).
+pub const SCORE_OBSERVATION_UNHARMFUL_MIN: f64 = -2.0;
 /// Peers tracked by the rating table.
 pub const RATED_PEERS_MAX: usize = 100_000;
 
