@@ -14,6 +14,21 @@ pub enum RunCommand {
     Init(InitArgs),
     /// Print the peer id of a data dir's identity (creating it if needed), to list it as a founder.
     PeerId(crate::data_dir::DataDirArgs),
+    /// Check a fraud proof a node wrote (`RUN_DIR/fraud-proofs/*.bin`) by re-executing its one step with this
+    /// run's model and data; exits non-zero when it proves nothing.
+    CheckProof(CheckProofArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CheckProofArgs {
+    /// The run file the proof's round belongs to (its dataset folder must be readable here).
+    #[arg(long)]
+    pub run: PathBuf,
+    /// libtorch threads for the re-executed step (the same count as the trainer's checks bit for bit).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// The proof file.
+    pub proof: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -39,7 +54,48 @@ pub fn run(command: RunCommand) -> Result<()> {
             );
             Ok(())
         }
+        RunCommand::CheckProof(args) => check_proof(&args),
     }
+}
+
+fn check_proof(args: &CheckProofArgs) -> Result<()> {
+    let path = &args.proof;
+    // Bounded before reading: the file is untrusted, and no proof is longer than the wire limit.
+    let len = std::fs::metadata(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .len();
+    let max = types::limits::verify::FRAUD_PROOF_BYTES_MAX as u64;
+    if len > max {
+        anyhow::bail!(
+            "{} holds {len} bytes; a fraud proof is at most {max}",
+            path.display()
+        );
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let proof = verify::FraudProof::decode(&bytes)
+        .with_context(|| format!("{} is not a fraud proof", path.display()))?;
+    let run = node::Run::load(&args.run)?;
+    if proof.body.commitment.commitment.run != run.run_id {
+        anyhow::bail!("{} is about another run", path.display());
+    }
+    let work = node::work::Workload::open(&run).context("opening the run's model and data")?;
+    let mut executor = node::verifier_model::WorkloadStep::new(&work, args.threads.max(1));
+    let finding = proof
+        .check(&mut executor)
+        .with_context(|| format!("{} does not prove fraud", path.display()))?;
+    println!(
+        "fraud proven: peer {} round {} step {} ({}), proof {}",
+        finding.peer,
+        proof.body.commitment.commitment.round.0,
+        finding.step,
+        if finding.exact {
+            "bit-exact"
+        } else {
+            "by tolerance"
+        },
+        finding.proof_hash.to_hex()
+    );
+    Ok(())
 }
 
 fn init(args: &InitArgs) -> Result<()> {

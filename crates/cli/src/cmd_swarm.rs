@@ -265,6 +265,7 @@ pub fn run(args: SwarmArgs) -> Result<()> {
         deadline_mad_k_millis: 3_000,
         seed: args.seed,
         eval_windows: args.eval_windows,
+        spot_check_ppm: types::limits::verify::SPOT_CHECK_PROBABILITY_PPM,
         // Every founder validates the ledger (simplex on 127.0.0.1) and signs verdicts.
         ledger: Some(node::runspec::LedgerConfig {
             validators: founders

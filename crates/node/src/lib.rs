@@ -20,6 +20,8 @@ pub mod run_fetch;
 pub mod run_shell;
 pub mod runspec;
 pub mod shell;
+pub mod spot_check;
+pub mod spot_run;
 pub mod status;
 pub mod storage;
 pub mod verifier_model;

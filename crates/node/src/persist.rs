@@ -191,9 +191,12 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PersistError + '_ {
     }
 }
 
-/// Writes `bytes` to `path` through a fsynced temporary file and a rename.
+/// Writes `bytes` to `path` through a fsynced temporary file and a rename. The temporary name is unique per
+/// write, so two tasks storing the same content-addressed blob at once do not pull each other's file away.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PersistError> {
-    let tmp = path.with_extension("part");
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("part{n}"));
     let mut file = fs::File::create(&tmp).map_err(io(&tmp))?;
     file.write_all(bytes).map_err(io(&tmp))?;
     file.sync_all().map_err(io(&tmp))?;
@@ -226,7 +229,11 @@ impl RunDir {
         // Leftovers of a write interrupted by a crash.
         if let Ok(entries) = fs::read_dir(root.join("blobs")) {
             for entry in entries.flatten() {
-                if entry.path().extension().is_some_and(|e| e == "part") {
+                let part = entry.path().extension().and_then(|e| e.to_str()).map(|e| {
+                    e.strip_prefix("part")
+                        .is_some_and(|n| n.chars().all(|c| c.is_ascii_digit()))
+                });
+                if part == Some(true) {
                     let _ = fs::remove_file(entry.path());
                 }
             }

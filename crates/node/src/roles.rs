@@ -21,9 +21,9 @@ pub const TAG_ROUND: u8 = 0;
 /// Tag of an update announcement on the run topic.
 pub const TAG_UPDATE: u8 = 1;
 /// Version byte of an update announcement.
-pub const ANNOUNCE_VERSION: u8 = 1;
+pub const ANNOUNCE_VERSION: u8 = 2;
 /// Encoded size of an update announcement, tag included.
-pub const ANNOUNCE_BYTES: usize = 1 + 1 + 8 + 32 + 32 + 8;
+pub const ANNOUNCE_BYTES: usize = 1 + 1 + 8 + 32 + 32 + 8 + 32;
 
 /// A verifier node's statistical score of one update (the maths is `verify::score`'s).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -88,6 +88,9 @@ pub struct UpdateAnnounce {
     pub trainer: PeerId,
     pub cid: Hash32,
     pub bytes: u64,
+    /// The trainer's replay record (`spot_check::ReplayRecord`: its signed commitment to every inner step's
+    /// state), for spot checks; `Hash32::ZERO` when it keeps none.
+    pub replay: Hash32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -111,6 +114,7 @@ impl UpdateAnnounce {
         out.extend_from_slice(&self.trainer.0);
         out.extend_from_slice(&self.cid.0);
         out.extend_from_slice(&self.bytes.to_le_bytes());
+        out.extend_from_slice(&self.replay.0);
         out
     }
 
@@ -135,6 +139,7 @@ impl UpdateAnnounce {
             trainer: PeerId(b32_at(10)),
             cid: Hash32(b32_at(42)),
             bytes,
+            replay: Hash32(b32_at(82)),
         })
     }
 }
@@ -161,6 +166,8 @@ pub enum Input {
         update_cid: Hash32,
         update_bytes: u64,
         claimed_loss: f32,
+        /// This node's replay record of the round (`Hash32::ZERO`: none).
+        replay: Hash32,
     },
     /// Our training for `round` failed (logged by the shell); we simply do not commit this round.
     TrainFailed { round: RoundNumber },
@@ -193,6 +200,12 @@ pub enum Input {
         round: RoundNumber,
         proposal_digest: Hash32,
         model_hash: Hash32,
+    },
+    /// A spot check of `trainer`'s `round` finished.
+    SpotChecked {
+        round: RoundNumber,
+        trainer: PeerId,
+        outcome: SpotOutcome,
     },
     /// A snapshot fetched after `Effect::FetchSnapshot`; its model parameters are staged in the shell.
     SnapshotFetched(Snapshot),
@@ -227,6 +240,8 @@ pub enum Effect {
         bytes: u64,
         base_model_hash: Hash32,
         data_ids: Vec<u32>,
+        /// The trainer's announced replay record (`Hash32::ZERO`: none), for a spot check after the round.
+        replay: Hash32,
     },
     /// Aggregate these updates (sorted by trainer) onto the current model, answer `Input::Aggregated`.
     Aggregate {
@@ -264,6 +279,7 @@ enum UpdateState {
 struct UpdateEntry {
     cid: Hash32,
     bytes: u64,
+    replay: Hash32,
     state: UpdateState,
 }
 
@@ -285,6 +301,27 @@ pub struct CoreStats {
     pub rounds_settled: u64,
     pub snapshots_adopted: u64,
     pub trainings: u64,
+    /// Replay spot checks this verifier ran whose replayed steps matched the trainer's.
+    pub spot_checks_passed: u64,
+    /// Spot checks that ended in a signed fraud proof (the trainer is banned here).
+    pub frauds_proven: u64,
+    /// Spot checks the trainer did not serve states for (rated as a gate rejection).
+    pub spot_checks_withheld: u64,
+    /// Spot checks that could not run here (this node's own failure: no verdict on the trainer).
+    pub spot_checks_failed: u64,
+}
+
+/// How a replay spot check of one trainer's round ended (`spot_check`, run by the shell off the loop).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SpotOutcome {
+    /// The replayed steps reproduced the trainer's committed states.
+    Honest { steps_replayed: u64 },
+    /// A step did not: the signed fraud proof with this hash is stored in the run folder.
+    Fraud { proof: Hash32 },
+    /// The trainer did not serve a committed state (or its record) in time.
+    Withheld { step: Option<u32> },
+    /// This node could not run the check (no blame).
+    Failed,
 }
 
 /// The roles' core. One per node process.
@@ -295,7 +332,7 @@ pub struct Core {
     /// Rounds the run lasts: no training is started for a later round.
     rounds: u64,
     updates: BTreeMap<(u64, PeerId), UpdateEntry>,
-    my_update: Option<(RoundNumber, Hash32, u64)>,
+    my_update: Option<(RoundNumber, Hash32, u64, Hash32)>,
     entered_round: RoundNumber,
     phase: &'static str,
     stats: CoreStats,
@@ -361,8 +398,9 @@ impl Core {
                 update_cid,
                 update_bytes,
                 claimed_loss,
+                replay,
             } => {
-                self.my_update = Some((round, update_cid, update_bytes));
+                self.my_update = Some((round, update_cid, update_bytes, replay));
                 if round == self.machine.round() {
                     self.phase = "commit";
                 }
@@ -426,10 +464,32 @@ impl Core {
                 };
                 self.feed(now_ms, input, &mut out);
             }
+            Input::SpotChecked {
+                round,
+                trainer,
+                outcome,
+            } => self.on_spot_checked(round, trainer, outcome),
             Input::SnapshotFetched(snapshot) => self.on_snapshot(now_ms, snapshot, &mut out),
             Input::Leave => self.feed(now_ms, round::Input::Leave, &mut out),
         }
         out
+    }
+
+    /// A proven fraud bans the trainer here for good; a withheld state is rated like a gate rejection.
+    fn on_spot_checked(&mut self, round: RoundNumber, trainer: PeerId, outcome: SpotOutcome) {
+        match outcome {
+            SpotOutcome::Honest { .. } => self.stats.spot_checks_passed += 1,
+            SpotOutcome::Fraud { .. } => {
+                self.stats.frauds_proven += 1;
+                self.ratings.ban(trainer);
+            }
+            SpotOutcome::Withheld { .. } => {
+                self.stats.spot_checks_withheld += 1;
+                self.ratings
+                    .observe(trainer, round, -verify_limits::SCORE_OBSERVATION_ABS_MAX);
+            }
+            SpotOutcome::Failed => self.stats.spot_checks_failed += 1,
+        }
     }
 
     fn on_gossip(&mut self, now_ms: u64, source: PeerId, data: Vec<u8>, out: &mut Vec<Effect>) {
@@ -465,6 +525,7 @@ impl Core {
             announce.trainer,
             announce.cid,
             announce.bytes,
+            announce.replay,
             vec![announce.trainer],
             out,
         );
@@ -476,6 +537,7 @@ impl Core {
         trainer: PeerId,
         cid: Hash32,
         bytes: u64,
+        replay: Hash32,
         providers: Vec<PeerId>,
         out: &mut Vec<Effect>,
     ) {
@@ -484,6 +546,7 @@ impl Core {
             UpdateEntry {
                 cid,
                 bytes,
+                replay,
                 state: UpdateState::Fetching,
             },
         );
@@ -546,6 +609,7 @@ impl Core {
                 bytes: entry.bytes,
                 base_model_hash: base,
                 data_ids,
+                replay: entry.replay,
             });
         }
     }
@@ -667,7 +731,7 @@ impl Core {
                 }
             }
             Action::PublishUpdate { round, update_cid } => {
-                let Some((my_round, cid, bytes)) = self.my_update else {
+                let Some((my_round, cid, bytes, replay)) = self.my_update else {
                     return;
                 };
                 if my_round != round || cid != update_cid {
@@ -680,6 +744,7 @@ impl Core {
                     trainer: me,
                     cid,
                     bytes,
+                    replay,
                 };
                 out.push(Effect::Publish(announce.encode()));
                 // Our own update goes through the same gates as everyone else's.
@@ -688,6 +753,7 @@ impl Core {
                     UpdateEntry {
                         cid,
                         bytes,
+                        replay,
                         state: UpdateState::Held,
                     },
                 );
@@ -712,17 +778,20 @@ impl Core {
                 peers,
             } => {
                 for (trainer, cid) in updates {
-                    let held = self
-                        .updates
-                        .get(&(round.0, trainer))
-                        .is_some_and(|e| e.cid == cid && e.state != UpdateState::Fetching);
+                    let known = self.updates.get(&(round.0, trainer));
+                    let held =
+                        known.is_some_and(|e| e.cid == cid && e.state != UpdateState::Fetching);
+                    // A record announced with this very update is kept; otherwise none is known.
+                    let replay = known
+                        .filter(|e| e.cid == cid)
+                        .map_or(Hash32::ZERO, |e| e.replay);
                     if held || self.updates.len() >= limits::UPDATE_BLOBS_MAX {
                         continue;
                     }
                     let mut providers = vec![trainer];
                     providers.extend(peers.iter().copied().filter(|p| *p != trainer));
                     // The size is unknown here; the shell bounds the fetch by the update size limit.
-                    self.start_fetch(round, trainer, cid, 0, providers, out);
+                    self.start_fetch(round, trainer, cid, 0, replay, providers, out);
                 }
             }
             Action::Settled(settled) => {
@@ -798,6 +867,7 @@ mod tests {
             trainer: PeerId([3; 32]),
             cid: Hash32([9; 32]),
             bytes: 1234,
+            replay: Hash32([5; 32]),
         };
         let bytes = a.encode();
         assert_eq!(bytes.len(), ANNOUNCE_BYTES);

@@ -20,6 +20,7 @@ use crate::copy_gate::CopyGate;
 use crate::persist::{bytes_to_f32s, f32s_to_bytes, HistoryLine, RunDir, SnapshotRecord};
 use crate::roles::{judge_gossip, Core, Effect, Input, Roles, UpdateScore};
 use crate::runspec::Run;
+use crate::spot_check::{KeptStart, SpotTarget};
 use crate::status::{serve_run_control, NodeStatus, RunShared};
 use crate::work::{LocalTrainer, Misbehaviour, Workload};
 
@@ -263,6 +264,8 @@ enum Done {
     Trained {
         input: Input,
         mean_loss: f32,
+        /// The start state kept for spot checks (spot checks on).
+        kept: Option<Arc<KeptStart>>,
     },
     Verified {
         input: Input,
@@ -400,6 +403,29 @@ struct NodeLoop {
         crate::ledger_feed::VerdictFeed,
     )>,
     ledger_dir: PathBuf,
+    spot: SpotState,
+}
+
+/// The node's replay spot-check state (`spot_check`).
+struct SpotState {
+    /// This node's key as `verify` signs with it (records and fraud proofs).
+    key: Arc<verify::NodeKey>,
+    threads: usize,
+    /// This node's start state of each recent round it trained, by round.
+    kept: BTreeMap<u64, Arc<KeptStart>>,
+    /// Updates this node verified that announced a replay record: (round, trainer) → what a check needs.
+    targets: BTreeMap<(u64, PeerId), SpotTarget>,
+    /// Checks this verifier is running.
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl SpotState {
+    fn keep(&mut self, round: u64, kept: Arc<KeptStart>) {
+        self.kept.insert(round, kept);
+        while self.kept.len() > limits::SPOT_CHECK_ROUNDS_KEPT {
+            self.kept.pop_first();
+        }
+    }
 }
 
 pub async fn run(
@@ -409,6 +435,7 @@ pub async fn run(
     std::fs::create_dir_all(&config.data_dir).map_err(RunNodeError::Control)?;
     let identity = Identity::load_or_create(&config.data_dir)?;
     let key = signing_key(&config.data_dir, &identity)?;
+    let verify_key = Arc::new(verify::NodeKey::from_secret(key.to_bytes()));
     let me = identity.peer_id();
     let (net, mut events, event_loop) = net::new(&identity, config.net.clone())?;
     let net_task = tokio::spawn(event_loop.run());
@@ -588,6 +615,13 @@ pub async fn run(
         evals_pending: 0,
         ledger,
         ledger_dir,
+        spot: SpotState {
+            key: verify_key,
+            threads: config.threads.max(1),
+            kept: BTreeMap::new(),
+            targets: BTreeMap::new(),
+            in_flight: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        },
     };
     {
         let mut status = shared.status.lock().expect("lock");
@@ -807,7 +841,19 @@ impl NodeLoop {
                 bytes,
                 base_model_hash,
                 data_ids,
-            } => self.start_verify(round, trainer, cid, bytes, base_model_hash, data_ids),
+                replay,
+            } => {
+                if replay != Hash32::ZERO && self.spot.targets.len() < limits::UPDATE_BLOBS_MAX {
+                    let target = SpotTarget {
+                        update_cid: cid,
+                        replay,
+                        base_model_hash,
+                        data_ids: data_ids.clone(),
+                    };
+                    self.spot.targets.insert((round.0, trainer), target);
+                }
+                self.start_verify(round, trainer, cid, bytes, base_model_hash, data_ids)
+            }
             Effect::Aggregate {
                 round,
                 proposal_digest,
@@ -843,43 +889,40 @@ impl NodeLoop {
         let work = Arc::clone(&self.work);
         let trainer = Arc::clone(&self.trainer);
         let dir = self.dir.clone();
+        let key = Arc::clone(&self.spot.key);
+        let threads = self.spot.threads;
+        let record = self.run.spec.spot_check_ppm > 0;
         self.blobs_by_round.entry(round.0).or_default();
         self.spawn_done(async move {
             let result = tokio::task::spawn_blocking(move || {
                 let mut local = trainer.lock().expect("lock");
-                let local = &mut *local;
-                let mut update = work.train_round(
-                    &mut local.trainer,
-                    &mut local.feedback,
+                let job = crate::spot_run::TrainJob {
+                    work: &work,
+                    dir: &dir,
+                    key: &key,
+                    threads,
                     round,
-                    &theta,
+                    base,
+                    theta: &theta,
                     seed,
-                    &data_ids,
-                )?;
-                if let Some(attacker) = &mut local.attacker {
-                    update.blob = attacker.tamper(&work, &update.blob)?;
-                }
-                let cid = Hash32::of(&update.blob);
-                dir.put_blob(&cid, &update.blob)
-                    .map_err(|e| crate::work::WorkError::Aggregate(e.to_string()))?;
-                Ok::<_, crate::work::WorkError>((
-                    cid,
-                    update.blob.len() as u64,
-                    update.mean_loss,
-                    update.last_loss,
-                ))
+                    data_ids: &data_ids,
+                    record,
+                };
+                crate::spot_run::train_round_recorded(&job, &mut local)
             })
             .await;
             match result {
-                Ok(Ok((cid, bytes, mean_loss, last_loss))) => Done::Trained {
+                Ok(Ok(trained)) => Done::Trained {
                     input: Input::Trained {
                         round,
                         base_model_hash: base,
-                        update_cid: cid,
-                        update_bytes: bytes,
-                        claimed_loss: last_loss,
+                        update_cid: trained.cid,
+                        update_bytes: trained.bytes,
+                        claimed_loss: trained.last_loss,
+                        replay: trained.replay,
                     },
-                    mean_loss,
+                    mean_loss: trained.mean_loss,
+                    kept: trained.kept.map(Arc::new),
                 },
                 Ok(Err(e)) => {
                     tracing::error!(%e, round = round.0, "training failed");
@@ -1095,6 +1138,140 @@ impl NodeLoop {
         Vec::new()
     }
 
+    /// Draws the settled round's spot checks (`spot_check::draw`, the same at every node): as a drawn trainer,
+    /// re-creates and serves the drawn states; as a drawn verifier, runs the check off the loop.
+    fn start_spot_checks(&mut self, settled: &round::Settled, members: &[PeerId]) {
+        let round = settled.round;
+        // This round's targets are used now, older ones never will be; later rounds' stay.
+        let later = self.spot.targets.split_off(&(round.0 + 1, PeerId([0; 32])));
+        let targets = std::mem::replace(&mut self.spot.targets, later);
+        let ppm = self.run.spec.spot_check_ppm;
+        if ppm == 0 {
+            return;
+        }
+        let me = self.net.local_peer();
+        let h = self.work.inner_steps();
+        let base = self.base_of(settled);
+        // Excluded updates are drawn too: leaving a cheat out of one round does not excuse it.
+        let drawn = settled
+            .included
+            .iter()
+            .chain(settled.excluded.iter().map(|(peer, _)| peer));
+        for trainer in drawn {
+            let Some(check) =
+                crate::spot_check::draw(settled.model_hash, round, trainer, h, members, ppm)
+            else {
+                continue;
+            };
+            if *trainer == me {
+                self.serve_spot_states(check);
+            } else if check.verifier == me && self.core.roles().verifier {
+                match targets.get(&(round.0, *trainer)) {
+                    Some(target) => self.start_spot_check(check, target.clone(), base),
+                    // It announced no record, or this node never verified its update: nothing to hold it to.
+                    None => {
+                        tracing::info!(round = round.0, %trainer, "drawn to check an update without a record")
+                    }
+                }
+            }
+        }
+    }
+
+    /// A node that caught up by snapshot did not settle the round before it, but its own update there may be drawn:
+    /// the snapshot's model hash is that round's settled hash, and its members the draw's verifiers.
+    fn serve_after_adopt(&mut self, snapshot: &Snapshot) {
+        let ppm = self.run.spec.spot_check_ppm;
+        let Some(round) = snapshot.next_round.0.checked_sub(1) else {
+            return;
+        };
+        if ppm == 0 || !self.spot.kept.contains_key(&round) {
+            return;
+        }
+        let me = self.net.local_peer();
+        let h = self.work.inner_steps();
+        let drawn = crate::spot_check::draw(
+            snapshot.model_hash,
+            RoundNumber(round),
+            &me,
+            h,
+            &snapshot.members,
+            ppm,
+        );
+        if let Some(check) = drawn {
+            self.serve_spot_states(check);
+        }
+    }
+
+    fn serve_spot_states(&mut self, check: verify::replay::SpotCheck) {
+        // Served once: a node that settled a round and then adopted the snapshot after it draws it twice.
+        let Some(kept) = self.spot.kept.remove(&check.round.0) else {
+            tracing::warn!(
+                round = check.round.0,
+                "drawn for a spot check without a kept start state"
+            );
+            return;
+        };
+        let cids = &kept.leaves[check.first_step as usize..=check.end_step as usize];
+        self.blobs_by_round
+            .entry(check.round.0)
+            .or_default()
+            .extend_from_slice(cids);
+        let work = Arc::clone(&self.work);
+        let dir = self.dir.clone();
+        let threads = self.spot.threads;
+        let ids = (self.run.run_id, check.round, self.net.local_peer());
+        tokio::task::spawn_blocking(move || {
+            match crate::spot_run::serve_states(&work, &dir, threads, ids, &kept, &check) {
+                Ok(()) => tracing::info!(
+                    round = check.round.0,
+                    first = check.first_step,
+                    end = check.end_step,
+                    "serving states for a spot check"
+                ),
+                Err(e) => {
+                    tracing::error!(%e, round = check.round.0, "re-creating spot-check states failed")
+                }
+            }
+        });
+    }
+
+    fn start_spot_check(
+        &mut self,
+        check: verify::replay::SpotCheck,
+        target: SpotTarget,
+        base: Hash32,
+    ) {
+        use std::sync::atomic::Ordering as AtomicOrdering;
+        let (round, trainer) = (check.round, check.peer);
+        let in_flight = Arc::clone(&self.spot.in_flight);
+        if in_flight.fetch_add(1, AtomicOrdering::SeqCst) >= limits::SPOT_CHECKS_IN_FLIGHT_MAX {
+            in_flight.fetch_sub(1, AtomicOrdering::SeqCst);
+            tracing::warn!(round = round.0, %trainer, "too many spot checks running; skipped");
+            return;
+        }
+        let job = crate::spot_run::CheckJob {
+            net: self.net.clone(),
+            dir: self.dir.clone(),
+            work: Arc::clone(&self.work),
+            key: Arc::clone(&self.spot.key),
+            threads: self.spot.threads,
+            train_seed: round::round_seed(self.run.run_id, round, base),
+            check,
+            target,
+            run: self.run.run_id,
+        };
+        self.spawn_done(async move {
+            let outcome = crate::spot_run::run_check(job).await;
+            in_flight.fetch_sub(1, AtomicOrdering::SeqCst);
+            tracing::info!(round = round.0, %trainer, ?outcome, "spot check finished");
+            Done::Core(Input::SpotChecked {
+                round,
+                trainer,
+                outcome,
+            })
+        });
+    }
+
     fn on_settled(&mut self, settled: round::Settled, snapshot: Snapshot) {
         let staged = self.staged.take();
         let Some(staged) = staged.filter(|s| {
@@ -1128,6 +1305,7 @@ impl NodeLoop {
             .lock()
             .expect("lock")
             .settle(settled.round, &settled.included);
+        self.start_spot_checks(&settled, &snapshot.members);
         if let Err(e) = self
             .dir
             .save_state(self.run.run_id, &snapshot, &self.theta, &self.outer)
@@ -1300,6 +1478,7 @@ impl NodeLoop {
             "caught up to round {} model {}",
             snapshot.next_round.0, snapshot.model_hash
         );
+        self.serve_after_adopt(&snapshot);
         self.theta = params;
         self.outer = Arc::new(record.outer_state);
         self.staged = None;
@@ -1314,13 +1493,25 @@ impl NodeLoop {
     async fn on_done(&mut self, done: Done) {
         let effects = match done {
             Done::Core(input) => self.core.handle(now_ms(), input),
-            Done::Trained { input, mean_loss } => {
+            Done::Trained {
+                input,
+                mean_loss,
+                kept,
+            } => {
                 if let Input::Trained {
                     round,
                     update_bytes,
+                    replay,
                     ..
                 } = &input
                 {
+                    if let Some(kept) = kept {
+                        self.spot.keep(round.0, kept);
+                        self.blobs_by_round
+                            .entry(round.0)
+                            .or_default()
+                            .push(*replay);
+                    }
                     self.train_loss.insert(round.0, mean_loss);
                     let mut status = self.shared.status.lock().expect("lock");
                     status.train_loss = Some(mean_loss);
@@ -1411,7 +1602,7 @@ impl NodeLoop {
 }
 
 /// Fetches blob `hash` from `providers` and checks its BLAKE3 hash; `None` on any failure.
-async fn fetch_checked(
+pub(crate) async fn fetch_checked(
     net: &NetClient,
     hash: Hash32,
     providers: Vec<PeerId>,

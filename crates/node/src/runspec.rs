@@ -104,6 +104,10 @@ pub struct RunConfig {
     /// Validation windows each node evaluates after a settled round.
     #[serde(default = "default_eval_windows")]
     pub eval_windows: usize,
+    /// Chance, in parts per million, that an included update is replay spot-checked after its round
+    /// (`node::spot_check`); 0 turns spot checks off.
+    #[serde(default = "default_spot_check_ppm")]
+    pub spot_check_ppm: u32,
     /// Founding members: peer ids as hex (as `commonweight node` prints them).
     pub founders: Vec<String>,
     /// The run's ownership ledger; none: the run keeps no ledger.
@@ -206,6 +210,9 @@ fn default_mad_k() -> u32 {
 fn default_eval_windows() -> usize {
     32
 }
+fn default_spot_check_ppm() -> u32 {
+    types::limits::verify::SPOT_CHECK_PROBABILITY_PPM
+}
 
 /// The run file: genesis plus the training spec.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -232,6 +239,9 @@ pub struct RunSpec {
     pub rounds: u64,
     pub seed: u64,
     pub eval_windows: usize,
+    /// Replay spot-check chance per included update, parts per million (0: off).
+    #[serde(default = "default_spot_check_ppm")]
+    pub spot_check_ppm: u32,
     /// The run's ownership ledger (validators and their p2p addresses); none: no ledger.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ledger: Option<LedgerConfig>,
@@ -418,6 +428,7 @@ pub fn init(
         rounds: config.rounds,
         seed: config.seed,
         eval_windows: config.eval_windows.min(limits::EVAL_WINDOWS_MAX),
+        spot_check_ppm: config.spot_check_ppm.min(1_000_000),
         ledger: config.ledger.clone(),
     };
     genesis.spec_digest = spec_digest(&spec);

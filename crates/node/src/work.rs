@@ -104,6 +104,25 @@ impl Workload {
         &self.genesis_params
     }
 
+    /// Inner steps per round (H).
+    pub fn inner_steps(&self) -> u32 {
+        self.run.genesis.inner_steps
+    }
+
+    /// Shards the dataset is cut into.
+    pub fn shard_count(&self) -> u32 {
+        self.run.genesis.dataset_shards
+    }
+
+    pub fn run_id(&self) -> types::RunId {
+        self.run.run_id
+    }
+
+    /// The run's codec id (as its genesis names it).
+    pub fn codec_id(&self) -> u8 {
+        self.run.genesis.codec_id
+    }
+
     pub fn param_count(&self) -> usize {
         self.genesis_params.len()
     }
@@ -427,10 +446,13 @@ pub enum Misbehaviour {
     /// Trains its first round honestly, then re-sends that update doubled every round: a stale copy that only
     /// the copy gate's sketch can tell (its bytes, and so its CID, differ from the original's).
     ReplayScaled,
+    /// Trains on the shards after its assigned ones and commits to the assigned ones: a useful-looking update
+    /// that only a replay spot check can tell.
+    WrongData,
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("unknown misbehaviour {0:?}; expected sign-flip or replay-scaled")]
+#[error("unknown misbehaviour {0:?}; expected sign-flip, replay-scaled or wrong-data")]
 pub struct MisbehaviourError(String);
 
 impl std::str::FromStr for Misbehaviour {
@@ -439,6 +461,7 @@ impl std::str::FromStr for Misbehaviour {
         match s {
             "sign-flip" => Ok(Misbehaviour::SignFlip),
             "replay-scaled" => Ok(Misbehaviour::ReplayScaled),
+            "wrong-data" => Ok(Misbehaviour::WrongData),
             other => Err(MisbehaviourError(other.to_string())),
         }
     }
@@ -459,10 +482,19 @@ impl Attacker {
         }
     }
 
+    /// The shards this attacker trains on when assigned `assigned` (of `shards`).
+    pub fn trained_ids(&self, assigned: &[u32], shards: u32) -> Vec<u32> {
+        match self.attack {
+            Misbehaviour::WrongData => assigned.iter().map(|&d| (d + 1) % shards.max(1)).collect(),
+            _ => assigned.to_vec(),
+        }
+    }
+
     /// The update blob this attacker sends instead of its honest `blob` (re-encoded with the run's codec).
     pub fn tamper(&mut self, work: &Workload, blob: &[u8]) -> Result<Vec<u8>, WorkError> {
         let values = decode(blob, work.param_count())?;
         let tampered: Vec<f32> = match self.attack {
+            Misbehaviour::WrongData => return Ok(blob.to_vec()),
             Misbehaviour::SignFlip => values.iter().map(|v| -v).collect(),
             Misbehaviour::ReplayScaled => match &self.first_update {
                 Some(first) => first.iter().map(|v| 2.0 * v).collect(),

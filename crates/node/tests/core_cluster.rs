@@ -113,6 +113,7 @@ fn three_cores_settle_the_same_rounds() {
                     update_cid: cid,
                     update_bytes: 100,
                     claimed_loss: 1.0,
+                    replay: Hash32::ZERO,
                 };
                 deliver(i, input, &mut queue);
             }

@@ -215,3 +215,111 @@ fn a_trainers_next_round_passes_the_copy_gate_and_a_replay_does_not() {
         ));
     }
 }
+
+/// Drives a spot check offline, as `spot_run::run_check` does over the network: states come from the trainer's
+/// blob store, each with the path the verifier builds from the record's leaves.
+fn spot_check_offline(
+    work: &Workload,
+    dir: &node::persist::RunDir,
+    record: &node::spot_check::ReplayRecord,
+    check: &verify::replay::SpotCheck,
+    seed: Hash32,
+) -> verify::replay::ReplayOutcome {
+    use verify::replay::{ReplayAction, ReplayInput, ReplaySession};
+    let key = verify::NodeKey::from_secret([3; 32]);
+    let mut executor = WorkloadStep::new(work, 1);
+    let (mut session, mut actions) =
+        ReplaySession::start(check, record.commitment.clone(), seed).unwrap();
+    loop {
+        match actions.pop().expect("the session asks or ends") {
+            ReplayAction::Finished(outcome) => return outcome,
+            ReplayAction::Fetch { step, .. } => {
+                let leaf = record.leaves[step as usize];
+                let input = match dir.read_blob(&leaf) {
+                    Some(state) => ReplayInput::Fetched {
+                        step,
+                        state,
+                        path: verify::merkle::step_path(&record.leaves, step as usize),
+                    },
+                    None => ReplayInput::FetchFailed { step },
+                };
+                actions = session.handle(input, &mut executor, &key).unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn a_recorded_round_serves_its_drawn_states_and_a_wrong_data_trainer_is_proven() {
+    use node::spot_check::{RecordExpectation, ReplayRecord};
+    use node::spot_run::{serve_states, train_round_recorded, TrainJob};
+    use node::work::{Attacker, LocalTrainer, Misbehaviour};
+    use verify::replay::{ReplayOutcome, SpotCheck};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let work = workload(tmp.path());
+    let run = &work.run;
+    let dir = node::persist::RunDir::open(&tmp.path().join("node"), run.run_id).unwrap();
+    let theta = work.genesis_params().to_vec();
+    let base = Hash32::of_f32s(&theta);
+    let round = RoundNumber(1);
+    let seed = round::round_seed(run.run_id, round, base);
+    for (secret, attack) in [(5u8, None), (6u8, Some(Misbehaviour::WrongData))] {
+        let key = verify::NodeKey::from_secret([secret; 32]);
+        let peer = key.peer_id();
+        let data_ids = assigned(run, seed, peer);
+        let mut local = LocalTrainer {
+            trainer: work.new_trainer(&theta, 1).unwrap(),
+            feedback: work.new_feedback(),
+            attacker: attack.map(Attacker::new),
+        };
+        let job = TrainJob {
+            work: &work,
+            dir: &dir,
+            key: &key,
+            threads: 1,
+            round,
+            base,
+            theta: &theta,
+            seed,
+            data_ids: &data_ids,
+            record: true,
+        };
+        let trained = train_round_recorded(&job, &mut local).unwrap();
+        let kept = trained.kept.expect("a recorded round keeps its start");
+        // The record binds to the round as every verifier agreed it.
+        let record = ReplayRecord::decode(&dir.read_blob(&trained.replay).unwrap()).unwrap();
+        let expect = RecordExpectation {
+            run: run.run_id,
+            round,
+            trainer: peer,
+            base_model_hash: base,
+            data_ids: data_ids.clone(),
+            update_cid: trained.cid,
+            inner_steps: INNER_STEPS,
+        };
+        assert_eq!(record.check(&expect), Ok(()));
+        assert_eq!(record.leaves, kept.leaves);
+        let check = SpotCheck {
+            peer,
+            round,
+            verifier: PeerId([1; 32]),
+            first_step: 0,
+            end_step: INNER_STEPS,
+        };
+        // Re-created from the kept start, the drawn states hash to the committed leaves.
+        serve_states(&work, &dir, 1, (run.run_id, round, peer), &kept, &check).unwrap();
+        let outcome = spot_check_offline(&work, &dir, &record, &check, seed);
+        match (attack, outcome) {
+            (None, ReplayOutcome::Honest { steps_replayed }) => assert!(steps_replayed >= 1),
+            (Some(_), ReplayOutcome::Fraud(proof)) => {
+                // Its first step already used the wrong shards; a fresh executor confirms the proof.
+                assert_eq!(proof.body.step, 0);
+                let finding = proof.check(&mut WorkloadStep::new(&work, 1)).unwrap();
+                assert_eq!(finding.peer, peer);
+                assert!(finding.exact);
+            }
+            (attack, outcome) => panic!("{attack:?}: {outcome:?}"),
+        }
+    }
+}

@@ -1281,12 +1281,14 @@ impl RoundMachine {
             return;
         };
         // A clear two-thirds majority of the members we know that voted, and CATCH_UP_VOTES_MIN of them, or, once
-        // synced, every other member we know if we know fewer (at least one): a run that shrank to two voters
-        // must still be able to pull its laggards along (session 8: a founder stuck behind the other two, who
-        // finished the run alone, and it could never have caught up on three votes).
+        // synced, a majority of the other members we know if that is fewer (at least one). A run that shrank to
+        // two voters must still be able to pull its laggards along (session 8: a founder stuck behind the other
+        // two, who finished the run alone), and so must a run that lost a member the laggard still counts
+        // (session 9: a joiner whose snapshot named three founders, one of them gone, waited for a third vote).
         let vouching_min = if self.status == Status::Synced {
             let me = usize::from(self.members.binary_search(&self.me).is_ok());
-            (self.members.len() - me).clamp(1, limits::CATCH_UP_VOTES_MIN)
+            let others = self.members.len() - me;
+            (others / 2 + 1).clamp(1, limits::CATCH_UP_VOTES_MIN)
         } else {
             limits::CATCH_UP_VOTES_MIN
         };

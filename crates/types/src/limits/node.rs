@@ -53,3 +53,13 @@ pub const LEDGER_PENDING_VERDICTS_MAX: usize = 65_536;
 pub const LEDGER_TX_RESUBMIT_MS: u64 = 20_000;
 /// How long `swarm` waits, after the last round, for every node's ledger to mint it.
 pub const SWARM_LEDGER_WAIT_MS: u64 = 120_000;
+/// Tries a spot-checking verifier makes for each blob it needs from the trainer. The trainer re-creates its drawn
+/// states when it settles the round, or when it adopts the next round's snapshot if it fell behind, which on a
+/// loaded machine was measured up to 25 s after the verifier settled; the tries span a minute.
+pub const SPOT_CHECK_FETCH_ATTEMPTS_MAX: u32 = 60;
+/// Pause between those tries.
+pub const SPOT_CHECK_FETCH_RETRY_MS: u64 = 1_000;
+/// Rounds whose start state a trainer keeps for spot checks (the round in flight and the one settling).
+pub const SPOT_CHECK_ROUNDS_KEPT: usize = 2;
+/// Spot checks one verifier runs at a time (more drawn at once are skipped, and counted as failed here).
+pub const SPOT_CHECKS_IN_FLIGHT_MAX: usize = 4;
