@@ -50,7 +50,7 @@ fn honest_verifiers_leave_a_sign_flipping_trainer_out() {
         .collect();
     let config = format!(
         "name = \"attack-test\"\npreset = \"tiny\"\ndata = \"corpus\"\ninner_steps = 8\nrounds = {ROUNDS}\n\
-         shards = 16\ncommittee_size = 4\nquorum_permille = 1000\nphase_max_ms = 20000\neval_windows = 4\n\
+         shards = 16\ncommittee_size = 4\nquorum_permille = 1000\nphase_max_ms = 30000\neval_windows = 4\n\
          founders = [\"{}\"]\n",
         peer_ids.join("\", \"")
     );

@@ -2,9 +2,10 @@
 //! update drawn for a check (`spot_check_ppm = 1000000`), and one of them (`--misbehave wrong-data`) trains on the
 //! shards after its assigned ones while committing to the assigned ones. Its update looks useful, so the score
 //! need not catch it; the drawn verifier fetches its replay record and states, re-executes the drawn steps on the
-//! assigned data, bisects to the first wrong step and writes a signed fraud proof, and bans it. A fresh process
-//! (`commonweight run check-proof`) confirms the proof, and rejects it once any field is altered. Honest trainers'
-//! checks pass bit for bit.
+//! assigned data, bisects to the first wrong step and writes a signed fraud proof, bans it and gossips a fraud
+//! notice; every other honest node fetches the proof, checks it itself and bans the liar too, so the last rounds
+//! settle without it. A fresh process (`commonweight run check-proof`) confirms the proof, and rejects it once any
+//! field is altered. Honest trainers' checks pass bit for bit.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -117,16 +118,24 @@ fn check_swarm(nodes: &[NodeProcess], liar: &str) {
         "no fraud proven against the wrong-data trainer"
     );
     assert!(passed >= 1, "no honest trainer's spot check passed");
-    // A proof bans the liar at the verifier that made it; proofs are not gossiped yet, so whether the swarm's
-    // later rounds leave it out depends on whose votes those rounds need (printed, not asserted).
+    // Every honest node made a proof or checked a peer's, so every verifier refuses the liar's updates; the first
+    // proof comes from round 0's check, seconds after it settles, so at least the last two rounds leave it out.
+    for node in nodes {
+        let banned = count(node, "frauds_proven") + count(node, "frauds_learned");
+        assert!(banned >= 1, "{}: never banned the liar", node.dir.display());
+    }
     let history = get_json(&nodes[0].control, "/history");
-    for line in history.as_array().unwrap() {
-        let with_liar = line["included"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|p| p == liar);
-        eprintln!("round {} liar included: {with_liar}", line["round"]);
+    let lines = history.as_array().unwrap();
+    for line in lines {
+        eprintln!("round {} included {}", line["round"], line["included"]);
+    }
+    for line in lines.iter().rev().take(2) {
+        let included = line["included"].as_array().unwrap();
+        assert!(
+            !included.iter().any(|p| p == liar),
+            "round {}: the proven liar is still included",
+            line["round"]
+        );
     }
 }
 

@@ -3,8 +3,9 @@
 //! `Input` enum. No tokio, socket, clock, file or RNG in here: time comes in with every input.
 //!
 //! Payloads on the run's gossip topic start with a tag byte: `TAG_ROUND` (a round message, decoded and
-//! signature-checked by the machine) or `TAG_UPDATE` (an [`UpdateAnnounce`]: "my update for round r is blob
-//! CID, fetch it from me"). Update blobs themselves travel by the blob protocol, not by gossip.
+//! signature-checked by the machine), `TAG_UPDATE` (an [`UpdateAnnounce`]: "my update for round r is blob
+//! CID, fetch it from me") or `TAG_FRAUD` (a [`FraudNotice`]: "I proved trainer T cheated; the proof is blob
+//! CID, fetch it from me"). Update blobs and proofs themselves travel by the blob protocol, not by gossip.
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -20,6 +21,12 @@ use verify::rating::{RatingParams, RatingTable};
 pub const TAG_ROUND: u8 = 0;
 /// Tag of an update announcement on the run topic.
 pub const TAG_UPDATE: u8 = 1;
+/// Tag of a fraud notice on the run topic.
+pub const TAG_FRAUD: u8 = 2;
+/// Version byte of a fraud notice.
+pub const FRAUD_NOTICE_VERSION: u8 = 1;
+/// Encoded size of a fraud notice, tag included.
+pub const FRAUD_NOTICE_BYTES: usize = 1 + 1 + 8 + 32 + 32 + 8;
 /// Version byte of an update announcement.
 pub const ANNOUNCE_VERSION: u8 = 2;
 /// Encoded size of an update announcement, tag included.
@@ -144,11 +151,71 @@ impl UpdateAnnounce {
     }
 }
 
+/// "Trainer `trainer`'s round `round` is proven wrong: the signed fraud proof is blob `proof` of `bytes` bytes,
+/// fetch it from me." Anyone may send one; every node checks the proof itself before it believes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FraudNotice {
+    pub round: RoundNumber,
+    pub trainer: PeerId,
+    pub proof: Hash32,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FraudNoticeError {
+    #[error("fraud notice is {0} bytes, expected {FRAUD_NOTICE_BYTES}")]
+    Length(usize),
+    #[error("not a fraud notice (tag {0})")]
+    Tag(u8),
+    #[error("fraud notice version {0} is not supported")]
+    Version(u8),
+    #[error("fraud proof of {0} bytes is over the limit")]
+    TooLarge(u64),
+}
+
+impl FraudNotice {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(FRAUD_NOTICE_BYTES);
+        out.push(TAG_FRAUD);
+        out.push(FRAUD_NOTICE_VERSION);
+        out.extend_from_slice(&self.round.0.to_le_bytes());
+        out.extend_from_slice(&self.trainer.0);
+        out.extend_from_slice(&self.proof.0);
+        out.extend_from_slice(&self.bytes.to_le_bytes());
+        out
+    }
+
+    pub fn decode(data: &[u8]) -> Result<FraudNotice, FraudNoticeError> {
+        if data.len() != FRAUD_NOTICE_BYTES {
+            return Err(FraudNoticeError::Length(data.len()));
+        }
+        if data[0] != TAG_FRAUD {
+            return Err(FraudNoticeError::Tag(data[0]));
+        }
+        if data[1] != FRAUD_NOTICE_VERSION {
+            return Err(FraudNoticeError::Version(data[1]));
+        }
+        let u64_at = |at: usize| u64::from_le_bytes(data[at..at + 8].try_into().expect("8 bytes"));
+        let b32_at = |at: usize| -> [u8; 32] { data[at..at + 32].try_into().expect("32 bytes") };
+        let bytes = u64_at(74);
+        if bytes == 0 || bytes > verify_limits::FRAUD_PROOF_BYTES_MAX as u64 {
+            return Err(FraudNoticeError::TooLarge(bytes));
+        }
+        Ok(FraudNotice {
+            round: RoundNumber(u64_at(2)),
+            trainer: PeerId(b32_at(10)),
+            proof: Hash32(b32_at(42)),
+            bytes,
+        })
+    }
+}
+
 /// How the shell should judge a gossip payload for forwarding, before the core sees it.
 pub fn judge_gossip(data: &[u8]) -> net::Verdict {
     match data.first() {
         Some(&TAG_ROUND) if round::Message::decode(&data[1..]).is_ok() => net::Verdict::Accept,
         Some(&TAG_UPDATE) if UpdateAnnounce::decode(data).is_ok() => net::Verdict::Accept,
+        Some(&TAG_FRAUD) if FraudNotice::decode(data).is_ok() => net::Verdict::Accept,
         _ => net::Verdict::Reject,
     }
 }
@@ -201,6 +268,12 @@ pub enum Input {
         proposal_digest: Hash32,
         model_hash: Hash32,
     },
+    /// A fraud proof announced by a peer was fetched and checked (`valid`: it proves `trainer` cheated).
+    FraudChecked {
+        trainer: PeerId,
+        proof: Hash32,
+        valid: bool,
+    },
     /// A spot check of `trainer`'s `round` finished.
     SpotChecked {
         round: RoundNumber,
@@ -249,6 +322,14 @@ pub enum Effect {
         proposal_digest: Hash32,
         base_model_hash: Hash32,
         updates: Vec<(PeerId, Hash32)>,
+    },
+    /// Fetch fraud proof blob `proof` from `provider`, check it (its run, its trainer, its one step), answer
+    /// `Input::FraudChecked`.
+    CheckFraud {
+        trainer: PeerId,
+        proof: Hash32,
+        bytes: u64,
+        provider: PeerId,
     },
     /// The round is final: make the staged model current, persist, and serve `snapshot` to peers.
     Settled {
@@ -309,6 +390,12 @@ pub struct CoreStats {
     pub spot_checks_withheld: u64,
     /// Spot checks that could not run here (this node's own failure: no verdict on the trainer).
     pub spot_checks_failed: u64,
+    /// Peers' fraud proofs this node checked and accepted (the trainer is banned here too).
+    pub frauds_learned: u64,
+    /// Fraud notices whose proof did not check, or could not be fetched.
+    pub fraud_notices_refused: u64,
+    /// Fraud notices ignored: seen before, about a banned trainer, or over the bound of open checks.
+    pub fraud_notices_ignored: u64,
 }
 
 /// How a replay spot check of one trainer's round ended (`spot_check`, run by the shell off the loop).
@@ -316,8 +403,9 @@ pub struct CoreStats {
 pub enum SpotOutcome {
     /// The replayed steps reproduced the trainer's committed states.
     Honest { steps_replayed: u64 },
-    /// A step did not: the signed fraud proof with this hash is stored in the run folder.
-    Fraud { proof: Hash32 },
+    /// A step did not: the signed fraud proof is blob `proof` (its encoding's CID) of `bytes` bytes, stored in
+    /// the run folder and served to peers.
+    Fraud { proof: Hash32, bytes: u64 },
     /// The trainer did not serve a committed state (or its record) in time.
     Withheld { step: Option<u32> },
     /// This node could not run the check (no blame).
@@ -333,6 +421,8 @@ pub struct Core {
     rounds: u64,
     updates: BTreeMap<(u64, PeerId), UpdateEntry>,
     my_update: Option<(RoundNumber, Hash32, u64, Hash32)>,
+    /// Fraud proofs this node made or was told of (bounded by `FRAUD_NOTICES_SEEN_MAX`).
+    fraud_notices_seen: std::collections::BTreeSet<Hash32>,
     entered_round: RoundNumber,
     phase: &'static str,
     stats: CoreStats,
@@ -357,6 +447,7 @@ impl Core {
             rounds,
             updates: BTreeMap::new(),
             my_update: None,
+            fraud_notices_seen: std::collections::BTreeSet::new(),
             entered_round,
             phase: "sync",
             stats: CoreStats::default(),
@@ -468,7 +559,21 @@ impl Core {
                 round,
                 trainer,
                 outcome,
-            } => self.on_spot_checked(round, trainer, outcome),
+            } => self.on_spot_checked(round, trainer, outcome, &mut out),
+            Input::FraudChecked {
+                trainer,
+                proof,
+                valid,
+            } => {
+                if valid {
+                    self.stats.frauds_learned += 1;
+                    self.ratings.ban(trainer);
+                } else {
+                    // Whoever sent it proved nothing: the trainer stands as it was.
+                    let _ = proof;
+                    self.stats.fraud_notices_refused += 1;
+                }
+            }
             Input::SnapshotFetched(snapshot) => self.on_snapshot(now_ms, snapshot, &mut out),
             Input::Leave => self.feed(now_ms, round::Input::Leave, &mut out),
         }
@@ -476,12 +581,26 @@ impl Core {
     }
 
     /// A proven fraud bans the trainer here for good; a withheld state is rated like a gate rejection.
-    fn on_spot_checked(&mut self, round: RoundNumber, trainer: PeerId, outcome: SpotOutcome) {
+    fn on_spot_checked(
+        &mut self,
+        round: RoundNumber,
+        trainer: PeerId,
+        outcome: SpotOutcome,
+        out: &mut Vec<Effect>,
+    ) {
         match outcome {
             SpotOutcome::Honest { .. } => self.stats.spot_checks_passed += 1,
-            SpotOutcome::Fraud { .. } => {
+            SpotOutcome::Fraud { proof, bytes } => {
                 self.stats.frauds_proven += 1;
                 self.ratings.ban(trainer);
+                let notice = FraudNotice {
+                    round,
+                    trainer,
+                    proof,
+                    bytes,
+                };
+                self.fraud_notices_seen.insert(proof);
+                out.push(Effect::Publish(notice.encode()));
             }
             SpotOutcome::Withheld { .. } => {
                 self.stats.spot_checks_withheld += 1;
@@ -503,8 +622,31 @@ impl Core {
                 Ok(announce) if announce.trainer == source => self.on_announce(announce, out),
                 _ => self.stats.announces_ignored += 1,
             },
+            Some(&TAG_FRAUD) => match FraudNotice::decode(&data) {
+                Ok(notice) => self.on_fraud_notice(source, notice, out),
+                Err(_) => self.stats.fraud_notices_ignored += 1,
+            },
             _ => self.stats.announces_ignored += 1,
         }
+    }
+
+    /// A verifier node checks every new fraud proof it hears of, once; the proof is served by whoever sent it.
+    fn on_fraud_notice(&mut self, source: PeerId, notice: FraudNotice, out: &mut Vec<Effect>) {
+        if !self.roles.verifier
+            || self.ratings.banned(&notice.trainer)
+            || self.fraud_notices_seen.contains(&notice.proof)
+            || self.fraud_notices_seen.len() >= limits::FRAUD_NOTICES_SEEN_MAX
+        {
+            self.stats.fraud_notices_ignored += 1;
+            return;
+        }
+        self.fraud_notices_seen.insert(notice.proof);
+        out.push(Effect::CheckFraud {
+            trainer: notice.trainer,
+            proof: notice.proof,
+            bytes: notice.bytes,
+            provider: source,
+        });
     }
 
     fn on_announce(&mut self, announce: UpdateAnnounce, out: &mut Vec<Effect>) {
@@ -859,6 +1001,37 @@ fn judge_update(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fraud_notice_round_trips_and_rejects_bad_bytes() {
+        let n = FraudNotice {
+            round: RoundNumber(4),
+            trainer: PeerId([3; 32]),
+            proof: Hash32([9; 32]),
+            bytes: 5_000,
+        };
+        let bytes = n.encode();
+        assert_eq!(bytes.len(), FRAUD_NOTICE_BYTES);
+        assert_eq!(FraudNotice::decode(&bytes), Ok(n));
+        assert_eq!(judge_gossip(&bytes), net::Verdict::Accept);
+        assert_eq!(
+            FraudNotice::decode(&bytes[..10]),
+            Err(FraudNoticeError::Length(10))
+        );
+        let mut version = bytes.clone();
+        version[1] = 7;
+        assert_eq!(
+            FraudNotice::decode(&version),
+            Err(FraudNoticeError::Version(7))
+        );
+        let mut huge = bytes.clone();
+        huge[74..82].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert_eq!(
+            FraudNotice::decode(&huge),
+            Err(FraudNoticeError::TooLarge(u64::MAX))
+        );
+        assert_eq!(judge_gossip(&huge), net::Verdict::Reject);
+    }
 
     #[test]
     fn announce_round_trips_and_rejects_bad_bytes() {

@@ -861,6 +861,12 @@ impl NodeLoop {
                 updates,
             } => return self.start_aggregate(round, proposal_digest, base_model_hash, updates),
             Effect::Settled { settled, snapshot } => self.on_settled(settled, snapshot),
+            Effect::CheckFraud {
+                trainer,
+                proof,
+                bytes,
+                provider,
+            } => self.start_fraud_check(trainer, proof, bytes, provider),
             Effect::FetchSnapshot {
                 state_digest,
                 peers,
@@ -1232,6 +1238,32 @@ impl NodeLoop {
                     tracing::error!(%e, round = check.round.0, "re-creating spot-check states failed")
                 }
             }
+        });
+    }
+
+    fn start_fraud_check(&mut self, trainer: PeerId, proof: Hash32, bytes: u64, provider: PeerId) {
+        use std::sync::atomic::Ordering as AtomicOrdering;
+        // Shares the spot checks' bound: each check fetches up to `FRAUD_PROOF_BYTES_MAX` from its sender.
+        let in_flight = Arc::clone(&self.spot.in_flight);
+        if in_flight.fetch_add(1, AtomicOrdering::SeqCst) >= limits::SPOT_CHECKS_IN_FLIGHT_MAX {
+            in_flight.fetch_sub(1, AtomicOrdering::SeqCst);
+            tracing::warn!(%trainer, %proof, "too many checks running; a fraud notice is dropped");
+            return;
+        }
+        let net = self.net.clone();
+        let dir = self.dir.clone();
+        let work = Arc::clone(&self.work);
+        let threads = self.spot.threads;
+        self.spawn_done(async move {
+            let notice = (trainer, proof, bytes, provider);
+            let valid = crate::spot_run::check_peer_proof(&net, &dir, work, threads, notice).await;
+            in_flight.fetch_sub(1, AtomicOrdering::SeqCst);
+            tracing::info!(%trainer, %proof, valid, "checked a peer's fraud proof");
+            Done::Core(Input::FraudChecked {
+                trainer,
+                proof,
+                valid,
+            })
         });
     }
 

@@ -166,26 +166,75 @@ fn finish(job: &CheckJob, outcome: ReplayOutcome) -> SpotOutcome {
         ReplayOutcome::Honest { steps_replayed } => SpotOutcome::Honest { steps_replayed },
         ReplayOutcome::Withheld { step } => SpotOutcome::Withheld { step: Some(step) },
         ReplayOutcome::Fraud(proof) => {
-            let hash = proof.hash();
-            let folder = job.dir.root.join("fraud-proofs");
-            let written = std::fs::create_dir_all(&folder).and_then(|()| {
-                std::fs::write(
-                    folder.join(format!("{}.bin", hash.to_hex())),
-                    proof.encode(),
-                )
-            });
-            if let Err(e) = written {
-                tracing::error!(%e, "writing a fraud proof failed");
-            }
+            let (cid, bytes) = keep_proof(&job.dir, &proof);
             tracing::warn!(
                 round = job.check.round.0,
                 trainer = %job.check.peer,
                 step = proof.body.step,
-                proof = %hash,
+                proof = %cid,
                 "fraud proven"
             );
-            SpotOutcome::Fraud { proof: hash }
+            SpotOutcome::Fraud { proof: cid, bytes }
         }
+    }
+}
+
+/// Stores a fraud proof as a blob (served to peers that check it) and as `RUN_DIR/fraud-proofs/<cid>.bin`;
+/// returns its CID and size.
+fn keep_proof(dir: &RunDir, proof: &verify::FraudProof) -> (Hash32, u64) {
+    let encoded = proof.encode();
+    let cid = Hash32::of(&encoded);
+    let folder = dir.root.join("fraud-proofs");
+    let written = dir
+        .put_blob(&cid, &encoded)
+        .map_err(|e| e.to_string())
+        .and_then(|()| std::fs::create_dir_all(&folder).map_err(|e| e.to_string()))
+        .and_then(|()| {
+            std::fs::write(folder.join(format!("{}.bin", cid.to_hex())), &encoded)
+                .map_err(|e| e.to_string())
+        });
+    if let Err(e) = written {
+        tracing::error!(%e, "storing a fraud proof failed");
+    }
+    (cid, encoded.len() as u64)
+}
+
+/// Fetches a peer's fraud proof about `trainer` from `provider` and checks it: this run, this trainer, and its one
+/// re-executed step (`verify::FraudProof::check`). A proof that checks is kept and served like one made here.
+pub async fn check_peer_proof(
+    net: &NetClient,
+    dir: &RunDir,
+    work: Arc<Workload>,
+    threads: usize,
+    (trainer, proof, bytes, provider): (PeerId, Hash32, u64, PeerId),
+) -> bool {
+    let max = bytes.min(verify_limits::FRAUD_PROOF_BYTES_MAX as u64);
+    let Some(encoded) = crate::run_shell::fetch_checked(net, proof, vec![provider], max).await
+    else {
+        return false;
+    };
+    let Ok(decoded) = verify::FraudProof::decode(&encoded) else {
+        return false;
+    };
+    let c = &decoded.body.commitment.commitment;
+    if c.run != work.run_id() || c.peer != trainer {
+        return false;
+    }
+    let checked = tokio::task::spawn_blocking(move || {
+        let mut executor = WorkloadStep::new(&work, threads);
+        decoded.check(&mut executor).map(|_| decoded)
+    })
+    .await;
+    match checked {
+        Ok(Ok(decoded)) => {
+            keep_proof(dir, &decoded);
+            true
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(%trainer, %e, "a peer's fraud proof does not check");
+            false
+        }
+        Err(_) => false,
     }
 }
 

@@ -63,3 +63,5 @@ pub const SPOT_CHECK_FETCH_RETRY_MS: u64 = 1_000;
 pub const SPOT_CHECK_ROUNDS_KEPT: usize = 2;
 /// Spot checks one verifier runs at a time (more drawn at once are skipped, and counted as failed here).
 pub const SPOT_CHECKS_IN_FLIGHT_MAX: usize = 4;
+/// Fraud proofs a node remembers having made or checked (a notice for one of them is ignored).
+pub const FRAUD_NOTICES_SEEN_MAX: usize = 4_096;
