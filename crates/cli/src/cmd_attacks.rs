@@ -325,36 +325,12 @@ const PROOF_DIR: &str = "fraud-proofs";
 
 /// `--check-proof`: decode and check one fraud proof with this world's step executor.
 fn check_proof(world: &World, path: &std::path::Path) -> Result<()> {
-    // Bounded before reading: the file is untrusted, and no proof is longer than the wire limit.
-    let len = fs::metadata(path)
-        .with_context(|| format!("reading {}", path.display()))?
-        .len();
-    let max = types::limits::verify::FRAUD_PROOF_BYTES_MAX as u64;
-    if len > max {
-        bail!(
-            "{} holds {len} bytes; a fraud proof is at most {max}",
-            path.display()
-        );
-    }
-    let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let proof = verify::FraudProof::decode(&bytes)
-        .with_context(|| format!("{} is not a fraud proof", path.display()))?;
+    let proof = crate::cmd_run::read_fraud_proof(path)?;
     let mut executor = world.executor();
     let finding = proof
         .check(&mut executor)
         .with_context(|| format!("{} does not prove fraud", path.display()))?;
-    println!(
-        "fraud proven: peer {} round {} step {} ({}), proof {}",
-        &Hash32(finding.peer.0).to_hex()[..16],
-        proof.body.commitment.commitment.round.0,
-        finding.step,
-        if finding.exact {
-            "bit-exact"
-        } else {
-            "by tolerance"
-        },
-        finding.proof_hash.to_hex()
-    );
+    crate::cmd_run::print_finding(&proof, &finding);
     Ok(())
 }
 

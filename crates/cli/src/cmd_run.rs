@@ -60,7 +60,22 @@ pub fn run(command: RunCommand) -> Result<()> {
 
 fn check_proof(args: &CheckProofArgs) -> Result<()> {
     let path = &args.proof;
-    // Bounded before reading: the file is untrusted, and no proof is longer than the wire limit.
+    let proof = read_fraud_proof(path)?;
+    let run = node::Run::load(&args.run)?;
+    if proof.body.commitment.commitment.run != run.run_id {
+        anyhow::bail!("{} is about another run", path.display());
+    }
+    let work = node::work::Workload::open(&run).context("opening the run's model and data")?;
+    let mut executor = node::verifier_model::WorkloadStep::new(&work, args.threads.max(1));
+    let finding = proof
+        .check(&mut executor)
+        .with_context(|| format!("{} does not prove fraud", path.display()))?;
+    print_finding(&proof, &finding);
+    Ok(())
+}
+
+/// Reads and decodes an untrusted fraud proof file, bounded by the wire limit before reading.
+pub(crate) fn read_fraud_proof(path: &Path) -> Result<verify::FraudProof> {
     let len = std::fs::metadata(path)
         .with_context(|| format!("reading {}", path.display()))?
         .len();
@@ -72,17 +87,12 @@ fn check_proof(args: &CheckProofArgs) -> Result<()> {
         );
     }
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let proof = verify::FraudProof::decode(&bytes)
-        .with_context(|| format!("{} is not a fraud proof", path.display()))?;
-    let run = node::Run::load(&args.run)?;
-    if proof.body.commitment.commitment.run != run.run_id {
-        anyhow::bail!("{} is about another run", path.display());
-    }
-    let work = node::work::Workload::open(&run).context("opening the run's model and data")?;
-    let mut executor = node::verifier_model::WorkloadStep::new(&work, args.threads.max(1));
-    let finding = proof
-        .check(&mut executor)
-        .with_context(|| format!("{} does not prove fraud", path.display()))?;
+    verify::FraudProof::decode(&bytes)
+        .with_context(|| format!("{} is not a fraud proof", path.display()))
+}
+
+/// The one line a checked proof prints.
+pub(crate) fn print_finding(proof: &verify::FraudProof, finding: &verify::FraudFinding) {
     println!(
         "fraud proven: peer {} round {} step {} ({}), proof {}",
         finding.peer,
@@ -95,7 +105,6 @@ fn check_proof(args: &CheckProofArgs) -> Result<()> {
         },
         finding.proof_hash.to_hex()
     );
-    Ok(())
 }
 
 fn init(args: &InitArgs) -> Result<()> {

@@ -6,15 +6,13 @@
 //! re-sends that update doubled: the copy gate (`node::copy_gate`) finds its sketch in the history of agreed
 //! updates and rejects it before any score. The honest trainers keep being included and the run keeps learning.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 #[path = "support/process.rs"]
 mod process;
 
 use process::{
-    commonweight, get_json, line_after, node_log, start_run_node, wait_until, write_corpus,
-    NodeProcess,
+    get_json, init_founder_run, node_log, start_run_node, wait_until, FounderRun, NodeProcess,
 };
 
 const ROUNDS: u64 = 8;
@@ -38,35 +36,20 @@ fn included(line: &serde_json::Value, peer: &str) -> bool {
 fn honest_verifiers_leave_a_sign_flipping_trainer_out() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    write_corpus(&root.join("corpus"), 2);
-    let dirs: Vec<PathBuf> = (0..5).map(|i| root.join(format!("founder-{i}"))).collect();
-    let peer_ids: Vec<String> = dirs
-        .iter()
-        .map(|dir| {
-            commonweight(&["run", "peer-id", "--data-dir", dir.to_str().unwrap()])
-                .trim()
-                .to_owned()
-        })
-        .collect();
-    let config = format!(
-        "name = \"attack-test\"\npreset = \"tiny\"\ndata = \"corpus\"\ninner_steps = 8\nrounds = {ROUNDS}\n\
-         shards = 16\ncommittee_size = 4\nquorum_permille = 1000\nphase_max_ms = 30000\neval_windows = 4\n\
-         founders = [\"{}\"]\n",
-        peer_ids.join("\", \"")
+    let FounderRun {
+        dirs,
+        peer_ids,
+        run_file,
+        ..
+    } = init_founder_run(
+        root,
+        "attack-test",
+        5,
+        &format!(
+            "inner_steps = 8\nrounds = {ROUNDS}\nshards = 16\ncommittee_size = 4\nquorum_permille = 1000\n\
+             phase_max_ms = 30000\neval_windows = 4\n"
+        ),
     );
-    std::fs::write(root.join("run.toml"), config).unwrap();
-    let run_file = root.join("run.json");
-    let init = commonweight(&[
-        "run",
-        "init",
-        "--config",
-        root.join("run.toml").to_str().unwrap(),
-        "--out",
-        run_file.to_str().unwrap(),
-        "--data-dir",
-        dirs[0].to_str().unwrap(),
-    ]);
-    line_after(&init, "run id ");
     let run = run_file.to_str().unwrap();
     let first = start_run_node(&dirs[0], run, None, &[]);
     let boot = get_json(&first.control, "/status")["listen_addrs"][0]

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 mod process;
 
 use process::{
-    commonweight, get_json, line_after, node_log, start_run_node, wait_until, write_corpus,
+    get_json, init_founder_run, line_after, node_log, start_run_node, wait_until, FounderRun,
     NodeProcess,
 };
 
@@ -38,34 +38,18 @@ fn get(node: &NodeProcess, path: &str) -> serde_json::Value {
 fn a_fresh_node_joins_with_only_a_bootstrap_address_and_the_run_id() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    write_corpus(&root.join("corpus"), 2);
-    let founders: Vec<PathBuf> = (0..3).map(|i| root.join(format!("founder-{i}"))).collect();
-    let peer_ids: Vec<String> = founders
-        .iter()
-        .map(|dir| {
-            commonweight(&["run", "peer-id", "--data-dir", dir.to_str().unwrap()])
-                .trim()
-                .to_owned()
-        })
-        .collect();
-    let config = format!(
-        "name = \"join-test\"\npreset = \"tiny\"\ndata = \"corpus\"\ninner_steps = 2\nrounds = 400\n\
-         shards = 16\ncommittee_size = 4\nquorum_permille = 1000\nphase_max_ms = 15000\neval_windows = 4\n\
-         founders = [\"{}\"]\n",
-        peer_ids.join("\", \"")
+    let FounderRun {
+        dirs: founders,
+        run_file,
+        init,
+        ..
+    } = init_founder_run(
+        root,
+        "join-test",
+        3,
+        "inner_steps = 2\nrounds = 400\nshards = 16\ncommittee_size = 4\nquorum_permille = 1000\n\
+         phase_max_ms = 15000\neval_windows = 4\n",
     );
-    std::fs::write(root.join("run.toml"), config).unwrap();
-    let run_file = root.join("run.json");
-    let init = commonweight(&[
-        "run",
-        "init",
-        "--config",
-        root.join("run.toml").to_str().unwrap(),
-        "--out",
-        run_file.to_str().unwrap(),
-        "--data-dir",
-        founders[0].to_str().unwrap(),
-    ]);
     let run_id = line_after(&init, "run id ").to_owned();
     let collection = line_after(&init, "dataset collection ").to_owned();
 

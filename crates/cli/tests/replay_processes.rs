@@ -15,8 +15,7 @@ use std::time::Duration;
 mod process;
 
 use process::{
-    commonweight, get_json, line_after, node_log, start_run_node, wait_until, write_corpus,
-    NodeProcess, BIN,
+    get_json, init_founder_run, node_log, start_run_node, wait_until, FounderRun, NodeProcess, BIN,
 };
 
 const ROUNDS: u64 = 6;
@@ -33,35 +32,20 @@ fn count(node: &NodeProcess, field: &str) -> u64 {
 fn a_spot_check_proves_a_wrong_data_trainer_and_a_fresh_process_checks_the_proof() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    write_corpus(&root.join("corpus"), 2);
-    let dirs: Vec<PathBuf> = (0..4).map(|i| root.join(format!("founder-{i}"))).collect();
-    let peer_ids: Vec<String> = dirs
-        .iter()
-        .map(|dir| {
-            commonweight(&["run", "peer-id", "--data-dir", dir.to_str().unwrap()])
-                .trim()
-                .to_owned()
-        })
-        .collect();
-    let config = format!(
-        "name = \"replay-test\"\npreset = \"tiny\"\ndata = \"corpus\"\ninner_steps = 8\nrounds = {ROUNDS}\n\
-         shards = 16\ncommittee_size = 4\nquorum_permille = 1000\nphase_max_ms = 20000\neval_windows = 4\n\
-         spot_check_ppm = 1000000\nfounders = [\"{}\"]\n",
-        peer_ids.join("\", \"")
+    let FounderRun {
+        dirs,
+        peer_ids,
+        run_file,
+        ..
+    } = init_founder_run(
+        root,
+        "replay-test",
+        4,
+        &format!(
+            "inner_steps = 8\nrounds = {ROUNDS}\nshards = 16\ncommittee_size = 4\nquorum_permille = 1000\n\
+             phase_max_ms = 20000\neval_windows = 4\nspot_check_ppm = 1000000\n"
+        ),
     );
-    std::fs::write(root.join("run.toml"), config).unwrap();
-    let run_file = root.join("run.json");
-    let init = commonweight(&[
-        "run",
-        "init",
-        "--config",
-        root.join("run.toml").to_str().unwrap(),
-        "--out",
-        run_file.to_str().unwrap(),
-        "--data-dir",
-        dirs[0].to_str().unwrap(),
-    ]);
-    line_after(&init, "run id ");
     let run = run_file.to_str().unwrap();
     let first = start_run_node(&dirs[0], run, None, &[]);
     let boot = get_json(&first.control, "/status")["listen_addrs"][0]

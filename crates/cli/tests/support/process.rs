@@ -176,3 +176,52 @@ pub fn write_corpus(dir: &Path, files: usize) {
         std::fs::write(dir.join(format!("part{file}.txt")), text).unwrap();
     }
 }
+
+/// A `tiny` run of `founders` founders under `root`, ready to start: the corpus, each founder's identity
+/// (`founder-i`), a `run.toml` with `settings` (TOML lines: H, rounds, committee, phase limits, ...) and the run
+/// file from `run init` with founder 0's data dir.
+pub struct FounderRun {
+    pub dirs: Vec<PathBuf>,
+    pub peer_ids: Vec<String>,
+    pub run_file: PathBuf,
+    /// What `run init` printed.
+    pub init: String,
+}
+
+pub fn init_founder_run(root: &Path, name: &str, founders: usize, settings: &str) -> FounderRun {
+    write_corpus(&root.join("corpus"), 2);
+    let dirs: Vec<PathBuf> = (0..founders)
+        .map(|i| root.join(format!("founder-{i}")))
+        .collect();
+    let peer_ids: Vec<String> = dirs
+        .iter()
+        .map(|dir| {
+            commonweight(&["run", "peer-id", "--data-dir", dir.to_str().unwrap()])
+                .trim()
+                .to_owned()
+        })
+        .collect();
+    let config = format!(
+        "name = \"{name}\"\npreset = \"tiny\"\ndata = \"corpus\"\n{settings}founders = [\"{}\"]\n",
+        peer_ids.join("\", \"")
+    );
+    std::fs::write(root.join("run.toml"), config).unwrap();
+    let run_file = root.join("run.json");
+    let init = commonweight(&[
+        "run",
+        "init",
+        "--config",
+        root.join("run.toml").to_str().unwrap(),
+        "--out",
+        run_file.to_str().unwrap(),
+        "--data-dir",
+        dirs[0].to_str().unwrap(),
+    ]);
+    line_after(&init, "run id ");
+    FounderRun {
+        dirs,
+        peer_ids,
+        run_file,
+        init,
+    }
+}
