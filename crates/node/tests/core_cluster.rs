@@ -183,6 +183,7 @@ fn three_cores_settle_the_same_rounds() {
             Effect::FetchSnapshot { .. } | Effect::Adopted(_) => {
                 panic!("no node should fall behind in a fault-free cluster")
             }
+            Effect::CheckFraud { .. } => panic!("nobody proves fraud in an honest cluster"),
             Effect::WakeAt(at) => {
                 wakes[i] = Some(wakes[i].map_or(at, |w| w.min(at)));
             }
