@@ -47,7 +47,7 @@ fn honest_verifiers_leave_a_sign_flipping_trainer_out() {
         5,
         &format!(
             "inner_steps = 8\nrounds = {ROUNDS}\nshards = 16\ncommittee_size = 4\nquorum_permille = 1000\n\
-             phase_max_ms = 30000\neval_windows = 4\n"
+             phase_max_ms = 30000\neval_windows = 4\nspot_check_ppm = 0\n"
         ),
     );
     let run = run_file.to_str().unwrap();
@@ -149,15 +149,27 @@ fn check(nodes: &[NodeProcess], peer_ids: &[String], bad: &str) {
             line["round"]
         );
     }
-    // The honest trainers are not the price: each is in at least half the settled rounds (a trainer that misses
-    // a phase deadline on a loaded machine is left out of that round by the protocol, not by a verifier).
+    // The honest trainers are not the price: no honest node's gates reject an honest update (below, nor does its
+    // rating exclude one), and each is in some settled round. How many rounds each makes is the protocol's
+    // business on a loaded machine: a trainer that misses a phase deadline, or catches up by snapshot, sits that
+    // round out (seen in clean-clone CI with five node processes on two cores), which is no verifier's verdict.
     for honest in &peer_ids[..3] {
-        let count = lines.iter().filter(|l| included(l, honest)).count();
         assert!(
-            count * 2 >= lines.len(),
-            "honest {honest} included in only {count} of {} rounds",
-            lines.len()
+            lines.iter().any(|l| included(l, honest)),
+            "honest {honest} is in no settled round"
         );
+        for node in nodes {
+            let rejected = node_log(node)
+                .lines()
+                .filter(|l| l.contains("update rejected") && l.contains(honest.as_str()))
+                .count();
+            assert_eq!(
+                rejected,
+                0,
+                "{}: rejected honest {honest}",
+                node.dir.display()
+            );
+        }
     }
     for node in nodes {
         let core = &get_json(&node.control, "/status")["core"];
