@@ -180,9 +180,10 @@ fn check(nodes: &[NodeProcess], peer_ids: &[String], bad: &str) {
             node.dir.display()
         );
         assert!(core["updates_scored"].as_u64().unwrap() >= ROUNDS, "{core}");
-        // Nothing honest fails the harm test: the harmful updates are the attacker's, at most one a round.
+        // The harmful updates are mostly the two attackers', at most one each a round. An honest update can be weak
+        // (gain ratio under 0.6) in a round and sit it out, which its rating does not count against it (below).
         assert!(
-            core["updates_harmful"].as_u64().unwrap() <= ROUNDS,
+            core["updates_harmful"].as_u64().unwrap() <= 2 * ROUNDS,
             "{core}"
         );
         assert_eq!(core["updates_rating_excluded"].as_u64(), Some(0), "{core}");
